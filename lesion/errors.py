@@ -1,0 +1,36 @@
+"""The one error type for bad user input, and how entry points report it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_WORKER_MARK = "LesionError: "
+
+
+class LesionError(Exception):
+    """Bad input a person can fix: names the file or field, the problem and what to do.
+
+    Entry points print it as one line ``lesion: error: …`` and exit with status 2.
+
+    Args:
+        where: the file, folder or config field at fault.
+        problem: what is wrong with it.
+        fix: what the user should do.
+    """
+
+    def __init__(self, where: str | Path, problem: str | None = None, fix: str | None = None):
+        if problem is None:
+            # Rebuilt from a message alone: unpickling, or a DataLoader worker re-raising it with
+            # the worker's traceback prepended; keep only the original line.
+            message = str(where).rstrip().splitlines()[-1]
+            message = message.split(_WORKER_MARK, 1)[-1]
+        else:
+            message = f"{where}: {problem} — {fix}" if fix else f"{where}: {problem}"
+        super().__init__(message)
+
+
+def exit_with(error: LesionError) -> None:
+    """Print ``error`` as one ``lesion: error:`` line on stderr and exit with status 2."""
+    print(f"lesion: error: {error}", file=sys.stderr)
+    raise SystemExit(2)

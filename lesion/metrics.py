@@ -1,0 +1,82 @@
+"""Imbalance-aware epoch metrics: balanced accuracy, per-class recall/precision/F1/AUC, confusion.
+
+All figures come from epoch-level state (a confusion matrix and the concatenated probabilities),
+synchronised across DDP ranks by torchmetrics, never averaged per batch. A class with no
+samples in the split (e.g. seborrheic keratosis in a set without any) has undefined recall and
+AUC: they are reported as NaN and left out of BACC and macro AUC, as scikit-learn's
+``balanced_accuracy_score`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAUROC, MulticlassConfusionMatrix
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+class LesionMetrics(nn.Module):
+    """Metrics of one stage (train, val or test).
+
+    Args:
+        classes: class names in class order.
+    """
+
+    def __init__(self, classes: Sequence[str]):
+        super().__init__()
+        self.classes = list(classes)
+        num_classes = len(self.classes)
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.auroc = MulticlassAUROC(num_classes, average=None)
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of class probabilities (B×K) and true class indices (B,)."""
+        self.confusion.update(probs, target)
+        self.auroc.update(probs, target)
+
+    def reset(self) -> None:
+        self.confusion.reset()
+        self.auroc.reset()
+
+    def compute(self) -> dict:
+        """Epoch figures with the keys of ``test_metrics.json``.
+
+        Returns:
+            ``bacc``, ``accuracy``, ``auc_macro``, ``recall/<C>``, ``precision/<C>``, ``f1/<C>``,
+            ``auc/<C>``, ``support/<C>`` (floats; NaN where undefined), ``confusion`` (rows =
+            true class, columns = predicted) and ``classes``.
+        """
+        cm = self.confusion.compute().double().cpu()
+        support = cm.sum(1)
+        predicted = cm.sum(0)
+        tp = cm.diag()
+        present = support > 0
+        # With no negatives or no positives a class's AUC is undefined.
+        auc = self.auroc.compute().double().cpu() if support.sum() > 0 else torch.zeros(len(self.classes))
+        defined_auc = present & (support < support.sum())
+        out: dict = {}
+        recall, aucs = [], []
+        for k, name in enumerate(self.classes):
+            r = (tp[k] / support[k]).item() if present[k] else math.nan
+            p = (tp[k] / predicted[k]).item() if predicted[k] > 0 else 0.0
+            f1 = 2 * p * r / (p + r) if (p + r) > 0 and not math.isnan(r) else (math.nan if math.isnan(r) else 0.0)
+            a = auc[k].item() if defined_auc[k] else math.nan
+            out[f"recall/{name}"], out[f"precision/{name}"] = r, p
+            out[f"f1/{name}"], out[f"auc/{name}"] = f1, a
+            out[f"support/{name}"] = int(support[k])
+            recall.append(r)
+            aucs.append(a)
+        total = support.sum().item()
+        out["bacc"] = _nanmean(recall)
+        out["accuracy"] = tp.sum().item() / total if total else math.nan
+        out["auc_macro"] = _nanmean(aucs)
+        out["confusion"] = cm.long().tolist()
+        out["classes"] = list(self.classes)
+        return out

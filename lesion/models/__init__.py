@@ -1,0 +1,1 @@
+"""Pure ``nn.Module`` building blocks: backbone, channel attention, LSTM decoder, nets."""

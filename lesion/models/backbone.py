@@ -1,0 +1,139 @@
+"""ResNet trunk: a torchvision ResNet without its pooling and classifier, giving the feature map F.
+
+ResNet: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016. Weights are
+``none`` (random init), ``imagenet`` (torchvision's DEFAULT weights, cached under ``TORCH_HOME``)
+or the path of a local ``.pth`` state dict.
+
+Caveats: torchvision's DEFAULT for resnet50 is ``IMAGENET1K_V2`` (a newer training recipe whose
+reference evaluation resizes to 232 px), for resnet18/34 it is ``IMAGENET1K_V1``; only the
+normalisation is taken from the weights, the image size stays the dataset's choice. The download
+of ``imagenet`` weights goes through ``torch.hub`` without a socket timeout: on an offline machine
+name resolution fails at once, behind a firewall that drops packets it fails only at the TCP
+connect timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchvision.models import get_model, get_model_weights
+
+from lesion.errors import LesionError
+
+NAMES = ("resnet18", "resnet34", "resnet50")
+
+
+class Backbone(nn.Module):
+    """Torchvision ResNet trunk: ``x`` (B×3×H×W) → ``F`` (B×C×H/32×W/32).
+
+    The stages keep torchvision's names (``conv1`` … ``layer4``) so that a torchvision ResNet
+    state dict loads as is (its ``fc.*`` keys are dropped).
+
+    Args:
+        name: ``resnet18``, ``resnet34`` or ``resnet50``.
+        weights: ``none``, ``imagenet`` or the path of a ``.pth`` state dict of the full
+            torchvision ResNet or of this trunk.
+
+    Attributes:
+        channels: C, the number of feature-map channels (512 for resnet18/34, 2048 for resnet50).
+        mean, std: per-channel input normalisation of the weights (ImageNet's, also for ``none``
+            and for a local file, which are assumed to continue from ImageNet).
+    """
+
+    def __init__(self, name: str = "resnet50", weights: str = "imagenet"):
+        super().__init__()
+        if name not in NAMES:
+            raise LesionError(
+                "model.backbone", f"unknown backbone {name!r}", f"use one of {', '.join(NAMES)}"
+            )
+        resnet = get_model(name, weights=None)
+        for key, module in resnet.named_children():
+            if key not in ("avgpool", "fc"):
+                self.add_module(key, module)
+        self.name = name
+        self.channels: int = resnet.fc.in_features
+        preset = get_model_weights(name).DEFAULT.transforms()
+        self.mean = tuple(float(v) for v in preset.mean)
+        self.std = tuple(float(v) for v in preset.std)
+        if weights == "imagenet":
+            self._load(_imagenet_state_dict(name), f"torchvision {name} ImageNet weights")
+        elif weights != "none":
+            self._load(_file_state_dict(Path(weights)), weights)
+
+    @property
+    def target_layer(self) -> nn.Module:
+        """The last ResNet stage (``layer4``), whose output is F: the Grad-CAM layer."""
+        return self.layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: B×3×H×W normalised images. Returns: F, B×C×h×w (h = H/32, w = W/32)."""
+        for stage in self.children():  # torchvision order: conv1, bn1, relu, maxpool, layer1..4
+            x = stage(x)
+        return x
+
+    def _load(self, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+        """Load a full-ResNet or trunk state dict, naming ``source`` in any mismatch."""
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        own = self.state_dict()
+        mismatches = {
+            "missing": sorted(own.keys() - state.keys()),
+            "unexpected": sorted(state.keys() - own.keys()),
+            "wrong-shape": sorted(
+                k for k in own.keys() & state.keys()
+                if not isinstance(state[k], torch.Tensor) or state[k].shape != own[k].shape
+            ),
+        }
+        if any(mismatches.values()):
+            found = "; ".join(f"{len(k)} {what} keys, e.g. {k[0]}" for what, k in mismatches.items() if k)
+            raise LesionError(
+                source,
+                f"is not a {self.name} state dict ({found})",
+                f"save the state_dict() of a torchvision {self.name} or of a lesion "
+                f"Backbone({self.name!r}), or pass model.weights=imagenet or model.weights=none",
+            )
+        self.load_state_dict(state)
+
+
+def _imagenet_state_dict(name: str) -> Mapping[str, torch.Tensor]:
+    """Torchvision's DEFAULT ImageNet weights of ``name``, from the hub cache or downloaded there."""
+    weights = get_model_weights(name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    was_cached = cached.is_file()
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError, a bad hash a RuntimeError
+        if was_cached:
+            raise LesionError(
+                cached,
+                f"the cached ImageNet weights for {name} are unreadable ({err})",
+                "delete the file and run again on a machine with internet, or pass model.weights=none",
+            ) from err
+        raise LesionError(
+            cached,
+            f"ImageNet weights for {name} are not cached and could not be downloaded",
+            f"download {weights.url} to that path on a machine with internet, "
+            "or pass model.weights=PATH.pth or model.weights=none",
+        ) from err
+
+
+def _file_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
+    """The state dict stored in ``path`` (tensors only: ``weights_only=True``)."""
+    if not path.is_file():
+        raise LesionError(
+            path,
+            "weights file not found",
+            "pass model.weights=imagenet, model.weights=none or the path of an existing .pth file",
+        )
+    fix = "save it with torch.save(model.state_dict(), PATH)"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a foreign file makes torch.load raise almost anything
+        raise LesionError(path, f"cannot be read as a torch state dict ({err})", fix) from err
+    if not isinstance(state, Mapping):
+        raise LesionError(path, f"holds a {type(state).__name__}, not a state dict", fix)
+    return state

@@ -1,0 +1,134 @@
+"""LightningModule: loss, optimisation and metrics around a built :class:`LesionNet`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+
+from lesion.errors import LesionError
+from lesion.metrics import LesionMetrics
+from lesion.models.net import LesionNet
+
+STAGES = ("train", "val", "test")
+
+
+def build_net(model: dict, classes: Sequence[str], taxonomy: list[list[int]], **overrides) -> LesionNet:
+    """Instantiate the net described by a ``model`` config (``_target_`` + ``_partial_``).
+
+    Args:
+        model: the model config as a plain dict.
+        classes: class names; their number sets the output size.
+        taxonomy: per class, its token at every decoding level.
+        overrides: config entries to replace (e.g. ``weights="none"`` when loading a checkpoint).
+    """
+    return instantiate({**model, **overrides})(num_classes=len(classes), taxonomy=taxonomy)
+
+
+class LesionClassifier(pl.LightningModule):
+    """Trains and evaluates a :class:`LesionNet`.
+
+    The final decoding step's loss is the configured one (focal, weighted CE, …); earlier
+    taxonomy steps of a hierarchical decoder use plain cross-entropy; the loss is their mean.
+    Checkpoints keep every argument but ``net`` as plain containers, so the checkpoint alone
+    rebuilds the model (:func:`load_classifier`) with ``torch.load(weights_only=True)``.
+
+    Args:
+        net: the built network.
+        model: config that built ``net``.
+        loss: loss config with class weights resolved to lists.
+        optimizer: optimizer config (``_partial_: true``).
+        scheduler: LR scheduler config (``_partial_: true``) or ``None``.
+        classes: class names in output order.
+        taxonomy: per class, its token at every decoding level.
+        mean, std: input normalisation.
+        image_size: side of the square input.
+        dataset: the dataset config of the training run (so evaluation can default to it).
+    """
+
+    def __init__(self, net: LesionNet, model: dict, loss: dict, optimizer: dict, scheduler: dict | None,
+                 classes: list[str], taxonomy: list[list[int]], mean: list[float], std: list[float],
+                 image_size: int, dataset: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.loss_fn = instantiate(loss)
+        # Keyed "stage_<name>": a ModuleDict key "train" would clash with nn.Module.train.
+        self.metrics = nn.ModuleDict({f"stage_{stage}": LesionMetrics(classes) for stage in STAGES})
+        self.results: dict[str, dict] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B×K) of images (B×3×H×W)."""
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        # Teacher forcing only while training; evaluation decodes greedily.
+        steps = self.net.step_logits(x, y if stage == "train" else None)
+        targets = self.net.step_targets(y)
+        losses = [F.cross_entropy(s, t) for s, t in zip(steps[:-1], targets[:-1])]
+        losses.append(self.loss_fn(steps[-1], targets[-1]))
+        loss = torch.stack(losses).mean()
+        self.metrics[f"stage_{stage}"].update(steps[-1].detach().float().softmax(1), y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=len(y), sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        results = self.metrics[f"stage_{stage}"].compute()
+        self.metrics[f"stage_{stage}"].reset()
+        self.results[stage] = results
+        scalars = {f"{stage}/{k}": float(v) for k, v in results.items()
+                   if isinstance(v, float) and k != "bacc" and not k.startswith("support/")}
+        self.log_dict(scalars)
+        self.log(f"{stage}/bacc", results["bacc"], prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._epoch_end("val")
+        else:
+            self.metrics["stage_val"].reset()
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> LesionClassifier:
+    """Rebuild a :class:`LesionClassifier` from a checkpoint alone (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LesionError(path, "checkpoint not found", "pass ckpt=<run dir>/checkpoints/best.ckpt of a training run")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        hparams = checkpoint["hyper_parameters"]
+        net = build_net(hparams["model"], hparams["classes"], hparams["taxonomy"], weights="none")
+    except (RuntimeError, KeyError, OSError, EOFError) as error:
+        raise LesionError(path, f"is not a lesion checkpoint ({type(error).__name__}: {error})",
+                          "pass a checkpoint written by train.py") from None
+    module = LesionClassifier(net=net, **hparams)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()

@@ -1,0 +1,59 @@
+"""Shared fixtures: synthetic ISIC datasets, the shared real data, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lesion.data.synthetic import write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_UDA1 = REPO.parent / "shared" / "data" / "isic2017-uda1"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """Factory: a small synthetic dataset per layout, written once per test session."""
+    made: dict[str, Path] = {}
+
+    def make(layout: str) -> Path:
+        if layout not in made:
+            made[layout] = write_synthetic(layout, tmp_path_factory.mktemp(layout) / "data", n=60, seed=0)
+        return made[layout]
+
+    return make
+
+
+@pytest.fixture
+def uda1() -> Path:
+    """The real CC0 ISIC 2017-layout images in ../shared (skips when absent)."""
+    if not SHARED_UDA1.is_dir():
+        pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
+    return SHARED_UDA1
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for CLI subprocesses: synthetic data cached in a temporary folder."""
+    env = dict(os.environ)
+    env["LESION_CACHE"] = str(tmp_path_factory.mktemp("lesion-cache"))
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def run_cli(cli_env):
+    """Run a repository script (``train.py`` / ``evaluate.py``) with Hydra overrides."""
+
+    def run(script: str, *overrides: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=REPO, env=cli_env,
+                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+        return result
+
+    return run

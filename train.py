@@ -1,0 +1,19 @@
+"""Train a lesion classifier: ``python train.py [experiment=NAME] key=value ...``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from lesion.errors import LesionError, exit_with
+from lesion.training import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)["bacc"]
+    except LesionError as error:
+        exit_with(error)
+
+
+if __name__ == "__main__":
+    main()
