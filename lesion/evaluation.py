@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
         raise LesionError("split", f"unknown split '{cfg.split}'", "use split=val or split=test")
     module = load_classifier(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu")
     hparams = module.hparams
-    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True) if cfg.dataset else dict(hparams.dataset)
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True) if cfg.get("dataset") else dict(hparams.dataset)
     dataset_cfg.update(image_size=hparams.image_size, batch_size=cfg.batch_size)
     datamodule = instantiate(dataset_cfg, mean=hparams.mean, std=hparams.std, _convert_="all")
     if datamodule.classes != list(hparams.classes):

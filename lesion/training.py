@@ -41,6 +41,13 @@ def _callbacks(run_dir: Path, patience: int | None) -> list[pl.Callback]:
     return callbacks
 
 
+def _log_version(run_dir: Path, resuming: bool) -> str:
+    """Log sub-folder: ``logs/`` itself, or ``logs/resume_<k>/`` so a resumed run keeps the history."""
+    if not resuming:
+        return ""
+    return f"resume_{len(list((run_dir / 'logs').glob('resume_*'))) + 1}"
+
+
 def run(cfg: DictConfig) -> dict:
     """Train, checkpoint and test one configuration.
 
@@ -72,7 +79,9 @@ def run(cfg: DictConfig) -> dict:
         image_size=cfg.dataset.image_size, dataset=_container(cfg.dataset),
     )
     callbacks = _callbacks(run_dir, cfg.patience)
-    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
+    version = _log_version(run_dir, resuming=cfg.ckpt_path is not None)
+    loggers = [CSVLogger(run_dir, name="logs", version=version),
+               TensorBoardLogger(run_dir, name="logs", version=version)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=run_dir)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
