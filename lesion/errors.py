@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 _WORKER_MARK = "LesionError: "
 
@@ -30,7 +31,7 @@ class LesionError(Exception):
         super().__init__(message)
 
 
-def exit_with(error: LesionError) -> None:
+def exit_with(error: LesionError) -> NoReturn:
     """Print ``error`` as one ``lesion: error:`` line on stderr and exit with status 2."""
     print(f"lesion: error: {error}", file=sys.stderr)
     raise SystemExit(2)

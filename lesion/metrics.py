@@ -10,6 +10,7 @@ AUC: they are reported as NaN and left out of BACC and macro AUC, as scikit-lear
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -59,7 +60,10 @@ class LesionMetrics(nn.Module):
         tp = cm.diag()
         present = support > 0
         # With no negatives or no positives a class's AUC is undefined.
-        auc = self.auroc.compute().double().cpu() if support.sum() > 0 else torch.zeros(len(self.classes))
+        with warnings.catch_warnings():
+            # torchmetrics warns about classes without positives; they become NaN below.
+            warnings.filterwarnings("ignore", message="No positive samples in targets")
+            auc = self.auroc.compute().double().cpu() if support.sum() > 0 else torch.zeros(len(self.classes))
         defined_auc = present & (support < support.sum())
         out: dict = {}
         recall, aucs = [], []

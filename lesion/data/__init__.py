@@ -1,0 +1,1 @@
+"""Data: official ISIC layouts, synthetic data, transforms and the Lightning DataModule."""

@@ -1,0 +1,165 @@
+"""LightningDataModule over an official ISIC layout (real or synthetic)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from lesion.data.isic import SplitTable, read_split
+from lesion.data.layouts import LAYOUTS
+from lesion.data.splits import stratified_holdout
+from lesion.data.synthetic import ensure_synthetic
+from lesion.data.transforms import EvalPreset, Preset, TrainPreset
+
+log = logging.getLogger(__name__)
+
+
+class LesionDataset(Dataset):
+    """Images of one split (optionally a subset of its rows) with their class indices.
+
+    Args:
+        table: the split.
+        transform: preset applied to each decoded RGB image.
+        indices: rows of ``table`` to use (all when ``None``).
+        read_size: decode large JPEGs at a reduced scale whose short side stays ≥ this.
+    """
+
+    def __init__(self, table: SplitTable, transform: Preset, indices: np.ndarray | None = None,
+                 read_size: int | None = None):
+        self.table = table
+        self.transform = transform
+        self.indices = np.arange(len(table)) if indices is None else np.asarray(indices)
+        self.read_size = read_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.table.ids[i] for i in self.indices]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.table.labels[self.indices]
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
+        row = int(self.indices[item])
+        image = self.table.images.read(self.table.ids[row], min_size=self.read_size)
+        return self.transform(np.asarray(image)), int(self.table.labels[row])
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """``worker_init_fn``: give each worker's augmentation its own seed.
+
+    ``info.seed`` differs per worker and per DataLoader iterator and derives from the main
+    process's torch seed, so augmentations vary across workers and epochs yet are reproducible.
+    """
+    info = get_worker_info()
+    info.dataset.transform.set_random_seed(info.seed % 2**32)
+
+
+class IsicDataModule(pl.LightningDataModule):
+    """Train/val/test loaders for one official ISIC layout.
+
+    When the layout has no validation split on disk, a seeded stratified hold-out of the
+    training split serves as validation; when it has no test split, testing uses validation.
+
+    Args:
+        layout: ``"isic2017"`` or ``"isic2018"``.
+        root: folder with the official files.
+        image_size: side of the square network input.
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        val_fraction: share of each training class held out when there is no validation split.
+        mean, std: normalisation of the backbone's weights.
+        seed: seed of the hold-out and of the augmentation in the main process.
+        synthetic: generate a synthetic dataset at ``root`` on first use (else real data).
+        synthetic_n, synthetic_seed: its number of training images and its seed.
+    """
+
+    def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
+                 num_workers: int = 2, val_fraction: float = 0.15,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225), seed: int = 0,
+                 synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0):
+        super().__init__()
+        self.layout = LAYOUTS[layout]
+        self.root = Path(root).expanduser()
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.val_fraction, self.seed = val_fraction, seed
+        self.synthetic, self.synthetic_n, self.synthetic_seed = synthetic, synthetic_n, synthetic_seed
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train_set = self.val_set = self.test_set = None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.layout.classes)
+
+    def prepare_data(self) -> None:
+        if self.synthetic:
+            ensure_synthetic(self.layout.name, self.root, n=self.synthetic_n, seed=self.synthetic_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train = read_split(self.layout, self.root, "train")
+        val = read_split(self.layout, self.root, "val")
+        test = read_split(self.layout, self.root, "test")
+        train_preset = TrainPreset(self.image_size, self.mean, self.std)
+        train_preset.set_random_seed(self.seed)
+        eval_preset = EvalPreset(self.image_size, self.mean, self.std)
+        read_size = 2 * self.image_size
+        if val is None:
+            keep, holdout = stratified_holdout(train.labels, self.val_fraction, self.seed)
+            log.warning("%s: no validation split; holding out %d of %d training images (stratified, seed %d)",
+                        self.root, len(holdout), len(train), self.seed)
+            self.train_set = LesionDataset(train, train_preset, keep, read_size)
+            self.val_set = LesionDataset(train, eval_preset, holdout, read_size)
+        else:
+            self.train_set = LesionDataset(train, train_preset, read_size=read_size)
+            self.val_set = LesionDataset(val, eval_preset, read_size=read_size)
+        if test is None:
+            log.warning("%s: no test split; testing on the validation split", self.root)
+            self.test_set = self.val_set
+        else:
+            self.test_set = LesionDataset(test, eval_preset, read_size=read_size)
+        for name, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
+            counts = self.class_counts(dataset)
+            log.info("%s split: %d images %s", name, len(dataset), counts)
+            absent = [c for c, n in counts.items() if n == 0]
+            if absent:
+                log.warning("%s split has no images of class %s; its recall and AUC are undefined "
+                            "and left out of the averages", name, ", ".join(absent))
+
+    def class_counts(self, dataset: LesionDataset) -> dict[str, int]:
+        """Images per class of ``dataset``, in class order."""
+        counts = np.bincount(dataset.labels, minlength=self.layout.num_classes)
+        return dict(zip(self.classes, counts.tolist()))
+
+    def _loader(self, dataset: LesionDataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # A final batch of one image breaks BatchNorm on 1×1 feature maps (small images).
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            worker_init_fn=seed_worker_transform if self.num_workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)

@@ -1,0 +1,440 @@
+"""Synthetic ISIC data: fake dermoscopy images in the exact official ISIC 2017 / 2018 file layouts.
+
+Lets the whole pipeline (loader, cache, balancing, training, evaluation, Grad-CAM) run offline
+and in seconds, on data whose answer is known.
+
+What matches the real challenges:
+    * file names, zip structure and CSV headers/values of every split (from ``layouts.py``):
+      a zip ``<images>.zip`` whose top folder of the same name holds ``ISIC_<7 digits>.jpg``;
+      ISIC 2017 zips also hold ``*_superpixels.png`` and ``<images>_metadata.csv``, ISIC 2018 zips
+      ``ATTRIBUTION.txt`` and ``LICENSE.txt`` — present, as in the official archives, so that a
+      loader is forced to ignore them;
+    * the training-set class imbalance (e.g. ISIC 2018: NV ≈ 67 %, DF ≈ 1 %), scaled to ``n``;
+      val and test get the same proportions (the real ones differ a little);
+    * JPEG, RGB, varying non-square sizes.
+
+What is layout only:
+    * the pixels: a skin-coloured background with noise and one procedurally drawn lesion whose
+      class is chosen to be learnable from colour, shape (round / elongated / irregular border)
+      and texture (dots, streaks, uniform). They look nothing like real lesions beyond that;
+    * superpixel PNGs (8×8, a fixed grid), metadata (random age/sex), attribution/licence texts.
+
+Two files are not part of the official layout: ``synthetic_lesions.csv``
+(``split,image_id,label,cx,cy,radius``, the lesion centre and mean radius in pixels of the written
+image, ground truth for Grad-CAM checks) and ``.synthetic.json`` (the parameters; written last,
+it marks the dataset complete).
+
+The same ``(layout, n, seed, image_size)`` gives byte-identical files. Usage::
+
+    python -m lesion.data.synthetic --layout isic2018 --out data/synthetic2018 --n 120 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+from lesion.data.layouts import LAYOUTS, SPLITS, Layout
+from lesion.errors import LesionError, exit_with
+
+VERSION = 1  # bump when the drawing changes, so that ensure_synthetic refuses stale datasets
+MARKER = ".synthetic.json"
+LESIONS_CSV = "synthetic_lesions.csv"
+
+# Training-set class counts of the real challenges; val/test reuse the proportions.
+TRAIN_COUNTS = {
+    "isic2017": {"NV": 1372, "SK": 254, "MEL": 374},
+    "isic2018": {"MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142},
+}
+SPLIT_SHARE = {"train": 1.0, "val": 1 / 4, "test": 1 / 3}  # split size relative to n
+MIN_PER_CLASS = {"train": 3, "val": 1, "test": 1}  # 3 lets stratified k-fold / SMOTE k=2 work
+
+DEFAULT_WIDTH, DEFAULT_HEIGHT = (80, 112), (60, 84)  # inclusive ranges, 4:3-ish like dermoscopy
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # earliest zip date: no time-dependent bytes
+_SKIN = np.array([232.0, 190.0, 165.0])
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How one class is drawn. Sizes are fractions of the lesion radius unless noted."""
+
+    colour: tuple[int, int, int]
+    texture_colour: tuple[int, int, int]
+    core: float  # brightness factor of an off-centre core (<1 darker, >1 lighter)
+    elongation: float  # minor / major axis
+    irregularity: float  # amplitude of the border's low harmonics
+    size: float  # mean radius as a fraction of the image's short side
+    dots: int  # dots / globules scattered inside the lesion
+    dot_size: float
+    streaks: int  # radial lines (streaks, vessels, fissures)
+
+
+# Every texture colour is darker than skin, so a lesion centre is darker than the skin around it.
+_LOOKS = {
+    "NV": _Look((140, 90, 60), (110, 70, 45), 0.85, 0.92, 0.04, 0.25, 0, 0.0, 0),
+    "MEL": _Look((70, 45, 40), (70, 85, 120), 0.6, 0.8, 0.28, 0.28, 8, 0.12, 6),
+    "SK": _Look((165, 125, 85), (205, 180, 150), 0.95, 0.6, 0.08, 0.25, 12, 0.07, 0),
+    "BCC": _Look((200, 130, 130), (150, 30, 40), 1.0, 0.85, 0.12, 0.24, 0, 0.0, 8),
+    "AKIEC": _Look((195, 105, 90), (210, 175, 160), 0.95, 0.75, 0.2, 0.24, 20, 0.05, 0),
+    "BKL": _Look((175, 135, 95), (130, 95, 65), 0.95, 0.55, 0.1, 0.25, 0, 0.0, 10),
+    "DF": _Look((120, 85, 95), (100, 70, 80), 1.25, 0.95, 0.05, 0.17, 0, 0.0, 0),
+    "VASC": _Look((150, 40, 60), (90, 20, 50), 0.9, 0.9, 0.05, 0.22, 8, 0.13, 0),
+}
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """Where one lesion lies: centre and semi-axes in pixels, rotation in radians."""
+
+    cx: float
+    cy: float
+    a: float
+    b: float
+    angle: float
+
+    @property
+    def radius(self) -> float:
+        return float(np.sqrt(self.a * self.b))
+
+    def to_pixels(self, u: np.ndarray, v: np.ndarray) -> list[tuple[float, float]]:
+        """Map points of the unit disk (u, v) onto the rotated ellipse, as PIL (x, y) pairs."""
+        x, y = u * self.a, v * self.b
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        return list(zip((self.cx + c * x - s * y).tolist(), (self.cy + s * x + c * y).tolist()))
+
+
+def _layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise LesionError("layout", f"unknown layout {name!r}", f"use one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
+
+def _class_counts(weights: dict[str, int], total: int, minimum: int) -> dict[str, int]:
+    """Split ``total`` in proportion to ``weights`` by largest remainder; raise small classes to
+    ``minimum`` at the expense of the majority class (enough whenever ``total >= minimum·classes``)."""
+    quotas = {c: total * w / sum(weights.values()) for c, w in weights.items()}
+    counts = {c: int(q) for c, q in quotas.items()}
+    by_remainder = sorted(weights, key=lambda c: counts[c] - quotas[c])  # stable: ties keep order
+    for c in by_remainder[: total - sum(counts.values())]:
+        counts[c] += 1
+    deficit = sum(max(0, minimum - k) for k in counts.values())
+    counts = {c: max(k, minimum) for c, k in counts.items()}
+    counts[max(weights, key=weights.get)] -= deficit
+    return counts
+
+
+def split_counts(layout: str, n: int) -> dict[str, dict[str, int]]:
+    """Per split, per class (in ``Layout.classes`` order), the image counts ``write_synthetic`` uses.
+
+    Args:
+        layout: ``"isic2017"`` or ``"isic2018"``.
+        n: number of training images.
+
+    Returns:
+        ``{split: {class: count}}``.
+    """
+    spec = _layout(layout)
+    need = spec.num_classes * MIN_PER_CLASS["train"]
+    if n < need:
+        raise LesionError("n", f"{n} is too small for {layout}", f"use n >= {need}")
+    weights = {c: TRAIN_COUNTS[spec.name][c] for c in spec.classes}
+    counts = {}
+    for split in SPLITS:
+        total = max(round(n * SPLIT_SHARE[split]), spec.num_classes * MIN_PER_CLASS[split])
+        counts[split] = _class_counts(weights, total, MIN_PER_CLASS[split])
+    return counts
+
+
+def _outline(lesion: _Lesion, irregularity: float, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Border polygon: an ellipse whose radius is modulated by random low harmonics."""
+    t = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+    harmonics = np.arange(2, 6)
+    amplitude = rng.standard_normal(len(harmonics)) / harmonics
+    phase = rng.uniform(0, 2 * np.pi, len(harmonics))
+    wobble = (amplitude[:, None] * np.cos(harmonics[:, None] * t + phase[:, None])).sum(0)
+    rho = np.clip(1 + irregularity * wobble, 0.4, None)
+    return lesion.to_pixels(rho * np.cos(t), rho * np.sin(t))
+
+
+def _draw(look: _Look, size: tuple[int, int], rng: np.random.Generator) -> tuple[Image.Image, _Lesion]:
+    """One RGB image of skin with one lesion drawn in ``look``; returns it and the lesion."""
+    w, h = size
+    short = min(w, h)
+    elongation = np.clip(look.elongation + rng.normal(0, 0.06), 0.4, 1.0)
+    radius = look.size * short * rng.uniform(0.8, 1.2)
+    lesion = _Lesion(
+        cx=w * rng.uniform(0.35, 0.65),
+        cy=h * rng.uniform(0.35, 0.65),
+        a=radius / np.sqrt(elongation),
+        b=radius * np.sqrt(elongation),
+        angle=rng.uniform(0, np.pi),
+    )
+    # Skin: per-image tone, a smooth low-frequency shading, and (below) pixel noise.
+    tone = _SKIN + rng.normal(0, 6) + rng.normal(0, 4, 3)
+    shading = Image.fromarray(rng.normal(0, 5, (3, 4)).astype(np.float32), "F").resize(size, Image.BILINEAR)
+    image = Image.fromarray(np.clip(tone + np.asarray(shading)[..., None], 0, 255).astype(np.uint8), "RGB")
+
+    shift = rng.normal(0, 12)  # common brightness shift so that colour alone is not a lookup table
+    colour = np.asarray(look.colour) + shift + rng.normal(0, 10, 3)
+    blur = ImageFilter.GaussianBlur(max(0.6, 0.08 * radius))
+
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).polygon(_outline(lesion, look.irregularity, rng), fill=255)
+    mask = mask.filter(blur)
+    image = Image.composite(_solid(colour, size), image, mask)
+
+    # An off-centre core (darker for most, lighter for DF's central patch) breaks radial symmetry.
+    core = _Lesion(
+        lesion.cx + rng.normal(0, 0.15) * radius,
+        lesion.cy + rng.normal(0, 0.15) * radius,
+        lesion.a * 0.5,
+        lesion.b * 0.5,
+        lesion.angle,
+    )
+    core_mask = Image.new("L", size, 0)
+    ImageDraw.Draw(core_mask).polygon(_outline(core, look.irregularity, rng), fill=200)
+    core_mask = ImageChops.multiply(core_mask.filter(ImageFilter.GaussianBlur(0.2 * radius)), mask)
+    image = Image.composite(_solid(colour * look.core, size), image, core_mask)
+
+    texture = Image.new("L", size, 0)
+    pen = ImageDraw.Draw(texture)
+    r_dot = max(1.0, look.dot_size * radius)
+    dist, phi = 0.75 * np.sqrt(rng.uniform(size=look.dots)), rng.uniform(0, 2 * np.pi, look.dots)
+    for x, y in lesion.to_pixels(dist * np.cos(phi), dist * np.sin(phi)):
+        pen.ellipse((x - r_dot, y - r_dot, x + r_dot, y + r_dot), fill=255)
+    start, end = rng.uniform(0.1, 0.45, look.streaks), rng.uniform(0.6, 0.95, look.streaks)
+    phi = rng.uniform(0, 2 * np.pi, look.streaks)
+    ends = zip(
+        lesion.to_pixels(start * np.cos(phi), start * np.sin(phi)),
+        lesion.to_pixels(end * np.cos(phi), end * np.sin(phi)),
+    )
+    for p, q in ends:
+        pen.line((p, q), fill=255, width=max(1, round(0.07 * radius)))
+    texture = ImageChops.multiply(texture.filter(ImageFilter.GaussianBlur(0.5)), mask)
+    texture_colour = np.asarray(look.texture_colour) + shift + rng.normal(0, 6, 3)
+    image = Image.composite(_solid(texture_colour, size), image, texture)
+
+    noisy = np.asarray(image, np.float32) + rng.normal(0, 4, (h, w, 3)).astype(np.float32)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB"), lesion
+
+
+def _solid(colour: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    return Image.new("RGB", size, tuple(int(v) for v in np.clip(np.round(colour), 0, 255)))
+
+
+def _zip_info(name: str, compress: int = zipfile.ZIP_STORED) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type = compress
+    info.create_system = 3  # unix, whatever the host, so bytes match across platforms
+    info.external_attr = (0o40755 << 16 | 0x10) if name.endswith("/") else 0o644 << 16
+    return info
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _superpixels_png() -> bytes:
+    """An 8×8 grid of 16 superpixels, index encoded in R + 256·G as in the official PNGs."""
+    index = np.repeat(np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4), 2, 0), 2, 1)
+    rgb = np.stack([index, np.zeros_like(index), np.zeros_like(index)], -1)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _isic2017_side_files(stem: str, ids: list[str], rng: np.random.Generator) -> dict[str, bytes]:
+    ages = rng.choice([*range(15, 90, 5), "unknown"], len(ids))
+    sexes = rng.choice(["female", "male", "unknown"], len(ids))
+    metadata = _csv_text(["image_id", "age_approximate", "sex"], [list(row) for row in zip(ids, ages, sexes)])
+    png = _superpixels_png()
+    return {**{f"{i}_superpixels.png": png for i in ids}, f"{stem}_metadata.csv": metadata.encode()}
+
+
+def _isic2018_side_files(stem: str, ids: list[str], rng: np.random.Generator) -> dict[str, bytes]:
+    note = b"Synthetic images made by lesion.data.synthetic: no patient data, not derived from ISIC images.\n"
+    return {"ATTRIBUTION.txt": note, "LICENSE.txt": b"CC0-1.0: synthetic data, no rights reserved.\n"}
+
+
+# Members of the official zips that are not lesion images, by layout: name inside the top folder -> bytes.
+_SIDE_FILES = {"isic2017": _isic2017_side_files, "isic2018": _isic2018_side_files}
+
+
+def _write_split(
+    spec: Layout,
+    split: str,
+    labels: list[str],
+    first_id: int,
+    folder: Path,
+    image_size: tuple[int, int] | None,
+    rng: np.random.Generator,
+) -> list[list]:
+    """Write one split's zip and ground-truth CSV; return its rows for ``synthetic_lesions.csv``."""
+    files = spec.splits[split]
+    ids = [f"ISIC_{first_id + k:07d}" for k in range(len(labels))]
+    lesions = []
+    with zipfile.ZipFile(folder / f"{files.images}.zip", "w") as archive:
+        archive.writestr(_zip_info(f"{files.images}/"), b"")
+        side = _SIDE_FILES[spec.name](files.images, ids, rng)
+        for image_id, label in zip(ids, labels):
+            size = image_size or (
+                int(rng.integers(DEFAULT_WIDTH[0], DEFAULT_WIDTH[1] + 1)),
+                int(rng.integers(DEFAULT_HEIGHT[0], DEFAULT_HEIGHT[1] + 1)),
+            )
+            image, lesion = _draw(_LOOKS[label], size, rng)
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=90)
+            archive.writestr(_zip_info(f"{files.images}/{image_id}.jpg"), buffer.getvalue())
+            where = (f"{v:.1f}" for v in (lesion.cx, lesion.cy, lesion.radius))
+            lesions.append([split, image_id, label, *where])
+        for name, data in side.items():
+            compress = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
+            archive.writestr(_zip_info(f"{files.images}/{name}", compress), data)
+
+    # One-hot over the label columns; the implicit class (ISIC 2017 NV) is the all-zero row.
+    columns = list(spec.label_columns)
+    rows = [[i, *(f"{float(spec.label_columns[c] == y):.1f}" for c in columns)] for i, y in zip(ids, labels)]
+    (folder / files.csv).write_text(_csv_text([spec.id_column, *columns], rows))
+    return lesions
+
+
+def _params(layout: str, n: int, seed: int, image_size: tuple[int, int] | None) -> dict:
+    size = list(image_size) if image_size else None  # JSON has no tuples
+    return {"layout": layout, "n": n, "seed": seed, "image_size": size, "version": VERSION}
+
+
+def _read_marker(root: Path) -> dict | None:
+    marker = root / MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+def _is_taken(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def write_synthetic(
+    layout: str,
+    out: str | Path,
+    n: int = 120,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+) -> Path:
+    """Write a complete synthetic dataset in the official layout of ``layout`` into ``out``.
+
+    Writes into a hidden sibling folder and renames it to ``out`` when complete, so an interrupted
+    run never leaves a dataset that looks complete.
+
+    Args:
+        layout: ``"isic2017"`` or ``"isic2018"``.
+        out: target folder; must not exist or be empty.
+        n: number of training images; val gets about n/4, test about n/3.
+        seed: seed of every random choice; equal arguments give byte-identical files.
+        image_size: ``(width, height)`` of every image; ``None`` varies it per image
+            (width 80–112, height 60–84).
+
+    Returns:
+        ``out``.
+    """
+    spec = _layout(layout)
+    out = Path(out)
+    taken = LesionError(out, "already exists and is not empty", "choose another --out or delete it")
+    if _is_taken(out):
+        raise taken
+    if image_size is not None and min(image_size) < 16:
+        raise LesionError("image_size", f"{tuple(image_size)} is too small", "use width and height >= 16")
+    counts = split_counts(layout, n)
+    rng = np.random.default_rng(seed)
+
+    tmp = out.absolute().parent / f".{out.absolute().name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier run that had our pid
+    tmp.mkdir(parents=True)
+    try:
+        lesions, first_id = [], 0
+        for split in SPLITS:
+            labels = [c for c, k in counts[split].items() for _ in range(k)]
+            labels = [labels[k] for k in rng.permutation(len(labels))]  # interleave classes like real ids
+            lesions += _write_split(spec, split, labels, first_id, tmp, image_size, rng)
+            first_id += len(labels)
+        header = ["split", "image_id", "label", "cx", "cy", "radius"]
+        (tmp / LESIONS_CSV).write_text(_csv_text(header, lesions))
+        (tmp / MARKER).write_text(json.dumps(_params(layout, n, seed, image_size), indent=2) + "\n")
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if _is_taken(out):  # another process finished first
+                raise taken from None
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def ensure_synthetic(layout: str, root: str | Path, n: int = 120, seed: int = 0) -> Path:
+    """Return ``root`` holding a synthetic dataset with these parameters, writing it if absent.
+
+    Safe when several processes call it at once: the first rename wins, the others use its result.
+
+    Args:
+        layout: ``"isic2017"`` or ``"isic2018"``.
+        root: dataset folder.
+        n: number of training images.
+        seed: random seed.
+
+    Returns:
+        ``root``.
+    """
+    _layout(layout)
+    root = Path(root)
+    wanted = _params(layout, n, seed, None)
+    found = _read_marker(root)
+    if found is None:
+        try:
+            return write_synthetic(layout, root, n, seed)
+        except LesionError:
+            found = _read_marker(root)  # lost a race: the winner's dataset may be what we want
+            if found is None:
+                raise
+    if found != wanted:
+        raise LesionError(
+            root,
+            f"holds a synthetic dataset made with {found}, not {wanted}",
+            "delete it or pick another dataset root",
+        )
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lesion.data.synthetic",
+        description="Write a synthetic dataset in the official ISIC 2017 / 2018 file layout.",
+    )
+    parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
+    parser.add_argument("--out", required=True, type=Path, help="target folder (must not exist or be empty)")
+    parser.add_argument("--n", type=int, default=120, help="number of training images (default: 120)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), help="fixed image size")
+    args = parser.parse_args(argv)
+    try:
+        out = write_synthetic(args.layout, args.out, args.n, args.seed, args.image_size)
+        train = split_counts(args.layout, args.n)["train"]
+    except LesionError as error:
+        exit_with(error)
+    print(f"{out}: {args.layout} synthetic, train " + " ".join(f"{c}={k}" for c, k in train.items()))
+
+
+if __name__ == "__main__":
+    main()
