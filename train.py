@@ -4,13 +4,13 @@ import hydra
 from omegaconf import DictConfig
 
 from lesion.errors import LesionError, exit_with
-from lesion.training import run
+from lesion.training import run_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     try:
-        return run(cfg)["bacc"]
+        return run_job(cfg)
     except LesionError as error:
         exit_with(error)
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lesion.data import balance
 from lesion.errors import LesionError
-
-WEIGHT_KEYS = ("weight", "alpha")
-
 
 class FocalLoss(nn.Module):
     """Softmax focal loss ``-alpha_y (1 - p_y)^gamma log p_y``.
@@ -51,44 +48,38 @@ class WeightedCrossEntropy(nn.CrossEntropyLoss):
         super().__init__(weight=None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
 
 
-def inverse_frequency(counts: Sequence[int]) -> list[float]:
-    """Class weights ``N / (K · n_c)``; a class without samples gets weight 0.
+def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: list[float] | None = None,
+                          sampler: bool = False) -> dict:
+    """Fill in the loss's class weights (``weight``, or ``alpha`` for focal loss).
 
-    Args:
-        counts: training images per class (K,).
-
-    Returns:
-        K weights; classes of average size get 1.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    present = counts > 0
-    weights = np.zeros_like(counts)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return weights.tolist()
-
-
-CLASS_WEIGHTINGS = {"inverse_frequency": inverse_frequency}
-
-
-def resolve_class_weights(loss_cfg: dict, counts: Sequence[int]) -> dict:
-    """Replace a named weighting (e.g. ``weight: inverse_frequency``) by its list of floats.
+    A named weighting in the loss config (e.g. ``weight: inverse_frequency``) is computed from the
+    training counts; weights from ``balance.class_weight`` are put in place. Giving both, or class
+    weights together with a weighted sampler, corrects the imbalance twice and is refused.
 
     Args:
         loss_cfg: the loss config as a plain dict (``_target_`` plus arguments).
-        counts: training images per class.
+        counts: training images per class (after balancing).
+        class_weights: weights planned by ``balance.class_weight``, if any.
+        sampler: whether a weighted sampler is in use.
 
     Returns:
-        A copy of ``loss_cfg`` whose ``weight`` / ``alpha`` entries are lists of floats or ``None``.
+        A copy of ``loss_cfg`` whose weight entry is a list of floats or ``None``.
     """
+    key = "alpha" if "alpha" in loss_cfg else "weight"
     resolved = dict(loss_cfg)
-    for key in WEIGHT_KEYS:
-        value = resolved.get(key)
-        if isinstance(value, str):
-            if value not in CLASS_WEIGHTINGS:
-                raise LesionError(f"loss.{key}", f"unknown class weighting '{value}'",
-                                  f"use one of {', '.join(CLASS_WEIGHTINGS)} or a list of {len(counts)} floats")
-            resolved[key] = CLASS_WEIGHTINGS[value](counts)
-        elif value is not None and len(value) != len(counts):
-            raise LesionError(f"loss.{key}", f"has {len(value)} entries for {len(counts)} classes",
-                              "give one weight per class in class order")
+    value = resolved.get(key)
+    if class_weights is not None:
+        if value is not None:
+            raise LesionError(f"loss.{key}", "is set and balance.class_weight is set too",
+                              f"use one of them (e.g. loss.{key}=null)")
+        value = class_weights
+    elif isinstance(value, str):
+        value = balance.class_weights(value, counts, f"loss.{key}")
+    elif value is not None and len(value) != len(counts):
+        raise LesionError(f"loss.{key}", f"has {len(value)} entries for {len(counts)} classes",
+                          "give one weight per class in class order")
+    if sampler and value is not None:
+        raise LesionError("balance.sampler", f"a weighted sampler together with class weights (loss.{key}) "
+                          "corrects the imbalance twice", f"use balance.sampler or loss.{key}, not both")
+    resolved[key] = None if value is None else [float(v) for v in value]
     return resolved

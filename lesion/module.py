@@ -66,10 +66,15 @@ class LesionClassifier(pl.LightningModule):
         """Class logits (B×K) of images (B×3×H×W)."""
         return self.net(x)
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
+    def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        """Loss and metrics of a batch of ``(images, y)`` or of pooled embeddings ``(avg, mx, y)``."""
+        *inputs, y = batch
         # Teacher forcing only while training; evaluation decodes greedily.
-        steps = self.net.step_logits(x, y if stage == "train" else None)
+        teacher = y if stage == "train" else None
+        if len(inputs) == 1:
+            steps = self.net.step_logits(inputs[0], teacher)
+        else:
+            steps = self.net.step_logits_from_pooled(*inputs, teacher)
         targets = self.net.step_targets(y)
         losses = [F.cross_entropy(s, t) for s, t in zip(steps[:-1], targets[:-1])]
         losses.append(self.loss_fn(steps[-1], targets[-1]))

@@ -47,10 +47,12 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def run_cli(cli_env):
-    """Run a repository script (``train.py`` / ``evaluate.py``) with Hydra overrides."""
+    """Run a repository script (``train.py``, ``evaluate.py``) or module (``lesion.…``) with arguments."""
 
-    def run(script: str, *overrides: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=REPO, env=cli_env,
+    def run(script: str, *overrides: str, check: bool = True, timeout: int = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        command = [sys.executable, *(["-m", script] if script.startswith("lesion.") else [str(REPO / script)])]
+        result = subprocess.run([*command, *overrides], cwd=REPO, env={**cli_env, **(env or {})},
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stderr[-4000:]}")

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from lesion.errors import LesionError
-from lesion.losses import FocalLoss, WeightedCrossEntropy, inverse_frequency, resolve_class_weights
+from lesion.data.balance import inverse_frequency
+from lesion.losses import FocalLoss, WeightedCrossEntropy, resolve_class_weights
 
 
 def test_focal_matches_hand_computed_value():
@@ -60,3 +61,10 @@ def test_resolve_class_weights():
         resolve_class_weights({"weight": "sqrt"}, [1, 2])
     with pytest.raises(LesionError, match="2 entries for 3 classes"):
         resolve_class_weights({"weight": [1.0, 2.0]}, [1, 2, 3])
+    planned = resolve_class_weights({"weight": None}, [1, 2], class_weights=[2.0, 0.5])
+    assert planned["weight"] == [2.0, 0.5]
+    with pytest.raises(LesionError, match="balance.class_weight"):
+        resolve_class_weights({"weight": "inverse_frequency"}, [1, 2], class_weights=[2.0, 0.5])
+    with pytest.raises(LesionError, match="twice"):
+        resolve_class_weights({"alpha": [1.0, 1.0], "gamma": 2.0}, [1, 2], sampler=True)
+    assert resolve_class_weights({"weight": None}, [1, 2], sampler=True)["weight"] is None

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
+from lesion.data.balance import BalancePlan, counts_of
 from lesion.data.isic import SplitTable, read_split
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import stratified_holdout
@@ -96,6 +97,7 @@ class IsicDataModule(pl.LightningDataModule):
         self.synthetic, self.synthetic_n, self.synthetic_seed = synthetic, synthetic_n, synthetic_seed
         self.mean, self.std = tuple(mean), tuple(std)
         self.train_set = self.val_set = self.test_set = None
+        self.sample_weights: np.ndarray | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -139,14 +141,22 @@ class IsicDataModule(pl.LightningDataModule):
 
     def class_counts(self, dataset: LesionDataset) -> dict[str, int]:
         """Images per class of ``dataset``, in class order."""
-        counts = np.bincount(dataset.labels, minlength=self.layout.num_classes)
-        return dict(zip(self.classes, counts.tolist()))
+        return counts_of(dataset.labels, self.classes)
+
+    def balance_train(self, plan: BalancePlan) -> None:
+        """Replace the training set by the plan's (downsampled / augmented) entries and sampler."""
+        self.train_set.indices = self.train_set.indices[plan.indices]
+        self.sample_weights = plan.sample_weights
 
     def _loader(self, dataset: LesionDataset, train: bool) -> DataLoader:
+        sampler = None
+        if train and self.sample_weights is not None:
+            sampler = WeightedRandomSampler(self.sample_weights.tolist(), num_samples=len(dataset), replacement=True)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             # A final batch of one image breaks BatchNorm on 1×1 feature maps (small images).
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,

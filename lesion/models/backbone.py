@@ -26,6 +26,8 @@ from torchvision.models import get_model, get_model_weights
 from lesion.errors import LesionError
 
 NAMES = ("resnet18", "resnet34", "resnet50")
+# Freezable stages in input order; the stem (conv1 + bn1) counts as one.
+STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
 
 class Backbone(nn.Module):
@@ -43,9 +45,11 @@ class Backbone(nn.Module):
         channels: C, the number of feature-map channels (512 for resnet18/34, 2048 for resnet50).
         mean, std: per-channel input normalisation of the weights (ImageNet's, also for ``none``
             and for a local file, which are assumed to continue from ImageNet).
+        frozen_stages: how many stages (stem, layer1 … layer4) receive no gradient and keep
+            their BatchNorm statistics (0 = train all).
     """
 
-    def __init__(self, name: str = "resnet50", weights: str = "imagenet"):
+    def __init__(self, name: str = "resnet50", weights: str = "imagenet", frozen_stages: int = 0):
         super().__init__()
         if name not in NAMES:
             raise LesionError(
@@ -64,6 +68,21 @@ class Backbone(nn.Module):
             self._load(_imagenet_state_dict(name), f"torchvision {name} ImageNet weights")
         elif weights != "none":
             self._load(_file_state_dict(Path(weights)), weights)
+        if not 0 <= frozen_stages <= len(STAGES):
+            raise LesionError("model.frozen_stages", f"must be 0–{len(STAGES)}, got {frozen_stages}",
+                              "0 trains every stage; 4 trains only layer4 (and the head)")
+        self.frozen_stages = frozen_stages
+        for names in STAGES[:frozen_stages]:
+            for name_ in names:
+                getattr(self, name_).requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """Like ``nn.Module.train``, but frozen stages keep their BatchNorm statistics fixed."""
+        super().train(mode)
+        for names in STAGES[:self.frozen_stages]:
+            for name_ in names:
+                getattr(self, name_).eval()
+        return self
 
     @property
     def target_layer(self) -> nn.Module:

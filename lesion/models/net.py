@@ -121,12 +121,18 @@ class LesionNet(nn.Module):
 
     def head_from_pooled(self, avg: torch.Tensor, mx: torch.Tensor) -> torch.Tensor:
         """Args: avg, mx: B×C from ``embed``. Returns: B×K class logits, equal to ``forward(x)``."""
-        return self.head.steps_from_pooled(avg, mx)[-1]
+        return self.step_logits_from_pooled(avg, mx)[-1]
 
     def step_logits(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Args: x: B×3×H×W; targets: B class indices (teacher forcing) or ``None`` (greedy).
         Returns: per-step logits, the last B×K."""
         return self.head.steps(self.forward_features(x), targets)
+
+    def step_logits_from_pooled(self, avg: torch.Tensor, mx: torch.Tensor,
+                                targets: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Args: avg, mx: B×C from ``embed``; targets: as in ``step_logits``.
+        Returns: per-step logits, equal to ``step_logits`` on the images."""
+        return self.head.steps_from_pooled(avg, mx, targets)
 
     def step_targets(self, targets: torch.Tensor) -> list[torch.Tensor]:
         """Args: targets: B class indices. Returns: per-step target tokens, B each."""
@@ -143,10 +149,11 @@ def baseline_net(
     backbone: str = "resnet50",
     weights: str = "imagenet",
     dropout: float = 0.5,
+    frozen_stages: int = 0,
 ) -> LesionNet:
     """ResNet + ``LinearHead``. ``taxonomy`` is unused; it is accepted so that both builders take
     the same arguments from the caller."""
-    trunk = Backbone(backbone, weights)
+    trunk = Backbone(backbone, weights, frozen_stages)
     return LesionNet(trunk, LinearHead(trunk.channels, num_classes, dropout))
 
 
@@ -156,6 +163,7 @@ def barata_net(
     backbone: str = "resnet50",
     weights: str = "imagenet",
     dropout: float = 0.5,
+    frozen_stages: int = 0,
     hierarchical: bool = False,
     hidden_size: int = 512,
     embed_dim: int = 128,
@@ -167,7 +175,7 @@ def barata_net(
         num_classes: K.
         taxonomy: K rows ``[level 0 token, …, k]`` (``Layout.taxonomy()``), used if hierarchical.
         hierarchical: decode along the taxonomy (L steps) instead of in one step.
-        backbone, weights: see ``Backbone``; the rest: see ``BarataHead``.
+        backbone, weights, frozen_stages: see ``Backbone``; the rest: see ``BarataHead``.
     """
     rows = [list(row) for row in taxonomy]
     if len(rows) != num_classes or any(len(r) != len(rows[0]) or r[-1] != k for k, r in enumerate(rows)):
@@ -177,5 +185,5 @@ def barata_net(
             "leave it to the dataset's taxonomy (Layout.taxonomy())",
         )
     paths = rows if hierarchical else [[k] for k in range(num_classes)]
-    trunk = Backbone(backbone, weights)
+    trunk = Backbone(backbone, weights, frozen_stages)
     return LesionNet(trunk, BarataHead(trunk.channels, paths, hidden_size, embed_dim, rd_ratio, dropout))
