@@ -96,7 +96,7 @@ def measure(spec: dict) -> dict:
 def pixels_versus_embeddings(quick: bool, dtype: str) -> None:
     """Part 1: peak memory and time of each space, and the ratios."""
     counts = [n // 4 for n in ISIC2017.values()] if quick else list(ISIC2017.values())
-    side = 64 if quick else 224
+    side = 112 if quick else 224
     names = " / ".join(f"{n} {c}" for c, n in zip(ISIC2017, counts))
     print(f"1. SMOTE-Tomek at ISIC 2017 size ({sum(counts)} images: {names}; 'auto' → "
           f"{len(counts) * max(counts)} rows before Tomek)")

@@ -7,7 +7,6 @@ globbing, so the superpixel PNGs and metadata CSVs inside the ISIC 2017 archives
 
 from __future__ import annotations
 
-import io
 import os
 import zipfile
 from dataclasses import dataclass
@@ -15,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image
 
+from lesion.data.images import IMAGE_SUFFIXES, decode
 from lesion.data.layouts import LAYOUTS, Layout
 from lesion.errors import LesionError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
 
 class ImageArchive:
     """The images of one split, in a zip or a folder, addressed by ISIC id.
@@ -51,29 +48,12 @@ class ImageArchive:
         return self._zip.read(member)
 
     def read(self, image_id: str, min_size: int | None = None) -> Image.Image:
-        """Decode image ``image_id`` as upright RGB.
-
-        Args:
-            image_id: ISIC id, e.g. ``ISIC_0000001``.
-            min_size: when given, large JPEGs are decoded at a reduced DCT scale whose shorter
-                side is still at least ``min_size`` (PIL ``draft``), which is many times faster.
-        """
-        where = f"{self.path}:{self.members[image_id]}"
+        """Decode image ``image_id`` as upright 8-bit RGB (see :func:`lesion.data.images.decode`)."""
         try:
-            image = Image.open(io.BytesIO(self.read_bytes(image_id)))
-            if min_size is not None:
-                image.draft("RGB", _draft_size(image.size, min_size))
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return decode(self.read_bytes(image_id), min_size)
         except (OSError, SyntaxError, ValueError) as error:
-            raise LesionError(where, f"cannot be decoded as an image ({error})",
+            raise LesionError(f"{self.path}:{self.members[image_id]}", f"cannot be decoded as an image ({error})",
                               "re-download the archive or remove this id from the CSV") from None
-
-
-def _draft_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:
-    """Requested draft size that keeps the shorter side ≥ ``min_size`` at the image's aspect."""
-    w, h = size
-    scale = min_size / min(w, h)
-    return max(1, int(w * scale)), max(1, int(h * scale))
 
 
 @dataclass
