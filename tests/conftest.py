@@ -59,3 +59,14 @@ def run_cli(cli_env):
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(run_cli, tmp_path_factory) -> Path:
+    """Two epochs of the hierarchical Barata model with focal loss on synthetic ISIC 2018 (tiny)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    run_cli("train.py", "dataset=synthetic2018", "model=barata", "model.hierarchical=true", "loss=focal",
+            "loss.alpha=inverse_frequency", "trainer=cpu", "model.backbone=resnet18", "model.weights=none",
+            "dataset.image_size=32", "dataset.batch_size=4", "dataset.num_workers=0", "dataset.synthetic_n=30",
+            "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    return run_dir

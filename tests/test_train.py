@@ -54,15 +54,6 @@ def test_fast_dev_run_every_model_loss_and_dataset(run_cli, tmp_path):
     assert len(seen) == 12
 
 
-@pytest.fixture(scope="module")
-def trained_run(run_cli, tmp_path_factory) -> Path:
-    """Two epochs of the hierarchical Barata model with focal loss on synthetic ISIC 2018."""
-    run_dir = tmp_path_factory.mktemp("run")
-    run_cli("train.py", "dataset=synthetic2018", "model=barata", "model.hierarchical=true", "loss=focal",
-            "loss.alpha=inverse_frequency", *SMALL, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
-    return run_dir
-
-
 def test_run_directory_holds_checkpoints_logs_and_metrics(trained_run):
     for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv", ".hydra/config.yaml",
                  "test_metrics.json"):

@@ -1,0 +1,338 @@
+"""Grad-CAM heatmaps of a :class:`LesionNet`, mapped back onto the original image, and their files.
+
+Grad-CAM: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+Localization", ICCV 2017. The maps come from the ``grad-cam`` package (``pytorch_grad_cam.GradCAM``):
+the target layer's activations weighted by the spatial mean of the target logit's gradient, summed
+over channels, ReLU, min-max scaled to [0, 1] per image.
+
+Caveats:
+    * The CAM has the resolution of the target layer's feature map: h×w = S/32 × S/32 for a ResNet's
+      ``layer4`` on S×S crops (7×7 at 224 px, only 2×2 at 64 px); everything finer is bilinear
+      upsampling. At 2×2 a CAM can say which quadrant mattered, no more; pass an earlier stage
+      (e.g. ``net.backbone.layer3``) as ``target_layer`` for a finer, less class-specific map.
+    * For the LSTM head (``BarataHead``) the CAM explains the logit of the final decoding step (the
+      B×K class logits of ``LesionNet.forward``). In the hierarchical decoder that step follows the
+      greedily decoded earlier tokens: the gradient flows back through the LSTM state, not through
+      the (argmax) choice of those tokens.
+    * The net sees only the centre crop of ``EvalPreset``; outside it the CAM is 0, meaning "not
+      seen", not "unimportant".
+    * The min-max scaling makes values relative within one image: a CAM says where, not how much.
+      A map with no positive evidence for the target is all zero.
+    * Grad-CAM needs gradients, so it cannot run inside Lightning's test/predict loops (gradients
+      disabled there); :class:`GradCamExplainer` enables them itself and runs in fp32 without
+      autocast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
+
+from lesion.data.transforms import EvalPreset
+from lesion.errors import LesionError
+from lesion.files import atomic_path
+from lesion.models.net import LesionNet
+
+SUFFIXES = {
+    "raw": "_gradcam_raw.png",
+    "npy": "_gradcam_raw.npy",
+    "color": "_gradcam_raw_color.png",
+    "overlay": "_gradcam_overlay.png",
+}
+
+
+class _Target(ClassifierOutputTarget):
+    """The logit of ``category``, or of the predicted class when ``category`` is ``None``.
+
+    Resolving the prediction inside grad-cam's own forward pass saves a second forward; the
+    category chosen is left in ``self.category``.
+    """
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:  # model_output: K logits
+        num_classes = model_output.shape[-1]
+        if self.category is None:
+            self.category = int(model_output.argmax(-1))
+        if not 0 <= self.category < num_classes:
+            raise LesionError("gradcam target", f"class index {self.category} is out of range",
+                              f"use 0–{num_classes - 1} or None for the predicted class")
+        return model_output[..., self.category]
+
+
+class _ModelState:
+    """Training flags, ``requires_grad`` flags and ``.grad`` of every module/parameter, to restore.
+
+    Flags are set back attribute by attribute rather than through ``train()``, so that modules
+    kept in eval mode on purpose (frozen BatchNorms of ``Backbone``) come back exactly as they were.
+    """
+
+    def __init__(self, *modules: nn.Module):
+        found = {id(m): m for root in modules for m in root.modules()}
+        self.modes = [(m, m.training) for m in found.values()]
+        params = {id(p): p for m in found.values() for p in m.parameters(recurse=False)}
+        self.params = [(p, p.requires_grad, p.grad) for p in params.values()]
+
+    def restore(self) -> None:
+        for module, training in self.modes:
+            module.training = training
+        for param, requires_grad, grad in self.params:
+            param.requires_grad_(requires_grad)
+            param.grad = grad
+
+
+def crop_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    """The square ``EvalPreset(size)`` crops, in pixel coordinates of the original image.
+
+    ``EvalPreset`` resizes the short side to ``size`` (each side rounded to whole pixels) and
+    centre-crops ``size``×``size`` from the resized image.
+
+    Args:
+        width, height: original image size in pixels.
+        size: side of the square network input.
+
+    Returns:
+        ``(left, top, right, bottom)``; may be fractional.
+    """
+    (x0, wr), (y0, hr) = _crop_axes(width, height, size)
+    return x0 * width / wr, y0 * height / hr, (x0 + size) * width / wr, (y0 + size) * height / hr
+
+
+def _crop_axes(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Per axis, the crop offset and the resized length of ``EvalPreset`` (albumentations 2:
+    ``SmallestMaxSize`` rounds ``side·scale``, ``CenterCrop`` starts at ``(resized - size) // 2``)."""
+    scale = size / min(width, height)
+    wr, hr = max(1, round(width * scale)), max(1, round(height * scale))
+    return ((wr - size) // 2, wr), ((hr - size) // 2, hr)
+
+
+def _axis_weights(length: int, resized: int, offset: int, size: int) -> np.ndarray:
+    """length×size bilinear weights that sample a crop axis at every original pixel's centre.
+
+    Pixel centres follow the half-pixel convention of cv2's resize; rows of pixels whose centre
+    lies outside the crop are zero.
+    """
+    pos = (np.arange(length) + 0.5) * resized / length - 0.5 - offset  # in crop pixels
+    inside = (pos >= -0.5) & (pos < size - 0.5)
+    pos = np.clip(pos, 0, size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = pos - lo
+    weights = np.zeros((length, size), np.float64)
+    rows = np.arange(length)
+    np.add.at(weights, (rows, lo), 1 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    weights[~inside] = 0
+    return weights
+
+
+def uncrop(cam: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Map a CAM of the ``EvalPreset`` crop back onto the original image.
+
+    Args:
+        cam: S×S CAM of the network input.
+        width, height: original image size.
+
+    Returns:
+        height×width float32 in [0, 1]: the CAM resampled (bilinear) into the crop region of the
+        original image, zero outside it.
+    """
+    size = cam.shape[0]
+    (x0, wr), (y0, hr) = _crop_axes(width, height, size)
+    rows = _axis_weights(height, hr, y0, size)
+    cols = _axis_weights(width, wr, x0, size)
+    return np.clip(rows @ cam.astype(np.float64) @ cols.T, 0.0, 1.0).astype(np.float32)
+
+
+class GradCamExplainer:
+    """Grad-CAMs of a :class:`LesionNet` on original images, preprocessed like ``EvalPreset``.
+
+    Build it once per run. Hooks live only during an ``explain`` call and are removed in
+    ``finally``; the net comes back with its training flags, ``requires_grad`` flags, ``.grad``
+    tensors and device unchanged (it is put in eval mode for the call). Usable as a context manager.
+
+    Args:
+        net: the network; its ``forward`` returns B×K class logits.
+        mean, std: input normalisation (RGB, [0, 1] units), as in training.
+        image_size: side S of the square network input.
+        target_layer: the layer to explain; default ``net.backbone.target_layer`` (``layer4``).
+    """
+
+    def __init__(self, net: LesionNet, mean: Sequence[float], std: Sequence[float], image_size: int,
+                 target_layer: nn.Module | None = None):
+        self.net = net
+        self.image_size = int(image_size)
+        self.preset = EvalPreset(self.image_size, mean, std)
+        self.target_layer = net.backbone.target_layer if target_layer is None else target_layer
+
+    def __enter__(self) -> GradCamExplainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release between calls (hooks never outlive one); kept for symmetry."""
+
+    def explain(self, image: Image.Image, target: int | None = None) -> tuple[np.ndarray, int]:
+        """Grad-CAM of one image.
+
+        Args:
+            image: PIL image of any size (converted to RGB).
+            target: class index to explain; ``None`` explains the predicted class.
+
+        Returns:
+            ``(cam, target)``: H×W float32 CAM in [0, 1] at the image's size (zero outside the
+            centre crop), and the class explained.
+        """
+        cams, targets = self.explain_batch([image], [target])
+        return cams[0], targets[0]
+
+    def explain_batch(self, images: Sequence[Image.Image],
+                      targets: Sequence[int | None] | None = None) -> tuple[list[np.ndarray], list[int]]:
+        """Grad-CAMs of several images in one forward/backward pass.
+
+        Args:
+            images: PIL images of any sizes.
+            targets: one class index (or ``None`` = predicted) per image; ``None`` = all predicted.
+
+        Returns:
+            ``(cams, targets)``: per image an H×W float32 CAM in [0, 1] and the class explained.
+        """
+        targets = [None] * len(images) if targets is None else list(targets)
+        if len(targets) != len(images):
+            # grad-cam would silently return zero maps for the images without a target
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        if not images:
+            return [], []
+        rgb = [image.convert("RGB") for image in images]
+        x = torch.stack([self.preset(np.asarray(image)) for image in rgb])
+        crops, used = self._crop_cams(x, targets)
+        return [uncrop(c, *image.size) for c, image in zip(crops, rgb)], used
+
+    def _crop_cams(self, x: torch.Tensor, targets: list[int | None]) -> tuple[np.ndarray, list[int]]:
+        """B×S×S CAMs of the network inputs ``x`` (B×3×S×S) and the classes explained."""
+        net = self.net
+        state = _ModelState(net, self.target_layer)
+        device = next(net.parameters()).device
+        wanted = [_Target(t) for t in targets]
+        cam = None
+        try:
+            # Gradients reach F through the input instead of the weights: no weight gradients to
+            # compute or to clean up, and frozen stages (requires_grad False) need no switching.
+            for param, *_ in state.params:
+                param.requires_grad_(False)
+            x = x.to(device=device, dtype=torch.float32).requires_grad_(True)
+            with (torch.enable_grad(),
+                  torch.autocast(device.type, enabled=False),
+                  torch.backends.cudnn.flags(enabled=False)):  # cuDNN's RNN backward needs train mode
+                cam = GradCAM(model=net, target_layers=[self.target_layer])  # sets net.eval()
+                crops = cam(input_tensor=x, targets=wanted)
+        finally:
+            if cam is not None:
+                cam.activations_and_grads.release()
+                cam.outputs = None  # holds the retained graph
+            state.restore()
+        return crops, [int(t.category) for t in wanted]
+
+
+def _save_png(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 H×W (grayscale) or H×W×3 (RGB) array as PNG."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(tmp, format="PNG")
+    return path
+
+
+def write_gradcam(stem: str, image: Image.Image, cam: np.ndarray, out_dir: Path) -> dict[str, Path]:
+    """Write the four Grad-CAM files of one image, atomically, all at the image's size.
+
+    Args:
+        stem: file name stem, e.g. the ISIC id.
+        image: the original image.
+        cam: H×W CAM in [0, 1] from :meth:`GradCamExplainer.explain`.
+        out_dir: folder to write to (created if needed).
+
+    Returns:
+        ``{"raw": <stem>_gradcam_raw.png (grayscale), "npy": <stem>_gradcam_raw.npy (float32),
+        "color": <stem>_gradcam_raw_color.png (jet, RGB), "overlay": <stem>_gradcam_overlay.png
+        (RGB)}``.
+    """
+    rgb = np.asarray(image.convert("RGB"))
+    cam = np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0)
+    if cam.shape != rgb.shape[:2]:
+        raise ValueError(f"CAM of shape {cam.shape} for an image of size {image.size} (W×H): "
+                         f"expected {rgb.shape[:2]}")
+    out_dir = Path(out_dir)
+    paths = {key: out_dir / f"{stem}{suffix}" for key, suffix in SUFFIXES.items()}
+    levels = np.round(cam * 255).astype(np.uint8)
+    _save_png(paths["raw"], levels)
+    with atomic_path(paths["npy"]) as tmp, open(tmp, "wb") as f:  # np.save(path) would append .npy
+        np.save(f, cam)
+    # The same colour map as show_cam_on_image, so the colour file matches the overlay.
+    _save_png(paths["color"], cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB))
+    _save_png(paths["overlay"], show_cam_on_image(np.float32(rgb) / 255, cam, use_rgb=True))
+    return paths
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans from matplotlib (it has ``→``), else PIL's default font."""
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=True), size)
+    except (ImportError, OSError, ValueError):
+        return ImageFont.load_default()
+
+
+def contact_sheet(overlays: list[Path], out_path: Path, titles: list[str] | None = None,
+                  columns: int = 6, thumb: int = 160) -> Path:
+    """One PNG grid of overlay thumbnails, each under its title.
+
+    Args:
+        overlays: image files, in reading order.
+        out_path: PNG to write (atomically).
+        titles: one line per image, e.g. ``"ISIC_0000012  MEL→MEL 0.93"``; default: file stems.
+        columns: thumbnails per row (fewer if there are fewer images).
+        thumb: side of each square cell; images are fitted inside it keeping their aspect.
+
+    Returns:
+        ``out_path``. The sheet is ``min(columns, n)·thumb`` wide and
+        ``ceil(n / columns)·(thumb + title strip)`` high.
+    """
+    if not overlays:
+        raise ValueError("no overlays for the contact sheet")
+    titles = [Path(p).stem for p in overlays] if titles is None else list(titles)
+    if len(titles) != len(overlays):
+        raise ValueError(f"{len(overlays)} overlays but {len(titles)} titles")
+    font_size = max(8, thumb // 14)
+    font = _font(font_size)
+    strip = font_size + 6
+    cols = min(columns, len(overlays))
+    rows = math.ceil(len(overlays) / cols)
+    sheet = Image.new("RGB", (cols * thumb, rows * (thumb + strip)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (path, title) in enumerate(zip(overlays, titles)):
+        left, top = (k % cols) * thumb, (k // cols) * (thumb + strip)
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((thumb, thumb))
+        sheet.paste(image, (left + (thumb - image.width) // 2, top + strip + (thumb - image.height) // 2))
+        # Keep the title in its cell: a smaller font first, then cut its end.
+        size, small = font_size, font
+        while size > 7 and draw.textlength(title, font=small) > thumb - 4:
+            size -= 1
+            small = _font(size)
+        while len(title) > 1 and draw.textlength(title, font=small) > thumb - 4:
+            title = title[:-1]
+        draw.text((left + 2, top + 2), title, fill="black", font=small)
+    with atomic_path(out_path) as tmp:
+        sheet.save(tmp, format="PNG")
+    return Path(out_path)

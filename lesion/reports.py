@@ -1,0 +1,282 @@
+"""Evaluation report of one labelled split: point metrics, bootstrap intervals, calibration.
+
+Point estimates come from :class:`lesion.metrics.LesionMetrics`, so a report agrees with the
+``test_metrics.json`` of training. On top of them the report adds per-class specificity, the ISIC
+2017 Part 3 ranking score (mean of the melanoma and seborrheic keratosis AUCs; Codella et al.,
+"Skin lesion analysis toward melanoma detection", ISBI 2018), the expected calibration error of
+the top-1 confidence (Naeini et al., AAAI 2015; Guo et al., "On calibration of modern neural
+networks", ICML 2017) and 95 % percentile bootstrap intervals of BACC and macro AUC over resampled
+images (Efron & Tibshirani 1993).
+
+Caveats: the bootstrap resamples images only, so it ignores the variability of training (seeds,
+splits); a class absent from a resample is left out of that resample's averages, as one absent
+from the split is left out of the point estimate. ECE depends on the number of bins.
+
+Temperature scaling (Guo et al. 2017) fits one scalar ``T`` dividing the logits to minimise the
+validation NLL; it changes confidences, never the predicted class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, logsumexp
+
+from lesion.metrics import LesionMetrics
+
+CI_LEVEL = 0.95
+# Temperatures searched by fit_temperature: far beyond any sensible calibration on both sides.
+_LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))
+# Floor of logits, standing in for log(0): below any finite log-probability of a float32 softmax.
+_LOG_ZERO = math.log(np.finfo(np.float64).tiny)
+
+
+def _check(probs: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 ``probs`` (N×K) and int64 ``labels`` (N,)."""
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise ValueError(f"expected a non-empty N×K array of scores, got shape {probs.shape}")
+    if num_classes is not None and probs.shape[1] != num_classes:
+        raise ValueError(f"{probs.shape[1]} score columns for {num_classes} classes")
+    if labels.shape != (len(probs),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"expected {len(probs)} integer labels, got {labels.dtype} array of shape {labels.shape}")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise ValueError(f"labels must lie in [0, {probs.shape[1]}), got [{labels.min()}, {labels.max()}]")
+    return probs, labels.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Top-1 confidence binned into equal-width bins ``(edges[i], edges[i + 1]]``.
+
+    ``accuracy`` and ``confidence`` are the bin means (NaN for empty bins); ``count`` the images.
+    """
+
+    edges: np.ndarray
+    count: np.ndarray
+    accuracy: np.ndarray
+    confidence: np.ndarray
+
+    @property
+    def ece(self) -> float:
+        """Expected calibration error: bin-count-weighted mean |accuracy − confidence|."""
+        filled = self.count > 0
+        gaps = np.abs(self.accuracy[filled] - self.confidence[filled])
+        return float((self.count[filled] * gaps).sum() / self.count.sum())
+
+
+def calibration_bins(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> Calibration:
+    """Bin the top-1 confidence of ``probs`` (N×K) against correctness of the argmax.
+
+    Args:
+        probs: class probabilities, N×K.
+        labels: true class indices, (N,).
+        bins: number of equal-width bins over [0, 1].
+    """
+    probs, labels = _check(probs, labels)
+    confidence = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # side="left" puts a confidence equal to an edge in the bin below it: bins are (lo, hi].
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, correct, minlength=bins) / count
+        mean_confidence = np.bincount(which, confidence, minlength=bins) / count
+    return Calibration(edges, count, accuracy, mean_confidence)
+
+
+def _rowwise_nanmean(values: np.ndarray) -> np.ndarray:
+    """Mean of the non-NaN entries of each row (NaN for a row without any)."""
+    finite = ~np.isnan(values)
+    n = finite.sum(1)
+    total = np.where(finite, values, 0.0).sum(1)
+    return np.divide(total, n, out=np.full(len(values), np.nan), where=n > 0)
+
+
+def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUC for each row of sample multiplicities (Mann–Whitney U, ties count ½).
+
+    Args:
+        scores: scores of the N images, (N,).
+        positive: whether each image belongs to the class, (N,) bool.
+        weights: how often each image is drawn in each resample, B×N.
+
+    Returns:
+        (B,) AUCs; NaN where a resample has no positives or no negatives.
+    """
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # groups of tied scores
+    w = weights[:, order]
+    pos = positive[order]
+    w_pos = np.add.reduceat(w * pos, starts, axis=1)
+    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(w_neg, axis=1) - w_neg  # negatives with a strictly lower score
+    u = (w_pos * (below + 0.5 * w_neg)).sum(1)
+    n_pos, n_neg = w_pos.sum(1), w_neg.sum(1)
+    defined = (n_pos > 0) & (n_neg > 0)
+    return np.divide(u, n_pos * n_neg, out=np.full(len(w), np.nan), where=defined)
+
+
+def _percentile_interval(values: np.ndarray) -> list[float]:
+    finite = values[~np.isnan(values)]
+    if len(finite) == 0:
+        return [math.nan, math.nan]
+    tail = 100 * (1 - CI_LEVEL) / 2
+    lo, hi = np.percentile(finite, [tail, 100 - tail])
+    return [float(lo), float(hi)]
+
+
+def _bootstrap(probs: np.ndarray, labels: np.ndarray, n_bootstrap: int, seed: int) -> dict:
+    """Percentile intervals of BACC and macro AUC over ``n_bootstrap`` resamples of the images."""
+    n, k = probs.shape
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_bootstrap, n))
+    rows = np.arange(n_bootstrap)[:, None]
+    # Confusion matrix of every resample at once: one bincount over (resample, true, predicted).
+    cells = labels * k + probs.argmax(1)
+    confusion = np.bincount((rows * k * k + cells[draws]).ravel(), minlength=n_bootstrap * k * k)
+    confusion = confusion.reshape(n_bootstrap, k, k)
+    support = confusion.sum(2)
+    tp = np.diagonal(confusion, axis1=1, axis2=2)
+    recall = np.divide(tp, support, out=np.full(support.shape, np.nan), where=support > 0)
+    bacc = _rowwise_nanmean(recall)
+
+    weights = np.bincount((rows * n + draws).ravel(), minlength=n_bootstrap * n).reshape(n_bootstrap, n)
+    weights = weights.astype(np.float64)
+    aucs = np.stack([_weighted_auc(probs[:, c], labels == c, weights) for c in range(k)], axis=1)
+    auc_macro = _rowwise_nanmean(aucs)
+    return {"ci/bacc": _percentile_interval(bacc), "ci/auc_macro": _percentile_interval(auc_macro),
+            "n_bootstrap": n_bootstrap, "ci_level": CI_LEVEL, "seed": seed}
+
+
+def evaluation_report(probs: np.ndarray, labels: np.ndarray, classes: list[str], n_bootstrap: int = 1000,
+                      seed: int = 0, ece_bins: int = 15) -> dict:
+    """All figures of one labelled split.
+
+    Args:
+        probs: class probabilities, N×K (rows of a softmax).
+        labels: true class indices, (N,).
+        classes: the K class names in column order.
+        n_bootstrap: resamples of the images for the 95 % intervals (≥ 1).
+        seed: seed of the resampling.
+        ece_bins: equal-width confidence bins of the ECE.
+
+    Returns:
+        The keys of :meth:`LesionMetrics.compute` plus ``specificity/<C>``, ``ece``, ``ci/bacc``
+        and ``ci/auc_macro`` (``[lo, hi]``), ``n_bootstrap``, ``ci_level``, ``seed``, and
+        ``challenge_score`` when the classes include MEL and SK. NaN where undefined.
+    """
+    probs, labels = _check(probs, labels, len(classes))
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+    metrics = LesionMetrics(classes)
+    metrics.update(torch.from_numpy(probs), torch.from_numpy(labels))
+    report = metrics.compute()
+
+    confusion = np.asarray(report["confusion"])
+    negatives = len(labels) - confusion.sum(1)
+    false_pos = confusion.sum(0) - np.diag(confusion)
+    for c, name in enumerate(classes):
+        # TN / (TN + FP) = 1 − FP / negatives
+        report[f"specificity/{name}"] = 1 - false_pos[c] / negatives[c] if negatives[c] > 0 else math.nan
+    if "MEL" in classes and "SK" in classes:
+        report["challenge_score"] = (report["auc/MEL"] + report["auc/SK"]) / 2
+    report["ece"] = calibration_bins(probs, labels, ece_bins).ece
+    report.update(_bootstrap(probs, labels, n_bootstrap, seed))
+    return {k: float(v) if isinstance(v, np.floating) else v for k, v in report.items()}
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _fmt_ci(interval: list[float] | None) -> str:
+    if not interval:
+        return ""
+    return f"  [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
+def format_report(report: dict) -> str:
+    """The human-readable ``metrics.txt`` of an :func:`evaluation_report`.
+
+    Returns:
+        A header (accuracy, BACC and macro AUC with their intervals, challenge score, ECE), a
+        per-class table and the confusion matrix; undefined figures read ``n/a``.
+    """
+    classes = report["classes"]
+    confusion = report["confusion"]
+    level = report.get("ci_level", CI_LEVEL)
+    lines = [f"Images: {sum(map(sum, confusion))}    classes: {', '.join(classes)}"]
+    if "ci/bacc" in report:
+        lines.append(f"Intervals: {level:.0%} bootstrap percentile, {report['n_bootstrap']} resamples, "
+                     f"seed {report['seed']}")
+    lines += ["",
+              f"{'Accuracy':<20}{_fmt(report['accuracy'])}",
+              f"{'Balanced accuracy':<20}{_fmt(report['bacc'])}{_fmt_ci(report.get('ci/bacc'))}",
+              f"{'Macro AUC':<20}{_fmt(report['auc_macro'])}{_fmt_ci(report.get('ci/auc_macro'))}"]
+    if "challenge_score" in report:
+        lines.append(f"{'Challenge score':<20}{_fmt(report['challenge_score'])}  (mean AUC of MEL and SK)")
+    if "ece" in report:
+        lines.append(f"{'ECE':<20}{_fmt(report['ece'])}")
+
+    width = max(8, *(len(c) + 2 for c in classes))
+    columns = ["support", "precision", "recall", "specificity", "F1", "AUC"]
+    lines += ["", "Per class (recall = sensitivity)",
+              f"{'class':<{width}}" + "".join(f"{c:>12}" for c in columns)]
+    for name in classes:
+        cells = [f"{report[f'support/{name}']:>12d}"]
+        cells += [f"{_fmt(report.get(f'{key}/{name}', math.nan)):>12}"
+                  for key in ("precision", "recall", "specificity", "f1", "auc")]
+        lines.append(f"{name:<{width}}" + "".join(cells))
+
+    cell = max(7, *(len(c) + 2 for c in classes), *(len(str(v)) + 2 for row in confusion for v in row))
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted class)",
+              f"{'':<{width}}" + "".join(f"{c:>{cell}}" for c in classes)]
+    for name, row in zip(classes, confusion):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines) + "\n"
+
+
+def _sanitise_logits(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    if np.isnan(logits).any() or np.isposinf(logits).any():
+        raise ValueError("logits contain NaN or +inf")
+    # log(probs) of a probability that underflowed to 0 is −inf: floor it at the log of the
+    # smallest normal double so the NLL of an image whose true class got probability 0 is finite.
+    return np.maximum(logits, _LOG_ZERO)
+
+
+def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    scaled = logits / temperature
+    return float(np.mean(logsumexp(scaled, axis=1) - scaled[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature ``T`` minimising the NLL of ``softmax(logits / T)`` (Guo et al. 2017).
+
+    Args:
+        logits: N×K logits, or ``log(probs)`` (softmax is unchanged by a per-row shift).
+        labels: true class indices, (N,).
+
+    Returns:
+        ``T`` > 0 (searched over [0.01, 100]; > 1 softens over-confident predictions).
+    """
+    logits = _sanitise_logits(logits)
+    _, labels = _check(logits, labels)
+    # NLL(β·z) is convex in β = 1/T, hence unimodal in log T: bounded Brent search is enough.
+    result = minimize_scalar(lambda log_t: _nll(logits, labels, math.exp(log_t)), bounds=_LOG_T_BOUNDS,
+                             method="bounded", options={"xatol": 1e-6})
+    return math.exp(result.x)
+
+
+def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated probabilities ``softmax(logits / temperature)``, N×K float64."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return np.exp(log_softmax(_sanitise_logits(logits) / temperature, axis=1))

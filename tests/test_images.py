@@ -1,0 +1,63 @@
+"""Image decoding: every mode becomes upright 8-bit RGB."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesion.data.images import decode, to_rgb
+
+
+def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def rgb() -> Image.Image:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    pixels[:10, :10] = (255, 0, 0)  # a red corner marks the orientation
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "1"])
+def test_every_mode_becomes_rgb_of_the_same_size(rgb, mode):
+    image = rgb.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    out = decode(encoded(image, fmt))
+    assert out.mode == "RGB" and out.size == (40, 30)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped():
+    values = np.linspace(0, 65535, 40 * 30).reshape(30, 40).astype(np.uint16)
+    image = Image.fromarray(values)
+    out = np.asarray(decode(encoded(image, "PNG")))
+    assert out.shape == (30, 40, 3)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    # mid-grey stays mid-grey (clipping would make most of the image white)
+    assert 120 <= out[15, 20, 0] <= 135
+
+
+def test_exif_orientation_is_applied(rgb):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90° clockwise turn
+    stored = rgb.transpose(Image.Transpose.ROTATE_90)
+    out = np.asarray(decode(encoded(stored, "JPEG", exif=exif, quality=95)))
+    assert out.shape == (30, 40, 3)
+    assert out[:10, :10, 0].mean() > 200 and out[:10, :10, 1].mean() < 60  # the red corner is back
+
+
+def test_rgba_alpha_is_dropped(rgb):
+    rgba = rgb.convert("RGBA")
+    assert np.array_equal(np.asarray(to_rgb(rgba)), np.asarray(rgb))
+
+
+def test_draft_decodes_large_jpegs_smaller_but_not_below_the_request():
+    big = Image.fromarray(np.full((1200, 1600, 3), 128, dtype=np.uint8))
+    out = decode(encoded(big, "JPEG"), min_size=200)
+    assert 200 <= min(out.size) < 1200
