@@ -42,7 +42,7 @@ def embeddings(counts: list[int], dim: int, seed: int = 0) -> tuple[np.ndarray, 
     scale = (3.0 / (1 + np.arange(rank)) ** 0.7).astype(np.float32)
     means = rng.normal(size=(len(counts), rank)).astype(np.float32) * scale * 0.25
     latent = means[labels] + rng.normal(size=(len(labels), rank)).astype(np.float32) * scale
-    features = latent @ (rng.normal(size=(rank, dim)).astype(np.float32) / np.sqrt(rank))
+    features = latent @ (rng.normal(size=(rank, dim)).astype(np.float32) / rank**0.5)
     features += rng.standard_normal(size=features.shape, dtype=np.float32) * 0.05
     return np.maximum(features, 0, out=features), labels
 
@@ -100,9 +100,9 @@ def pixels_versus_embeddings(quick: bool, dtype: str) -> None:
     names = " / ".join(f"{n} {c}" for c, n in zip(ISIC2017, counts))
     print(f"1. SMOTE-Tomek at ISIC 2017 size ({sum(counts)} images: {names}; 'auto' → "
           f"{len(counts) * max(counts)} rows before Tomek)")
-    print("   memory = peak RSS of a fresh child − peak RSS of a child that only imports and builds the input")
-    header = f"   {'space':<34}{'dims':>8}{'input MiB':>11}{'peak MiB':>10}{'baseline':>10}{'memory MiB':>12}{'time s':>9}"
-    print(header)
+    print("   memory = peak RSS of a fresh child − that of a child that only imports and builds the input")
+    print(f"   {'space':<34}{'dims':>8}{'input MiB':>11}{'peak MiB':>10}{'baseline':>10}"
+          f"{'memory MiB':>12}{'time s':>9}")
     rows = {}
     for label, spec in (
         (f"pixels {side}×{side}×3 {dtype}, imblearn", {"space": "pixels", "side": side, "dtype": dtype}),

@@ -114,7 +114,11 @@ def _explain(module: LesionClassifier, cfg: DictConfig, items: list[tuple[str, o
     folder = out / "gradcam"
     overlays, titles = [], []
     hp = module.hparams
-    with GradCamExplainer(module.net, hp.mean, hp.std, hp.image_size) as explainer:
+    layers = ("layer1", "layer2", "layer3", "layer4")
+    if cfg.gradcam.layer not in layers:
+        raise LesionError("gradcam.layer", f"unknown layer '{cfg.gradcam.layer}'", f"use one of {', '.join(layers)}")
+    layer = getattr(module.net.backbone, cfg.gradcam.layer)
+    with GradCamExplainer(module.net, hp.mean, hp.std, hp.image_size, target_layer=layer) as explainer:
         for (stem, read), p in tqdm(list(zip(items[:n], probs[:n])), desc="grad-cam", unit="image"):
             image = read()
             cam, used = explainer.explain(image, target)
