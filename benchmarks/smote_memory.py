@@ -8,7 +8,7 @@
    is a fresh subprocess; its memory is the child's peak RSS (``ru_maxrss``) minus that of a
    baseline child that imports the same modules and builds the same input, i.e. what resampling
    itself adds. Pixels are float32 by default, like the embeddings (float64, as ``images / 255.``
-   in the notebooks, needs ~13 GB: ``--pixel-dtype float64``).
+   in the notebooks, peaks at ~12 GB: ``--pixel-dtype float64``).
 2. ISIC 2018 scale (10,015 × 4,096, real class counts, "auto"): ``smote_tomek`` in its default
    reduced-search mode and, unless ``--quick``, in exact mode, in the same run.
 

@@ -23,8 +23,8 @@ neighbours, so SMOTE may pair slightly different partners and Tomek may find sli
 links than exact SMOTE-Tomek would (on clustered 4,096-d test data at 128 dims, 90 % of the 5
 SMOTE neighbours agree and 88 % of the exact Tomek links are found). ``search_dims=None``
 searches in full space, equal to imblearn's ``SMOTETomek`` on float32; at ISIC 2018 scale
-(10,015 × 4,096 → 46,935 rows) that took 577 s against 25 s on two shared CPU cores
-(``benchmarks/smote_memory.py``).
+(10,015 × 4,096 → 46,935 rows) it took 460–580 s against 25–32 s for 128 dims (two runs on two
+shared CPU cores, ``benchmarks/smote_memory.py``).
 """
 
 from __future__ import annotations
