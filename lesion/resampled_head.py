@@ -36,7 +36,7 @@ def load_backbone(net: LesionNet, checkpoint: str | Path) -> None:
         net.backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     except (OSError, RuntimeError, KeyError) as error:
         raise LesionError(checkpoint, f"cannot provide backbone weights ({type(error).__name__}: {error})",
-                          "pass balance.smote_tomek.backbone_ckpt=<run>/checkpoints/best.ckpt of a run "
+                          "pass balance.backbone_ckpt=<run>/checkpoints/best.ckpt of a run "
                           "with the same model.backbone") from None
     log.info("backbone weights from %s", checkpoint)
 

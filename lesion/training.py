@@ -113,8 +113,8 @@ def run(cfg: DictConfig) -> dict:
     if smote["enabled"]:
         if smote["finetune"] and best:
             load_backbone(module.net, best)
-        elif smote["backbone_ckpt"]:
-            load_backbone(module.net, smote["backbone_ckpt"])
+        elif balance["backbone_ckpt"]:
+            load_backbone(module.net, balance["backbone_ckpt"])
         trainer = make_trainer(cfg, run_dir, checkpoints, "head", max_epochs=smote["head_epochs"])
         report["smote_tomek"] = fit_head_on_resampled(trainer, module, datamodule, smote, seed)
         write_json(run_dir / "balance.json", report)

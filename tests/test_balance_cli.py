@@ -90,3 +90,19 @@ def test_g_series_sweep_and_summary(run_cli, tmp_path):
                                                  "G6.1", "G6.2", "G8.1", "G8.2", "G9.1", "G9.2", "G9.3"])
     assert table["status"].eq("ok").all()
     assert "| G9.3 |" in result.stdout and (sweep / "summary.md").is_file()
+
+
+def test_backbone_from_an_earlier_run(trained_run, run_cli, tmp_path):
+    earlier = trained_run / "checkpoints" / "best.ckpt"
+    run_dir = tmp_path / "run"
+    run_cli("train.py", "dataset=synthetic2018", "balance=smote_tomek", f"balance.backbone_ckpt={earlier}", *SMALL,
+            "dataset.synthetic_n=30", "balance.smote_tomek.head_epochs=1", f"hydra.run.dir={run_dir}")
+    before = torch.load(earlier, weights_only=True)["state_dict"]
+    after = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    backbone = [k for k in before if k.startswith("net.backbone.")]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)  # loaded, then frozen
+    result = run_cli("train.py", "dataset=synthetic2018", "balance=smote_tomek",
+                     f"balance.backbone_ckpt={tmp_path / 'missing.ckpt'}", *SMALL, "dataset.synthetic_n=30",
+                     check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "lesion: error: " in result.stderr and "missing.ckpt" in result.stderr
