@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,18 +123,43 @@ class LesionClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
+# What a checkpoint may ask to instantiate: a checkpoint is data and must not choose the code
+# that runs (hparams hold ``_target_`` strings).
+ALLOWED_TARGETS = {
+    "model": ("lesion.models.net.baseline_net", "lesion.models.net.barata_net"),
+    "loss": ("lesion.losses.WeightedCrossEntropy", "lesion.losses.FocalLoss"),
+    "optimizer": ("torch.optim.",),
+    "scheduler": ("torch.optim.lr_scheduler.",),
+    "dataset": ("lesion.data.datamodule.IsicDataModule",),
+}
+
+
+def _check_targets(hparams: dict, path: Path) -> None:
+    for key, allowed in ALLOWED_TARGETS.items():
+        target = (hparams.get(key) or {}).get("_target_")
+        if target is not None and not any(target == a or (a.endswith(".") and target.startswith(a)) for a in allowed):
+            raise LesionError(path, f"names a {key} '{target}' that lesion does not build",
+                              "use a checkpoint written by lesion's train.py")
+
+
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> LesionClassifier:
-    """Rebuild a :class:`LesionClassifier` from a checkpoint alone (``weights_only=True``)."""
+    """Rebuild a :class:`LesionClassifier` from a checkpoint alone.
+
+    The file is read with ``weights_only=True`` and only the model, loss, optimizer and dataset
+    targets in :data:`ALLOWED_TARGETS` are instantiated.
+    """
     path = Path(path)
     if not path.is_file():
         raise LesionError(path, "checkpoint not found", "pass ckpt=<run dir>/checkpoints/best.ckpt of a training run")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         hparams = checkpoint["hyper_parameters"]
+        _check_targets(hparams, path)
         net = build_net(hparams["model"], hparams["classes"], hparams["taxonomy"], weights="none")
-    except (RuntimeError, KeyError, OSError, EOFError) as error:
-        raise LesionError(path, f"is not a lesion checkpoint ({type(error).__name__}: {error})",
-                          "pass a checkpoint written by train.py") from None
-    module = LesionClassifier(net=net, **hparams)
-    module.load_state_dict(checkpoint["state_dict"])
+        module = LesionClassifier(net=net, **hparams)
+        module.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, TypeError, OSError, EOFError, AttributeError, pickle.UnpicklingError) as error:
+        message = str(error).splitlines()[0] if str(error) else ""
+        raise LesionError(path, f"is not a usable lesion checkpoint ({type(error).__name__}: {message[:200]})",
+                          "pass a checkpoint written by lesion's train.py") from None
     return module.eval()

@@ -170,3 +170,33 @@ def test_reads_the_real_uda1_layout(uda1):
     assert counts["test"] == {"NV": 99, "SK": 0, "MEL": 40}
     table = read_split("isic2017", uda1, "val")
     assert np.asarray(table.images.read(table.ids[0])).shape[2] == 3
+
+
+def test_labels_written_as_booleans_and_extra_columns_are_accepted(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root("isic2017"), tmp_path / "copy")
+    csv_path = root / LAYOUTS["isic2017"].splits["train"].csv
+    frame = pd.read_csv(csv_path)
+    expected = read_split("isic2017", root, "train").labels
+    booleans = frame.assign(melanoma=frame["melanoma"].astype(bool), seborrheic_keratosis=frame["seborrheic_keratosis"].astype(bool))
+    booleans = booleans[["seborrheic_keratosis", "image_id", "melanoma"]].assign(note="x")  # reordered + extra
+    booleans.to_csv(csv_path, index=False)
+    assert "True" in csv_path.read_text()
+    assert read_split("isic2017", root, "train").labels.tolist() == expected.tolist()
+
+
+def test_header_only_csv_is_an_error(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
+    csv_path = root / LAYOUTS["isic2018"].splits["train"].csv
+    csv_path.write_text(csv_path.read_text().splitlines()[0] + "\n")
+    with pytest.raises(LesionError, match="has no rows"):
+        read_split("isic2018", root, "train")
+
+
+def test_zip_with_a_parent_path_member_is_refused(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
+    archive = root / f"{LAYOUTS['isic2018'].splits['train'].images}.zip"
+    with zipfile.ZipFile(archive, "a") as z:
+        z.writestr("../evil.jpg", b"x")
+    with pytest.raises(LesionError, match=r"'\.\.' path"):
+        read_split("isic2018", root, "train")
+    assert not (root.parent / "evil.jpg").exists()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lesion.data.layouts import LAYOUTS
+from lesion.errors import LesionError
 from lesion.module import load_classifier
 
 pytestmark = pytest.mark.slow
@@ -179,3 +180,34 @@ def test_trains_on_the_real_uda1_images(packing, uda1, run_cli, tmp_path):
     assert metrics["auc/SK"] is None and metrics["recall/SK"] is None  # no SK images: undefined
     assert sum(map(sum, metrics["confusion"])) == 139
     assert "no images of class SK" in result.stdout + result.stderr
+
+
+def test_checkpoint_naming_foreign_code_is_refused(trained_run, tmp_path):
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["model"]["_target_"] = "os.system"
+    forged = tmp_path / "forged.ckpt"
+    torch.save(checkpoint, forged)
+    with pytest.raises(LesionError, match="os.system"):
+        load_classifier(forged)
+
+
+def test_checkpoint_of_another_class_count_is_a_clear_error(trained_run, tmp_path):
+    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["classes"] = ["NV", "SK", "MEL"]
+    checkpoint["hyper_parameters"]["taxonomy"] = LAYOUTS["isic2017"].taxonomy()
+    other = tmp_path / "other.ckpt"
+    torch.save(checkpoint, other)
+    with pytest.raises(LesionError, match="not a usable lesion checkpoint"):
+        load_classifier(other)
+    (tmp_path / "text.ckpt").write_text("hello")
+    with pytest.raises(LesionError, match="text.ckpt"):
+        load_classifier(tmp_path / "text.ckpt")
+
+
+def test_two_seeded_runs_give_identical_metrics(run_cli, tmp_path):
+    outputs = []
+    for name in ("first", "second"):
+        run_cli("train.py", "dataset=synthetic2018", "model=barata", *SMALL, "trainer.max_epochs=1", "seed=7",
+                "trainer.deterministic=true", f"hydra.run.dir={tmp_path / name}")
+        outputs.append((tmp_path / name / "test_metrics.json").read_text())
+    assert outputs[0] == outputs[1]

@@ -7,6 +7,7 @@ globbing, so the superpixel PNGs and metadata CSVs inside the ISIC 2017 archives
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from PIL import Image
 from lesion.data.images import IMAGE_SUFFIXES, decode
 from lesion.data.layouts import LAYOUTS, Layout
 from lesion.errors import LesionError
+
+log = logging.getLogger(__name__)
 
 class ImageArchive:
     """The images of one split, in a zip or a folder, addressed by ISIC id.
@@ -102,7 +105,12 @@ def read_labels(layout: Layout, csv_path: Path) -> tuple[list[str], np.ndarray]:
     if len(duplicated):
         raise LesionError(csv_path, f"id {duplicated.iloc[0]} appears more than once",
                           "keep one row per image")
-    values = frame[list(layout.label_columns)].apply(pd.to_numeric, errors="coerce")
+    if frame.empty:
+        raise LesionError(csv_path, "has no rows", "use the official ground-truth CSV (one row per image)")
+    # Labels may be written 1, 1.0 or True.
+    values = frame[list(layout.label_columns)].apply(
+        lambda column: pd.to_numeric(column.astype(str).str.strip().str.lower().replace({"true": "1", "false": "0"}),
+                                     errors="coerce"))
     bad = values.isna().any(axis=1) | ~values.isin([0, 1]).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -142,6 +150,10 @@ def _index_zip(path: Path) -> dict[str, str]:
     except (OSError, zipfile.BadZipFile) as error:
         raise LesionError(path, f"is not a readable zip file ({error})",
                           "re-download it, or extract it and delete the zip") from None
+    unsafe = [n for n in names if n.startswith(("/", "\\")) or ".." in Path(n).parts]
+    if unsafe:
+        raise LesionError(path, f"holds a member with an absolute or '..' path ({unsafe[0]})",
+                          "re-download the official archive; this one is not safe to use")
     return {Path(n).stem: n for n in names
             if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_SUFFIXES}
 
@@ -193,5 +205,8 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
     if missing:
         raise LesionError(images.path, f"no image for id {missing[0]} listed in {csv_path.name} ({len(missing)} missing in all)",
                           "use the matching image archive or remove those rows from the CSV")
+    unlisted = len(images.members) - len(ids)
+    if unlisted:
+        log.info("%s: %d images have no row in %s and are ignored", images.path, unlisted, csv_path.name)
     images.members = {i: images.members[i] for i in ids}
     return SplitTable(layout, split, ids, labels, images, csv_path)
