@@ -12,9 +12,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from lesion.data.balance import BalancePlan, counts_of
-from lesion.data.isic import SplitTable, read_split
+from lesion.data.isic import SplitTable, read_groups, read_split
 from lesion.data.layouts import LAYOUTS
-from lesion.data.splits import stratified_holdout
+from lesion.data.splits import split_indices
+from lesion.errors import LesionError
 from lesion.data.synthetic import ensure_synthetic
 from lesion.data.transforms import EvalPreset, Preset, TrainPreset
 
@@ -82,13 +83,18 @@ class IsicDataModule(pl.LightningDataModule):
         seed: seed of the hold-out and of the augmentation in the main process.
         synthetic: generate a synthetic dataset at ``root`` on first use (else real data).
         synthetic_n, synthetic_seed: its number of training images and its seed.
+        split_by: ``auto`` (by lesion when a lesion-grouping file is present, else by image),
+            ``lesion`` (requires the file) or ``image``; applies to every split made here.
+        fold: ``"k/K"`` validates on fold k of a K-fold split of the training split (the
+            official validation split is then not used), or ``None``.
     """
 
     def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
                  num_workers: int = 2, val_fraction: float = 0.15,
                  mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225), seed: int = 0,
-                 synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0):
+                 synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0,
+                 split_by: str = "auto", fold: str | None = None):
         super().__init__()
         self.layout = LAYOUTS[layout]
         self.root = Path(root).expanduser()
@@ -96,6 +102,9 @@ class IsicDataModule(pl.LightningDataModule):
         self.val_fraction, self.seed = val_fraction, seed
         self.synthetic, self.synthetic_n, self.synthetic_seed = synthetic, synthetic_n, synthetic_seed
         self.mean, self.std = tuple(mean), tuple(std)
+        if split_by not in ("auto", "lesion", "image"):
+            raise LesionError("dataset.split_by", f"unknown value '{split_by}'", "use auto, lesion or image")
+        self.split_by, self.fold = split_by, _parse_fold(fold)
         self.train_set = self.val_set = self.test_set = None
         self.sample_weights: np.ndarray | None = None
 
@@ -117,12 +126,19 @@ class IsicDataModule(pl.LightningDataModule):
         train_preset.set_random_seed(self.seed)
         eval_preset = EvalPreset(self.image_size, self.mean, self.std)
         read_size = 2 * self.image_size
-        if val is None:
-            keep, holdout = stratified_holdout(train.labels, self.val_fraction, self.seed)
-            log.warning("%s: no validation split; holding out %d of %d training images (stratified, seed %d)",
-                        self.root, len(holdout), len(train), self.seed)
+        if val is None or self.fold is not None:
+            groups = None if self.split_by == "image" else read_groups(self.layout, self.root, train.ids)
+            if self.split_by == "lesion" and groups is None:
+                raise LesionError("dataset.split_by", f"lesion needs a lesion-grouping file in {self.root}",
+                                  f"add one of {', '.join(g.file for g in self.layout.groupings) or '(none for this layout)'}"
+                                  " or use dataset.split_by=image")
+            keep, held = split_indices(train.labels, self.seed, self.val_fraction, self.fold, groups)
+            how = f"fold {self.fold[0]}/{self.fold[1]}" if self.fold else f"{self.val_fraction:.0%} hold-out"
+            log.warning("%s: validating on a %s of the %d training images, by %s (seed %d)%s", self.root, how,
+                        len(train), "lesion" if groups is not None else "image", self.seed,
+                        "; the official validation split is not used" if val is not None else "")
             self.train_set = LesionDataset(train, train_preset, keep, read_size)
-            self.val_set = LesionDataset(train, eval_preset, holdout, read_size)
+            self.val_set = LesionDataset(train, eval_preset, held, read_size)
         else:
             self.train_set = LesionDataset(train, train_preset, read_size=read_size)
             self.val_set = LesionDataset(val, eval_preset, read_size=read_size)
@@ -173,3 +189,16 @@ class IsicDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+
+def _parse_fold(fold: str | None) -> tuple[int, int] | None:
+    """``"k/K"`` → ``(k, K)`` with 1 ≤ k ≤ K, K ≥ 2."""
+    if fold is None:
+        return None
+    try:
+        k, n = (int(part) for part in str(fold).split("/"))
+    except ValueError:
+        k, n = 0, 0
+    if not (n >= 2 and 1 <= k <= n):
+        raise LesionError("dataset.fold", f"'{fold}' is not k/K with 1 ≤ k ≤ K and K ≥ 2", "e.g. dataset.fold=1/5")
+    return k, n

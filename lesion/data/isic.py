@@ -210,3 +210,31 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         log.info("%s: %d images have no row in %s and are ignored", images.path, unlisted, csv_path.name)
     images.members = {i: images.members[i] for i in ids}
     return SplitTable(layout, split, ids, labels, images, csv_path)
+
+
+def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.ndarray | None:
+    """Lesion id of every image in ``ids``, from the layout's grouping file (``None`` if absent).
+
+    Images missing from the file count as lesions of their own (logged).
+    """
+    layout = LAYOUTS[layout] if isinstance(layout, str) else layout
+    root = Path(root).expanduser()
+    for grouping in layout.groupings:
+        path = root / grouping.file
+        if not path.is_file():
+            continue
+        try:
+            frame = pd.read_csv(path, dtype=str)
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            raise LesionError(path, f"cannot be read as CSV ({error})", "use the official lesion groupings CSV") from None
+        missing = [c for c in (grouping.id_column, grouping.group_column) if c not in frame.columns]
+        if missing:
+            raise LesionError(path, f"missing column(s) {', '.join(missing)}",
+                              f"use a CSV with columns {grouping.id_column},{grouping.group_column}")
+        lesion_of = dict(zip(frame[grouping.id_column].str.strip(), frame[grouping.group_column].str.strip()))
+        unknown = [i for i in ids if i not in lesion_of]
+        if unknown:
+            log.warning("%s: %d images have no lesion id; each counts as its own lesion", path, len(unknown))
+        log.info("lesion groupings from %s", path)
+        return np.array([lesion_of.get(i, f"image:{i}") for i in ids], dtype=object)
+    return None

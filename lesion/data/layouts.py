@@ -25,11 +25,21 @@ class SplitFiles:
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """A CSV that maps image ids to lesion ids (several images may show one lesion)."""
+
+    file: str
+    id_column: str
+    group_column: str
+
+
+@dataclass(frozen=True)
 class Layout:
     """One challenge's official layout.
 
     ``label_columns`` maps each CSV label column to a class name; ``implicit_class`` is the class
     of a row whose label columns are all 0 (ISIC 2017's benign nevus), else ``None``.
+    ``groupings`` are the optional lesion-grouping files, in order of preference.
     """
 
     name: str
@@ -38,6 +48,7 @@ class Layout:
     label_columns: dict[str, str]
     implicit_class: str | None
     splits: dict[str, SplitFiles]
+    groupings: tuple[Grouping, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -79,6 +90,11 @@ ISIC2018 = Layout(
         "val": SplitFiles("ISIC2018_Task3_Validation_Input", "ISIC2018_Task3_Validation_GroundTruth.csv"),
         "test": SplitFiles("ISIC2018_Task3_Test_Input", "ISIC2018_Task3_Test_GroundTruth.csv"),
     },
+    groupings=(
+        Grouping("ISIC2018_Task3_Training_LesionGroupings.csv", "image", "lesion_id"),
+        Grouping("HAM10000_metadata.csv", "image_id", "lesion_id"),
+        Grouping("HAM10000_metadata", "image_id", "lesion_id"),
+    ),
 )
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (ISIC2017, ISIC2018)}

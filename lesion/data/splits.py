@@ -1,8 +1,16 @@
-"""Seeded stratified hold-out, used when a dataset ships no validation split."""
+"""Seeded stratified hold-out and k-fold splits of the training split, by image or by lesion.
+
+With lesion groupings (several images of one lesion), every split keeps all images of a lesion
+on one side (scikit-learn ``StratifiedGroupKFold``): images of the same lesion on both sides
+leak and inflate validation scores.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from lesion.errors import LesionError
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,3 +39,33 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
         holdout.append(members[:n_out])
         keep.append(members[n_out:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(holdout))
+
+
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
+    """Indices of each of ``n_folds`` lesion-grouped, class-stratified folds (seeded)."""
+    if len(set(groups.tolist())) < n_folds:
+        raise LesionError("dataset.fold", f"{len(set(groups.tolist()))} lesions cannot fill {n_folds} folds",
+                          "use fewer folds")
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
+
+
+def split_indices(labels: np.ndarray, seed: int, fraction: float | None = None, fold: tuple[int, int] | None = None,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices: a hold-out of ``fraction``, or fold ``k`` of ``K`` (1-based).
+
+    Args:
+        labels: class index per image.
+        seed: seed of the split.
+        fraction: share held out (when ``fold`` is ``None``).
+        fold: ``(k, K)`` for k-fold cross-validation.
+        groups: lesion id per image; when given, no lesion is on both sides.
+    """
+    if fold is None and groups is None:
+        return stratified_holdout(labels, fraction, seed)
+    k, n_folds = fold if fold is not None else (1, max(2, int(round(1 / fraction))))
+    if groups is None:
+        groups = np.arange(len(labels))  # every image its own group: a stratified k-fold
+    held = grouped_folds(labels, groups, n_folds, seed)[k - 1]
+    keep = np.setdiff1d(np.arange(len(labels)), held)
+    return keep, np.sort(held)
