@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
     Returns:
         The test metrics (also written to ``<run_dir>/test_metrics.json``).
     """
-    _check_ckpt_path(cfg.ckpt_path)
+    _check_ckpt_path(cfg.ckpt_path, Path(cfg.run_dir))
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
     seed = cfg.seed or 0
@@ -148,8 +148,16 @@ def run_job(cfg: DictConfig) -> float:
         return float("nan")
 
 
-def _check_ckpt_path(path: str | None) -> None:
-    """Fail early on ``ckpt_path=PATH`` that does not exist (``last`` is resolved by Lightning)."""
-    if path not in (None, "last", "best") and not Path(path).is_file():
+def _check_ckpt_path(path: str | None, run_dir: Path) -> None:
+    """Fail early on a checkpoint to resume from that does not exist.
+
+    ``last`` must find ``<run_dir>/checkpoints/last.ckpt``: Lightning alone would silently start
+    from scratch in a new run directory.
+    """
+    if path == "last":
+        if not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            raise LesionError("ckpt_path=last", f"no checkpoints/last.ckpt in {run_dir}",
+                              "add hydra.run.dir=<the run directory to resume>")
+    elif path is not None and not Path(path).is_file():
         raise LesionError("ckpt_path", f"checkpoint {path} not found",
                           "pass an existing .ckpt file, or ckpt_path=last with hydra.run.dir=<the run to resume>")

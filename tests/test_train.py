@@ -211,3 +211,10 @@ def test_two_seeded_runs_give_identical_metrics(run_cli, tmp_path):
                 "trainer.deterministic=true", f"hydra.run.dir={tmp_path / name}")
         outputs.append((tmp_path / name / "test_metrics.json").read_text())
     assert outputs[0] == outputs[1]
+
+
+def test_resume_without_a_run_directory_is_refused(run_cli, tmp_path):
+    result = run_cli("train.py", "dataset=synthetic2018", *SMALL, "ckpt_path=last",
+                     f"hydra.run.dir={tmp_path / 'fresh'}", check=False)
+    assert_one_line_error(result, "ckpt_path=last")
+    assert "hydra.run.dir" in result.stderr
