@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from lesion import plots
 from lesion.data.datamodule import IsicDataModule
-from lesion.data.images import IMAGE_SUFFIXES, to_rgb
+from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, to_rgb
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
@@ -56,7 +56,7 @@ class FolderImages(Dataset):
         try:
             with Image.open(path) as image:
                 return to_rgb(image)
-        except (OSError, SyntaxError, ValueError) as error:
+        except DECODE_ERRORS as error:
             raise LesionError(path, f"cannot be decoded as an image ({error})", "remove or replace the file") from None
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:

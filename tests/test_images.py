@@ -61,3 +61,13 @@ def test_draft_decodes_large_jpegs_smaller_but_not_below_the_request():
     big = Image.fromarray(np.full((1200, 1600, 3), 128, dtype=np.uint8))
     out = decode(encoded(big, "JPEG"), min_size=200)
     assert 200 <= min(out.size) < 1200
+
+
+def test_image_over_the_pixel_limit_is_a_clear_error(synthetic_root, monkeypatch):
+    from lesion.data.isic import read_split
+    from lesion.errors import LesionError
+
+    table = read_split("isic2018", synthetic_root("isic2018"), "train")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # synthetic images are ~80×60: over 2 × 100
+    with pytest.raises(LesionError, match=table.ids[0]):
+        table.images.read(table.ids[0])

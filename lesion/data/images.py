@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+# What a bad or hostile file raises while decoding (DecompressionBombError: too many pixels).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -42,6 +44,7 @@ def decode(data: bytes, min_size: int | None = None) -> Image.Image:
 
     Raises:
         OSError, SyntaxError, ValueError: the bytes are not a decodable image.
+        PIL.Image.DecompressionBombError: the image has over twice ``PIL.Image.MAX_IMAGE_PIXELS``.
     """
     image = Image.open(io.BytesIO(data))
     if min_size is not None:

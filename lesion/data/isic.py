@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lesion.data.images import IMAGE_SUFFIXES, decode
+from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, decode
 from lesion.data.layouts import LAYOUTS, Layout
 from lesion.errors import LesionError
 
@@ -54,7 +54,7 @@ class ImageArchive:
         """Decode image ``image_id`` as upright 8-bit RGB (see :func:`lesion.data.images.decode`)."""
         try:
             return decode(self.read_bytes(image_id), min_size)
-        except (OSError, SyntaxError, ValueError) as error:
+        except DECODE_ERRORS as error:
             raise LesionError(f"{self.path}:{self.members[image_id]}", f"cannot be decoded as an image ({error})",
                               "re-download the archive or remove this id from the CSV") from None
 
