@@ -46,13 +46,17 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def run_cli(cli_env):
-    """Run a repository script (``train.py``, ``evaluate.py``) or module (``lesion.…``) with arguments."""
+def run_cli(cli_env, tmp_path_factory):
+    """Run a repository script (``train.py``, ``evaluate.py``) or module (``lesion.…``) with arguments.
+
+    The working directory is temporary, so runs without ``hydra.run.dir`` leave nothing in the checkout.
+    """
+    workdir = tmp_path_factory.mktemp("cwd")
 
     def run(script: str, *overrides: str, check: bool = True, timeout: int = 900,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         command = [sys.executable, *(["-m", script] if script.startswith("lesion.") else [str(REPO / script)])]
-        result = subprocess.run([*command, *overrides], cwd=REPO, env={**cli_env, **(env or {})},
+        result = subprocess.run([*command, *overrides], cwd=workdir, env={**cli_env, **(env or {})},
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stderr[-4000:]}")
