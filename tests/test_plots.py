@@ -79,16 +79,13 @@ def write_lightning_csv(path, epochs=3, steps_per_epoch=4):
     return path
 
 
-def test_training_curves(tmp_path, no_leaks):
-    csv = write_lightning_csv(tmp_path / "metrics.csv")
-    out = no_leaks / "figures"
-    out.mkdir()
-    check_png(plot_training_curves(csv, out / "curves.png"), out)
-
-
-def test_training_curves_one_epoch_val_only(tmp_path, no_leaks):
+@pytest.mark.parametrize("log", ["lightning", "one_epoch_val_only"])
+def test_training_curves(log, tmp_path, no_leaks):
     csv = tmp_path / "metrics.csv"
-    csv.write_text("epoch,step,val/bacc,val/loss\n0,9,0.5,1.0\n")
+    if log == "lightning":
+        write_lightning_csv(csv)
+    else:
+        csv.write_text("epoch,step,val/bacc,val/loss\n0,9,0.5,1.0\n")
     out = no_leaks / "figures"
     out.mkdir()
     check_png(plot_training_curves(csv, out / "curves.png"), out)

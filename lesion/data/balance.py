@@ -18,14 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lesion.data.layouts import counts_of
 from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
-
-
-def counts_of(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
-    """Images per class, in class order."""
-    return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
 
 def _class_index(classes: Sequence[str], name: str, field_name: str) -> int:

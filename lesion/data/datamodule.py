@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
-from lesion.data.balance import BalancePlan, counts_of
+from lesion.data.balance import BalancePlan
 from lesion.data.isic import SplitTable, read_groups, read_split
-from lesion.data.layouts import LAYOUTS
+from lesion.data.layouts import LAYOUTS, counts_of
 from lesion.data.splits import split_indices
 from lesion.errors import LesionError
 from lesion.data.synthetic import ensure_synthetic

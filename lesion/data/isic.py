@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, decode
-from lesion.data.layouts import LAYOUTS, Layout
+from lesion.data.layouts import LAYOUTS, Layout, counts_of
 from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ class SplitTable:
 
     def class_counts(self) -> dict[str, int]:
         """Number of images of every class, in class order (absent classes count 0)."""
-        counts = np.bincount(self.labels, minlength=self.layout.num_classes)
-        return dict(zip(self.layout.classes, counts.tolist()))
+        return counts_of(self.labels, self.layout.classes)
 
 
 def _find(root: Path, name: str) -> Path | None:

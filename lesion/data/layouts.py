@@ -8,9 +8,17 @@ Pattern Recognition 110 (2021).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 SPLITS = ("train", "val", "test")
+
+
+def counts_of(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
+    """Images per class (class index per image → ``{class name: count}``, in class order)."""
+    return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
 MALIGNANT = frozenset({"MEL", "BCC", "AKIEC"})
 MELANOCYTIC = frozenset({"NV", "MEL"})
