@@ -26,7 +26,7 @@ from lesion.models.net import LesionNet
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -52,6 +52,7 @@ def embed(net: LesionNet, dataset: LesionDataset, batch_size: int, num_workers: 
     device = next(net.parameters()).device
     was_training = net.training
     net.eval()
+    dataset.images.build()
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
                         worker_init_fn=seed_worker_transform if num_workers else None,
                         generator=torch.Generator().manual_seed(seed))

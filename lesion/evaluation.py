@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lesion import plots
-from lesion.data.datamodule import IsicDataModule
-from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, to_rgb
+from lesion.data.datamodule import IsicDataModule, default_workers
+from lesion.data.cache import square_crop, square_size
+from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, TooManyPixels, open_image, to_rgb
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
@@ -33,15 +34,18 @@ log = logging.getLogger(__name__)
 
 
 class FolderImages(Dataset):
-    """Every image file directly in a folder (any size and mode), sorted by name, unlabelled."""
+    """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
 
-    def __init__(self, folder: Path, transform: EvalPreset):
+    Images are square-cropped at ``size`` as training images are (see :mod:`lesion.data.cache`).
+    """
+
+    def __init__(self, folder: Path, transform: EvalPreset, size: int):
         if not folder.is_dir():
             raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
         self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
-        self.transform = transform
+        self.transform, self.size = transform, size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -54,13 +58,15 @@ class FolderImages(Dataset):
         """The image ``item`` as upright 8-bit RGB."""
         path = self.paths[item]
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 return to_rgb(image)
+        except TooManyPixels as error:
+            raise LesionError(path, str(error), "downscale the image or remove it from the folder") from None
         except DECODE_ERRORS as error:
             raise LesionError(path, f"cannot be decoded as an image ({error})", "remove or replace the file") from None
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        return self.transform(np.asarray(self.read(item))), -1
+        return self.transform(square_crop(self.read(item), self.size)), -1
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -84,8 +90,6 @@ def predict(module: LesionClassifier, loader: DataLoader, tta: bool = False) -> 
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def _loader(dataset: Dataset, cfg: DictConfig) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, shuffle=False)
 
 
 def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id_column: str,
@@ -138,8 +142,9 @@ def _run_dir_log(ckpt: Path) -> Path | None:
 
 def _predict_folder(module: LesionClassifier, cfg: DictConfig, out: Path) -> pd.DataFrame:
     hp = module.hparams
-    images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std))
-    probs, _ = predict(module, _loader(images, cfg), cfg.tta)
+    size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
+    images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size)
+    probs, _ = predict(module, DataLoader(images, batch_size=cfg.batch_size, num_workers=default_workers(cfg.num_workers)), cfg.tta)
     id_column = LAYOUTS[hp.dataset["layout"]].id_column if hp.dataset else "image"
     table = _predictions_table(images.ids, probs, list(hp.classes), id_column, None)
     write_atomic(out / "predictions.csv", table.to_csv(index=False))
@@ -181,10 +186,10 @@ def run(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("test")
     dataset = datamodule.val_set if cfg.split == "val" else datamodule.test_set
-    probs, labels = predict(module, _loader(dataset, cfg), cfg.tta)
+    probs, labels = predict(module, datamodule.loader(dataset), cfg.tta)
 
     if cfg.calibrate:
-        val_probs, val_labels = predict(module, _loader(datamodule.val_set, cfg), cfg.tta)
+        val_probs, val_labels = predict(module, datamodule.loader(datamodule.val_set), cfg.tta)
         temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
         write_json(out / "calibration.json", {"temperature": temperature, "fitted_on": "val", "images": len(val_labels)})
         probs = apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)

@@ -52,13 +52,13 @@ def _training_views(datamodule: IsicDataModule, views: int, seed: int) -> list[t
     is_first = np.zeros(len(train.indices), dtype=bool)
     is_first[first] = True
     size, mean, std = datamodule.image_size, datamodule.mean, datamodule.std
-    plain = LesionDataset(train.table, EvalPreset(size, mean, std), train.indices[is_first], train.read_size)
+    plain = LesionDataset(train.images, EvalPreset(size, mean, std), train.indices[is_first])
     augmented_indices = np.concatenate([train.indices[~is_first], *[train.indices] * (views - 1)])
     out = [("train", plain)]
     if len(augmented_indices):
         preset = TrainPreset(size, mean, std)
         preset.set_random_seed(seed)
-        out.append(("train-augmented", LesionDataset(train.table, preset, augmented_indices, train.read_size)))
+        out.append(("train-augmented", LesionDataset(train.images, preset, augmented_indices)))
     return out
 
 
@@ -84,7 +84,7 @@ def fit_head_on_resampled(trainer: pl.Trainer, module: LesionClassifier, datamod
     net = module.net
     if torch.cuda.is_available():
         net.cuda()
-    transform = {"size": datamodule.image_size, "mean": list(datamodule.mean), "std": list(datamodule.std)}
+    transform = {"size": datamodule.image_size, "cache_size": datamodule.cache_size, "mean": list(datamodule.mean), "std": list(datamodule.std)}
     embed_args = dict(cache_dir=smote["cache_dir"], batch_size=datamodule.batch_size,
                       num_workers=datamodule.num_workers, seed=seed)
     avgs, maxes, labels = [], [], []

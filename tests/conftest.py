@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,21 @@ def synthetic_root(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def as_folders():
+    """Factory: copy a zipped dataset to ``dest`` with every split's zip extracted in place of the zip."""
+
+    def extract(root: Path, dest: Path) -> Path:
+        shutil.copytree(root, dest)
+        for archive in dest.glob("*.zip"):
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(dest)
+            archive.unlink()
+        return dest
+
+    return extract
+
+
 @pytest.fixture
 def uda1() -> Path:
     """The real CC0 ISIC 2017-layout images in ../shared (skips when absent)."""
@@ -36,11 +53,22 @@ def uda1() -> Path:
     return SHARED_UDA1
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lesion_cache(tmp_path_factory):
+    """``$LESION_CACHE`` (image caches, synthetic data) in a temporary folder for the whole session."""
+    before = os.environ.get("LESION_CACHE")
+    os.environ["LESION_CACHE"] = str(tmp_path_factory.mktemp("lesion-cache"))
+    yield Path(os.environ["LESION_CACHE"])
+    if before is None:
+        del os.environ["LESION_CACHE"]
+    else:
+        os.environ["LESION_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
-def cli_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for CLI subprocesses: synthetic data cached in a temporary folder."""
+def cli_env(lesion_cache) -> dict[str, str]:
+    """Environment for CLI subprocesses (with the session's ``$LESION_CACHE``)."""
     env = dict(os.environ)
-    env["LESION_CACHE"] = str(tmp_path_factory.mktemp("lesion-cache"))
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 

@@ -31,7 +31,7 @@ def epoch_batches(loader, n_batches=2) -> list[torch.Tensor]:
 def two_epochs(dm: IsicDataModule) -> list[list[torch.Tensor]]:
     # Same images in the same order every epoch: only the augmentation may differ.
     dm.train_set.indices = dm.train_set.indices[:8]
-    loader = dm._loader(dm.train_set, train=False)
+    loader = dm.loader(dm.train_set, train=False)
     return [epoch_batches(loader, 2) for _ in range(2)]
 
 
@@ -56,7 +56,7 @@ def test_two_workers_do_not_repeat_each_others_augmentation(synthetic_root):
     # The same image in both workers' first batch: its augmentations must differ.
     dm.train_set.indices = np.full(8, dm.train_set.indices[0])
     torch.manual_seed(0)
-    batches = epoch_batches(dm._loader(dm.train_set, train=False), 2)
+    batches = epoch_batches(dm.loader(dm.train_set, train=False), 2)
     assert not torch.equal(batches[0], batches[1])
 
 

@@ -63,11 +63,16 @@ def test_draft_decodes_large_jpegs_smaller_but_not_below_the_request():
     assert 200 <= min(out.size) < 1200
 
 
-def test_image_over_the_pixel_limit_is_a_clear_error(synthetic_root, monkeypatch):
+def test_image_over_the_configured_pixel_limit_is_a_clear_error(synthetic_root):
     from lesion.data.isic import read_split
     from lesion.errors import LesionError
 
     table = read_split("isic2018", synthetic_root("isic2018"), "train")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # synthetic images are ~80×60: over 2 × 100
-    with pytest.raises(LesionError, match=table.ids[0]):
-        table.images.read(table.ids[0])
+    w, h = table.images.read(table.ids[0]).size
+    assert table.images.read(table.ids[0], max_pixels=w * h).size == (w, h)  # at the limit: accepted
+    with pytest.raises(LesionError) as error:
+        table.images.read(table.ids[0], max_pixels=w * h - 1)
+    assert str(error.value) == (
+        f"{table.images.path}:{table.images.members[table.ids[0]]}: {w}×{h} = {w * h} pixels, over the limit "
+        f"dataset.max_pixels={w * h - 1} — raise dataset.max_pixels if the image is genuine, or remove its row "
+        "from the CSV")

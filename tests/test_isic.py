@@ -15,16 +15,6 @@ from lesion.data.layouts import LAYOUTS, SPLITS
 from lesion.errors import LesionError
 
 
-def as_folders(root: Path, dest: Path) -> Path:
-    """Copy a zipped dataset, extracting every split's zip next to the CSVs (and dropping it)."""
-    shutil.copytree(root, dest)
-    for archive in dest.glob("*.zip"):
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(dest)
-        archive.unlink()
-    return dest
-
-
 def expected_labels(layout_name: str, csv_path: Path) -> list[str]:
     """Class names of a ground-truth CSV, decoded independently of the reader."""
     frame = pd.read_csv(csv_path)
@@ -37,7 +27,7 @@ def expected_labels(layout_name: str, csv_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("layout", ["isic2017", "isic2018"])
 @pytest.mark.parametrize("packing", ["zip", "folder"])
-def test_reads_every_split_with_official_class_order(layout, packing, synthetic_root, tmp_path):
+def test_reads_every_split_with_official_class_order(layout, packing, synthetic_root, as_folders, tmp_path):
     root = synthetic_root(layout)
     if packing == "folder":
         root = as_folders(root, tmp_path / "extracted")
@@ -140,7 +130,7 @@ def test_bad_input_raises_one_clear_error(layout, how, synthetic_root, tmp_path)
     assert fragment in message and " — " in message and "\n" not in message
 
 
-def test_unreadable_image_names_the_member(synthetic_root, tmp_path):
+def test_unreadable_image_names_the_member(synthetic_root, as_folders, tmp_path):
     root = as_folders(synthetic_root("isic2018"), tmp_path / "folders")
     table = read_split("isic2018", root, "train")
     victim = table.images.path / table.images.members[table.ids[3]]

@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from lesion.data.balance import BalancePlan
+from lesion.data.cache import SquareImages, available_cores, check_cache_size, default_cache_dir, square_size
+from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.isic import SplitTable, read_groups, read_split
 from lesion.data.layouts import LAYOUTS, counts_of
 from lesion.data.splits import split_indices
@@ -23,24 +25,25 @@ log = logging.getLogger(__name__)
 
 
 class LesionDataset(Dataset):
-    """Images of one split (optionally a subset of its rows) with their class indices.
+    """Square images of one split (optionally a subset of its rows) with their class indices.
 
     Args:
-        table: the split.
-        transform: preset applied to each decoded RGB image.
-        indices: rows of ``table`` to use (all when ``None``).
-        read_size: decode large JPEGs at a reduced scale whose short side stays ≥ this.
+        images: the split's square images (cached or decoded).
+        transform: preset applied to each H×W×3 uint8 RGB square.
+        indices: rows of the split to use (all when ``None``).
     """
 
-    def __init__(self, table: SplitTable, transform: Preset, indices: np.ndarray | None = None,
-                 read_size: int | None = None):
-        self.table = table
+    def __init__(self, images: SquareImages, transform: Preset, indices: np.ndarray | None = None):
+        self.images = images
         self.transform = transform
-        self.indices = np.arange(len(table)) if indices is None else np.asarray(indices)
-        self.read_size = read_size
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def table(self) -> SplitTable:
+        return self.images.table
 
     @property
     def ids(self) -> list[str]:
@@ -52,8 +55,14 @@ class LesionDataset(Dataset):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
         row = int(self.indices[item])
-        image = self.table.images.read(self.table.ids[row], min_size=self.read_size)
-        return self.transform(np.asarray(image)), int(self.table.labels[row])
+        return self.transform(self.images[row]), int(self.table.labels[row])
+
+
+def default_workers(num_workers: int | None) -> int:
+    """``num_workers``, or when ``None`` (cores per visible GPU, or all cores) − 1, at most 8."""
+    if num_workers is not None:
+        return num_workers
+    return max(0, min(8, available_cores() // max(1, torch.cuda.device_count()) - 1))
 
 
 def seed_worker_transform(worker_id: int) -> None:
@@ -77,7 +86,8 @@ class IsicDataModule(pl.LightningDataModule):
         root: folder with the official files.
         image_size: side of the square network input.
         batch_size: images per batch.
-        num_workers: DataLoader worker processes (0 = load in the main process).
+        num_workers: DataLoader worker processes (0 = load in the main process; ``None``: see
+            :func:`default_workers`).
         val_fraction: share of each training class held out when there is no validation split.
         mean, std: normalisation of the backbone's weights.
         seed: seed of the hold-out and of the augmentation in the main process.
@@ -87,24 +97,35 @@ class IsicDataModule(pl.LightningDataModule):
             ``lesion`` (requires the file) or ``image``; applies to every split made here.
         fold: ``"k/K"`` validates on fold k of a K-fold split of the training split (the
             official validation split is then not used), or ``None``.
+        cache: read images from the pre-resized cache (built on first use), else decode each time.
+        cache_size: side of the cached squares (``None``: 9/7 × ``image_size``, 288 for 224).
+        cache_dir: folder of the caches (``None``: ``$LESION_CACHE/images`` or ``~/.cache/lesion/images``).
+        max_pixels: source images with more pixels are refused with a clear error.
+        persistent_workers: keep loader workers alive between epochs.
     """
 
     def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
-                 num_workers: int = 2, val_fraction: float = 0.15,
+                 num_workers: int | None = None, val_fraction: float = 0.15,
                  mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225), seed: int = 0,
                  synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0,
-                 split_by: str = "auto", fold: str | None = None):
+                 split_by: str = "auto", fold: str | None = None, cache: bool = True,
+                 cache_size: int | None = None, cache_dir: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, persistent_workers: bool = True):
         super().__init__()
         self.layout = LAYOUTS[layout]
         self.root = Path(root).expanduser()
-        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, default_workers(num_workers)
         self.val_fraction, self.seed = val_fraction, seed
         self.synthetic, self.synthetic_n, self.synthetic_seed = synthetic, synthetic_n, synthetic_seed
         self.mean, self.std = tuple(mean), tuple(std)
         if split_by not in ("auto", "lesion", "image"):
             raise LesionError("dataset.split_by", f"unknown value '{split_by}'", "use auto, lesion or image")
         self.split_by, self.fold = split_by, _parse_fold(fold)
+        self.cache_size = square_size(image_size, cache_size)
+        check_cache_size(self.cache_size, image_size)
+        self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
+        self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
         self.train_set = self.val_set = self.test_set = None
         self.sample_weights: np.ndarray | None = None
 
@@ -125,28 +146,29 @@ class IsicDataModule(pl.LightningDataModule):
         train_preset = TrainPreset(self.image_size, self.mean, self.std)
         train_preset.set_random_seed(self.seed)
         eval_preset = EvalPreset(self.image_size, self.mean, self.std)
-        read_size = 2 * self.image_size
+        train, val, test = (None if t is None else SquareImages(t, self.cache_size, self.cache_dir, self.max_pixels)
+                            for t in (train, val, test))
         if val is None or self.fold is not None:
-            groups = None if self.split_by == "image" else read_groups(self.layout, self.root, train.ids)
+            groups = None if self.split_by == "image" else read_groups(self.layout, self.root, train.table.ids)
             if self.split_by == "lesion" and groups is None:
                 raise LesionError("dataset.split_by", f"lesion needs a lesion-grouping file in {self.root}",
                                   f"add one of {', '.join(g.file for g in self.layout.groupings) or '(none for this layout)'}"
                                   " or use dataset.split_by=image")
-            keep, held = split_indices(train.labels, self.seed, self.val_fraction, self.fold, groups)
+            keep, held = split_indices(train.table.labels, self.seed, self.val_fraction, self.fold, groups)
             how = f"fold {self.fold[0]}/{self.fold[1]}" if self.fold else f"{self.val_fraction:.0%} hold-out"
             log.warning("%s: validating on a %s of the %d training images, by %s (seed %d)%s", self.root, how,
                         len(train), "lesion" if groups is not None else "image", self.seed,
                         "; the official validation split is not used" if val is not None else "")
-            self.train_set = LesionDataset(train, train_preset, keep, read_size)
-            self.val_set = LesionDataset(train, eval_preset, held, read_size)
+            self.train_set = LesionDataset(train, train_preset, keep)
+            self.val_set = LesionDataset(train, eval_preset, held)
         else:
-            self.train_set = LesionDataset(train, train_preset, read_size=read_size)
-            self.val_set = LesionDataset(val, eval_preset, read_size=read_size)
+            self.train_set = LesionDataset(train, train_preset)
+            self.val_set = LesionDataset(val, eval_preset)
         if test is None:
             log.warning("%s: no test split; testing on the validation split", self.root)
             self.test_set = self.val_set
         else:
-            self.test_set = LesionDataset(test, eval_preset, read_size=read_size)
+            self.test_set = LesionDataset(test, eval_preset)
         for name, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
             counts = self.class_counts(dataset)
             log.info("%s split: %d images %s", name, len(dataset), counts)
@@ -164,7 +186,9 @@ class IsicDataModule(pl.LightningDataModule):
         self.train_set.indices = self.train_set.indices[plan.indices]
         self.sample_weights = plan.sample_weights
 
-    def _loader(self, dataset: LesionDataset, train: bool) -> DataLoader:
+    def loader(self, dataset: LesionDataset, train: bool = False) -> DataLoader:
+        """DataLoader over ``dataset`` (its image cache built first when enabled)."""
+        dataset.images.build()
         sampler = None
         if train and self.sample_weights is not None:
             sampler = WeightedRandomSampler(self.sample_weights.tolist(), num_samples=len(dataset), replacement=True)
@@ -176,19 +200,19 @@ class IsicDataModule(pl.LightningDataModule):
             # A final batch of one image breaks BatchNorm on 1×1 feature maps (small images).
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=seed_worker_transform if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        return self.loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return self.loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self.loader(self.test_set, train=False)
 
 
 def _parse_fold(fold: str | None) -> tuple[int, int] | None:

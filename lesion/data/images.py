@@ -7,13 +7,18 @@ dropped), CMYK, and 16-bit grayscale PNGs (scaled to 8 bits rather than clipped)
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-# What a bad or hostile file raises while decoding (DecompressionBombError: too many pixels).
+# What a bad or hostile file raises while decoding.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# Default pixel limit: PIL's own refusal threshold (2 × its warning threshold, ≈ 179 MP).
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+# The limit is checked here against the configured `dataset.max_pixels` instead of PIL's global.
+Image.MAX_IMAGE_PIXELS = None
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -34,19 +39,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode(data: bytes, min_size: int | None = None) -> Image.Image:
+class TooManyPixels(ValueError):
+    """An image over the configured pixel limit (a decompression bomb or an unexpected scan)."""
+
+
+def open_image(source: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image lazily, refusing one with more than ``max_pixels`` pixels before decoding it."""
+    image = Image.open(source)
+    w, h = image.size
+    if w * h > max_pixels:
+        raise TooManyPixels(f"{w}×{h} = {w * h} pixels, over the limit dataset.max_pixels={max_pixels}")
+    return image
+
+
+def decode(data: bytes, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode encoded image bytes as upright 8-bit RGB.
 
     Args:
         data: the file's bytes.
         min_size: when given, large JPEGs are decoded at a reduced DCT scale whose shorter side
             is still at least ``min_size`` (PIL ``draft``), which is many times faster.
+        max_pixels: larger images are refused before decoding.
 
     Raises:
         OSError, SyntaxError, ValueError: the bytes are not a decodable image.
-        PIL.Image.DecompressionBombError: the image has over twice ``PIL.Image.MAX_IMAGE_PIXELS``.
+        TooManyPixels: the image has more than ``max_pixels`` pixels.
     """
-    image = Image.open(io.BytesIO(data))
+    image = open_image(io.BytesIO(data), max_pixels)
     if min_size is not None:
         image.draft("RGB", _draft_size(image.size, min_size))
     return to_rgb(image)

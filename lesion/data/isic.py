@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, decode
+from lesion.data.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, TooManyPixels, decode
 from lesion.data.layouts import LAYOUTS, Layout, counts_of
 from lesion.errors import LesionError
 
@@ -50,10 +50,13 @@ class ImageArchive:
             self._zip = zipfile.ZipFile(self.path)
         return self._zip.read(member)
 
-    def read(self, image_id: str, min_size: int | None = None) -> Image.Image:
+    def read(self, image_id: str, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode image ``image_id`` as upright 8-bit RGB (see :func:`lesion.data.images.decode`)."""
         try:
-            return decode(self.read_bytes(image_id), min_size)
+            return decode(self.read_bytes(image_id), min_size, max_pixels)
+        except TooManyPixels as error:
+            raise LesionError(f"{self.path}:{self.members[image_id]}", str(error),
+                              "raise dataset.max_pixels if the image is genuine, or remove its row from the CSV") from None
         except DECODE_ERRORS as error:
             raise LesionError(f"{self.path}:{self.members[image_id]}", f"cannot be decoded as an image ({error})",
                               "re-download the archive or remove this id from the CSV") from None

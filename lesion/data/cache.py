@@ -1,0 +1,219 @@
+"""Pre-resized image cache: every source image decoded once into a square uint8 memmap.
+
+ISIC images reach 30 MP; decoding them every epoch starves any GPU. Each image is decoded once
+(PIL ``draft`` DCT scaling for JPEGs), its short side resized to ``size`` and a centred square
+cropped (:func:`square_crop`). One split's squares are stored as ``images.npy`` (N×size×size×3
+uint8, read as a memmap) plus ``index.json`` in a folder named after a key of the source files
+(name, size, mtime), the ids in order, the size and :data:`CACHE_VERSION`: any change gives a
+new key and a rebuild, nothing else does. A build writes into a temporary folder renamed into
+place when complete, so a killed build is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from lesion.errors import LesionError
+
+if TYPE_CHECKING:
+    from lesion.data.isic import SplitTable
+
+log = logging.getLogger(__name__)
+
+# Bump when the stored pixels change for the same source files (resampling, crop, decoding).
+CACHE_VERSION = 1
+_CHUNK = 16  # images per build task
+_IMAGES_PER_WORKER = 64  # fewer images than this per extra worker: build in this process
+
+
+def default_cache_dir() -> Path:
+    """``$LESION_CACHE/images``, or ``~/.cache/lesion/images`` when the variable is unset."""
+    return Path(os.environ.get("LESION_CACHE", "~/.cache/lesion")).expanduser() / "images"
+
+
+def square_size(image_size: int, cache_size: int | None) -> int:
+    """Side of the stored squares: ``cache_size``, or 9/7 × ``image_size`` (288 for 224) when ``None``."""
+    return cache_size or image_size * 9 // 7
+
+
+def square_crop(image: Image.Image, size: int) -> np.ndarray:
+    """Resize the short side of ``image`` to ``size`` and crop the centred square: size×size×3 uint8."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)))
+
+
+def cache_key(table: SplitTable, size: int) -> str:
+    """SHA-256 of what the cached pixels depend on: source files, ids in order, size, version."""
+    archive = table.images
+    if archive.path.is_dir():
+        stats = {m: os.stat(archive.path / m) for m in (archive.members[i] for i in table.ids)}
+        sources = [[m, s.st_size, s.st_mtime_ns] for m, s in stats.items()]
+    else:
+        stat = archive.path.stat()
+        sources = [[archive.path.name, stat.st_size, stat.st_mtime_ns], [archive.members[i] for i in table.ids]]
+    payload = {"version": CACHE_VERSION, "size": size, "path": str(archive.path.resolve()), "ids": table.ids,
+               "sources": sources}
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
+
+
+class SquareImages:
+    """The square images of one split, by row of its table: from the cache once built, else decoded.
+
+    Both ways give identical pixels, so the cache only changes speed. Picklable for DataLoader
+    workers: each process opens the memmap on first use.
+
+    Args:
+        table: the split.
+        size: side of the stored squares.
+        cache_dir: folder of the caches (``None``: no cache, decode every time).
+        max_pixels: larger source images are refused (see :func:`lesion.data.images.decode`).
+    """
+
+    def __init__(self, table: SplitTable, size: int, cache_dir: Path | None, max_pixels: int):
+        self.table, self.size, self.max_pixels = table, size, max_pixels
+        self.cache_dir = cache_dir
+        self.path: Path | None = None  # the cache folder, once built or found valid
+        self._array: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def decode(self, row: int) -> np.ndarray:
+        """Square of ``row`` decoded from the source file."""
+        image_id = self.table.ids[row]
+        return square_crop(self.table.images.read(image_id, min_size=self.size, max_pixels=self.max_pixels), self.size)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self.path is None:
+            return self.decode(row)
+        if self._array is None:
+            self._array = np.load(self.path / "images.npy", mmap_mode="r")
+        return np.array(self._array[row])
+
+    def build(self) -> None:
+        """Use the valid cache of this split, building it first when missing, stale or damaged."""
+        if self.cache_dir is None or self.path is not None:
+            return
+        key = cache_key(self.table, self.size)
+        folder = self.cache_dir / f"{self.table.layout.name}-{self.table.split}-{self.size}px-{key[:20]}"
+        problem = _check(folder, key, len(self.table), self.size)
+        if problem is not None:
+            if folder.exists():
+                log.warning("image cache %s is unusable (%s); rebuilding it", folder, problem)
+                shutil.rmtree(folder)
+            self._write(folder, key)
+        self.path = folder
+
+    def _write(self, folder: Path, key: str) -> None:
+        _remove_abandoned(folder)
+        temp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+        try:
+            n = len(self.table)
+            np.lib.format.open_memmap(temp / "images.npy", mode="w+", dtype=np.uint8,
+                                      shape=(n, self.size, self.size, 3)).flush()
+            self._fill(temp / "images.npy")
+            index = {"version": CACHE_VERSION, "key": key, "size": self.size, "source": str(self.table.images.path),
+                     "ids": self.table.ids}
+            (temp / "index.json").write_text(json.dumps(index))
+            try:
+                temp.rename(folder)
+            except OSError:  # another process finished the same cache first
+                if _check(folder, key, n, self.size) is not None:
+                    raise
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        log.info("image cache %s: %d images at %d px", folder, len(self.table), self.size)
+
+    def _fill(self, array_path: Path) -> None:
+        chunks = [range(start, min(start + _CHUNK, len(self.table))) for start in range(0, len(self.table), _CHUNK)]
+        progress = tqdm(total=len(self.table), desc=f"caching {self.table.split} images", unit="img")
+        workers = min(available_cores(), len(self.table) // _IMAGES_PER_WORKER)
+        with progress:
+            if workers <= 1:
+                for rows in chunks:
+                    progress.update(_fill_rows(self, array_path, rows))
+                return
+            context = multiprocessing.get_context("spawn")  # safe whatever threads or CUDA the parent runs
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                     initargs=(self, array_path)) as pool:
+                for done in pool.map(_fill_worker_rows, chunks):
+                    progress.update(done)
+
+
+def _fill_rows(images: SquareImages, array_path: Path, rows: range) -> int:
+    """Decode ``rows`` of ``images`` into the cache array being built."""
+    array = np.load(array_path, mmap_mode="r+")
+    for row in rows:
+        array[row] = images.decode(row)
+    array.flush()
+    return len(rows)
+
+
+_worker_job: tuple[SquareImages, Path] | None = None  # set once per build worker process
+
+
+def _start_worker(images: SquareImages, array_path: Path) -> None:
+    global _worker_job
+    _worker_job = (images, array_path)
+
+
+def _fill_worker_rows(rows: range) -> int:
+    return _fill_rows(*_worker_job, rows)
+
+
+def _check(folder: Path, key: str, n: int, size: int) -> str | None:
+    """Why the cache ``folder`` cannot be used (``None`` when it can)."""
+    if not folder.is_dir():
+        return "missing"
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        array = np.load(folder / "images.npy", mmap_mode="r")
+    except (OSError, ValueError) as error:
+        return f"{type(error).__name__}: {error}"
+    if index.get("key") != key or len(index.get("ids", ())) != n:
+        return "its index does not match the source files"
+    if array.shape != (n, size, size, 3) or array.dtype != np.uint8:
+        return f"images.npy has shape {array.shape} {array.dtype}, expected {(n, size, size, 3)} uint8"
+    return None
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete temporary build folders of ``folder`` whose process no longer runs (killed builds)."""
+    for temp in folder.parent.glob(f"{folder.name}.tmp-*"):
+        try:
+            os.kill(int(temp.name.rsplit("-", 1)[1]), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(temp, ignore_errors=True)
+        except PermissionError:  # the process exists (another user's)
+            pass
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_cache_size(cache_size: int, image_size: int) -> None:
+    """Refuse a cache smaller than the network input (upscaling cached squares loses detail)."""
+    if cache_size < image_size:
+        raise LesionError("dataset.cache_size", f"{cache_size} px is smaller than dataset.image_size={image_size}",
+                          "use a cache_size ≥ image_size (null = 9/7 × image_size, 288 for 224)")
