@@ -2,8 +2,10 @@
 
 import hydra
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lesion.errors import LesionError, exit_with
+from lesion.interrupt import EXIT_STATUS
 from lesion.training import run_job
 
 
@@ -13,6 +15,8 @@ def main(cfg: DictConfig) -> float:
         return run_job(cfg)
     except LesionError as error:
         exit_with(error)
+    except SIGTERMException:  # last.ckpt saved and the resume command logged by lesion.interrupt
+        raise SystemExit(EXIT_STATUS) from None
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.bootstrap < 1:
         raise LesionError("bootstrap", f"needs at least 1 resample, got {cfg.bootstrap}",
                           "use bootstrap=1000 (the default) or more for 95 % intervals")
-    module = load_classifier(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu")
+    module = load_classifier(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu", trust=cfg.trust_checkpoint)
     out = Path(cfg.out)
     if cfg.images:
         _predict_folder(module, cfg, out)

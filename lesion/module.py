@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from lesion.errors import LesionError
 from lesion.metrics import LesionMetrics
 from lesion.models.net import LesionNet
 
+log = logging.getLogger(__name__)
+
 STAGES = ("train", "val", "test")
 
 
@@ -27,8 +30,18 @@ def build_net(model: dict, classes: Sequence[str], taxonomy: list[list[int]], **
         classes: class names; their number sets the output size.
         taxonomy: per class, its token at every decoding level.
         overrides: config entries to replace (e.g. ``weights="none"`` when loading a checkpoint).
+
+    ``model.channels_last`` stores the weights channels-last; ``model.compile`` compiles the
+    backbone with ``torch.compile`` (on its first call).
     """
-    return instantiate({**model, **overrides})(num_classes=len(classes), taxonomy=taxonomy)
+    model = {**model, **overrides}
+    channels_last, compile_backbone = model.pop("channels_last", False), model.pop("compile", False)
+    net = instantiate(model)(num_classes=len(classes), taxonomy=taxonomy)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    if compile_backbone:
+        net.backbone.compile()  # in place: parameter names, hence checkpoints, are unchanged
+    return net
 
 
 class LesionClassifier(pl.LightningModule):
@@ -66,6 +79,12 @@ class LesionClassifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B×K) of images (B×3×H×W)."""
         return self.net(x)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Images to channels-last memory when the weights are (``model.channels_last``)."""
+        if self.hparams.model.get("channels_last"):
+            batch = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch]
+        return batch
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         """Loss and metrics of a batch of ``(images, y)`` or of pooled embeddings ``(avg, mx, y)``."""
@@ -142,20 +161,36 @@ def _check_targets(hparams: dict, path: Path) -> None:
                               "use a checkpoint written by lesion's train.py")
 
 
-def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> LesionClassifier:
+def _read_checkpoint(path: Path, map_location: str | torch.device, trust: bool) -> dict:
+    """``torch.load`` with ``weights_only=True``; with ``trust``, a file it refuses is read in full."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if not trust:
+            refused = str(error).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0].split(". ")[0]
+            raise LesionError(path, f"holds Python objects that weights_only loading refuses ({refused[:200]})",
+                              "pass trust_checkpoint=true only if you trust its source") from None
+    log.warning("%s: read with weights_only=False (trust_checkpoint=true): unpickling it can run code it names", path)
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def load_classifier(path: str | Path, map_location: str | torch.device = "cpu",
+                    trust: bool = False) -> LesionClassifier:
     """Rebuild a :class:`LesionClassifier` from a checkpoint alone.
 
-    The file is read with ``weights_only=True`` and only the model, loss, optimizer and dataset
-    targets in :data:`ALLOWED_TARGETS` are instantiated.
+    The file is read with ``weights_only=True``; only with ``trust`` is a file that this refuses
+    (one pickling other objects, e.g. from another tool) read with ``weights_only=False``. Either
+    way only the model, loss, optimizer and dataset targets in :data:`ALLOWED_TARGETS` are
+    instantiated.
     """
     path = Path(path)
     if not path.is_file():
         raise LesionError(path, "checkpoint not found", "pass ckpt=<run dir>/checkpoints/best.ckpt of a training run")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = _read_checkpoint(path, map_location, trust)
         hparams = checkpoint["hyper_parameters"]
         _check_targets(hparams, path)
-        net = build_net(hparams["model"], hparams["classes"], hparams["taxonomy"], weights="none")
+        net = build_net(hparams["model"], hparams["classes"], hparams["taxonomy"], weights="none", compile=False)
         module = LesionClassifier(net=net, **hparams)
         module.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError, OSError, EOFError, AttributeError, pickle.UnpicklingError) as error:

@@ -9,6 +9,7 @@ predicts on images exactly as the head did on embeddings.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -67,9 +68,94 @@ def _pooled_loader(avg: np.ndarray, mx: np.ndarray, labels: np.ndarray, batch_si
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size)
 
 
+def _shard(dataset: LesionDataset, rank: int, world: int) -> LesionDataset:
+    """Every ``world``-th entry of ``dataset`` from ``rank`` on (this rank's share of the embedding)."""
+    return LesionDataset(dataset.images, dataset.transform, dataset.indices[rank::world])
+
+
+def _unshard(parts: list[np.ndarray]) -> np.ndarray:
+    """Inverse of :func:`_shard` over all ranks' results: rows back in dataset order."""
+    out = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for rank, part in enumerate(parts):
+        out[rank::len(parts)] = part
+    return out
+
+
+class ResampledEmbeddings(pl.LightningDataModule):
+    """Data of the head stage: SMOTE-Tomek-resampled training embeddings, embedded validation split.
+
+    Built in :meth:`setup`, which Lightning calls on every rank once the processes exist: under
+    DDP each rank embeds its share of the images, the shares are gathered, rank 0 resamples
+    once and every rank receives the same resampled set.
+
+    Args:
+        net: the network whose (frozen) backbone embeds.
+        datamodule: set up and balanced.
+        smote: the ``balance.smote_tomek`` config.
+        seed: seed of augmentation and resampling.
+    """
+
+    def __init__(self, net: LesionNet, datamodule: IsicDataModule, smote: dict, seed: int):
+        super().__init__()
+        self.net, self.images, self.smote, self.seed = net, datamodule, smote, seed
+        self.train: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.val: tuple[np.ndarray, np.ndarray] | None = None
+        self.report: dict = {}
+
+    def _embed(self, dataset: LesionDataset, tag: str, augmented: bool) -> tuple[np.ndarray, np.ndarray]:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        images = self.images
+        transform = {"size": images.image_size, "cache_size": images.cache_size, "mean": list(images.mean),
+                     "std": list(images.std), "augmented": augmented}
+        if world > 1:
+            dataset, tag = _shard(dataset, rank, world), f"{tag} (rank {rank}/{world})"
+            transform["shard"] = [rank, world]
+        avg, mx = cached_embed(self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=images.batch_size,
+                               num_workers=images.num_workers, seed=self.seed, tag=tag, transform_key=transform)
+        if world == 1:
+            return avg, mx
+        parts: list = [None] * world
+        torch.distributed.all_gather_object(parts, (avg, mx))
+        return _unshard([a for a, _ in parts]), _unshard([m for _, m in parts])
+
+    def setup(self, stage: str) -> None:
+        if self.train is not None:
+            return
+        self.net.to(self.trainer.strategy.root_device)
+        avgs, maxes, labels = [], [], []
+        for tag, dataset in _training_views(self.images, int(self.smote["views"]), self.seed):
+            avg, mx = self._embed(dataset, tag, augmented=tag != "train")
+            avgs.append(avg)
+            maxes.append(mx)
+            labels.append(dataset.labels)
+        result = [None]
+        if self.trainer.global_rank == 0:
+            result = [smote_tomek(np.concatenate([np.concatenate(avgs), np.concatenate(maxes)], axis=1),
+                                  np.concatenate(labels), k_neighbors=int(self.smote["k_neighbors"]), seed=self.seed,
+                                  search_dims=self.smote["search_dims"])]
+        if self.trainer.world_size > 1:
+            torch.distributed.broadcast_object_list(result, src=0)
+        features, resampled_labels, report = result[0]
+        log.info("rank %d/%d: the head trains on %d resampled rows (sha256 %s)", self.trainer.global_rank,
+                 self.trainer.world_size, len(features), hashlib.sha256(features.tobytes()).hexdigest()[:16])
+        channels = avgs[0].shape[1]
+        self.train = features[:, :channels], features[:, channels:], resampled_labels
+        self.val = self._embed(self.images.val_set, "val", augmented=False)
+        classes = self.images.classes
+        # Class indices → names, every class listed (0 for classes absent from the training set).
+        self.report = {key: {name: int(value.get(k, 0)) for k, name in enumerate(classes)}
+                       if key.startswith("counts") else value for key, value in report.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        return _pooled_loader(*self.train, self.images.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return _pooled_loader(*self.val, self.images.val_set.labels, self.images.batch_size, train=False)
+
+
 def fit_head_on_resampled(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule,
                           smote: dict, seed: int) -> dict:
-    """Embed, resample with SMOTE-Tomek and fit ``module``'s head with ``trainer``.
+    """Fit ``module``'s head with ``trainer`` on SMOTE-Tomek-resampled embeddings (:class:`ResampledEmbeddings`).
 
     Args:
         trainer: the trainer of this stage (its checkpoints become the run's).
@@ -81,41 +167,13 @@ def fit_head_on_resampled(trainer: pl.Trainer, module: LesionClassifier, datamod
     Returns:
         The resampling report (counts before/after, neighbours used, time).
     """
-    net = module.net
-    if torch.cuda.is_available():
-        net.cuda()
-    transform = {"size": datamodule.image_size, "cache_size": datamodule.cache_size, "mean": list(datamodule.mean), "std": list(datamodule.std)}
-    embed_args = dict(cache_dir=smote["cache_dir"], batch_size=datamodule.batch_size,
-                      num_workers=datamodule.num_workers, seed=seed)
-    avgs, maxes, labels = [], [], []
-    for tag, dataset in _training_views(datamodule, int(smote["views"]), seed):
-        avg, mx = cached_embed(net, dataset, tag=tag, transform_key={**transform, "augmented": tag != "train"},
-                               **embed_args)
-        avgs.append(avg)
-        maxes.append(mx)
-        labels.append(dataset.labels)
-    channels = avgs[0].shape[1]
-    features, resampled_labels, report = smote_tomek(
-        np.concatenate([np.concatenate(avgs), np.concatenate(maxes)], axis=1), np.concatenate(labels),
-        k_neighbors=int(smote["k_neighbors"]), seed=seed, search_dims=smote["search_dims"])
-    val_avg, val_mx = cached_embed(net, datamodule.val_set, tag="val", transform_key={**transform, "augmented": False},
-                                   **embed_args)
-
-    frozen = [p for p in net.backbone.parameters() if p.requires_grad]
+    embeddings = ResampledEmbeddings(module.net, datamodule, smote, seed)
+    frozen = [p for p in module.net.backbone.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     try:
-        trainer.fit(
-            module,
-            train_dataloaders=_pooled_loader(features[:, :channels], features[:, channels:], resampled_labels,
-                                             datamodule.batch_size, train=True),
-            val_dataloaders=_pooled_loader(val_avg, val_mx, datamodule.val_set.labels, datamodule.batch_size,
-                                           train=False),
-        )
+        trainer.fit(module, datamodule=embeddings)
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    classes = datamodule.classes
-    # Class indices → names, every class listed (0 for classes absent from the training set).
-    return {key: {name: int(value.get(k, 0)) for k, name in enumerate(classes)} if key.startswith("counts") else value
-            for key, value in report.items()}
+    return embeddings.report

@@ -6,6 +6,8 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -17,7 +19,10 @@ from lesion.data.balance import plan_balance
 from lesion.data.layouts import LAYOUTS
 from lesion.errors import LesionError
 from lesion.files import write_atomic, write_json
+from lesion.gpu_slots import claimed_gpu
+from lesion.interrupt import Interruption
 from lesion.losses import resolve_class_weights
+from lesion.models.net import LesionNet
 from lesion.module import LesionClassifier, build_net
 from lesion.resampled_head import fit_head_on_resampled, load_backbone
 
@@ -34,14 +39,16 @@ def make_trainer(cfg: DictConfig, run_dir: Path, checkpoints: Path, log_version:
     """The configured Trainer with our checkpoints and loggers.
 
     Callbacks: best checkpoint on ``val/bacc`` (listed first), latest checkpoint every epoch,
+    atomic checkpoint writes and a save on SIGTERM (:class:`lesion.interrupt.Interruption`),
     early stopping when ``cfg.patience`` is set. Logs go to ``run_dir/logs/<log_version>``.
     """
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=MONITOR, mode="max",
                         save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False),
-        # A monitored callback refreshes last.ckpt only on improvement; this one every epoch.
-        ModelCheckpoint(dirpath=checkpoints, monitor=None, save_top_k=0, save_last=True,
+        # last.ckpt every epoch (save_last=True writes it only with another checkpoint or at the end).
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
                         enable_version_counter=False),
+        Interruption(checkpoints),
     ]
     if cfg.patience is not None:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.patience))
@@ -60,6 +67,32 @@ def _log_version(run_dir: Path, resuming: bool) -> str:
     if not resuming:
         return ""
     return f"resume_{len(list((run_dir / 'logs').glob('resume_*'))) + 1}"
+
+
+def build_classifier(cfg: DictConfig, net: LesionNet | None = None, loss: dict | None = None) -> LesionClassifier:
+    """The (untrained) :class:`LesionClassifier` that a composed ``conf/train.yaml`` config describes.
+
+    Args:
+        cfg: the config.
+        net: the net built from ``cfg.model`` (built here when ``None``).
+        loss: the loss config with its class weights resolved (``cfg.loss`` when ``None``).
+    """
+    layout = LAYOUTS[cfg.dataset.layout]
+    classes, taxonomy = list(layout.classes), layout.taxonomy()
+    model_cfg = _container(cfg.model)
+    net = net if net is not None else build_net(model_cfg, classes, taxonomy)
+    return LesionClassifier(
+        net=net, model=model_cfg, loss=loss if loss is not None else _container(cfg.loss),
+        optimizer=_container(cfg.optimizer), scheduler=_container(cfg.scheduler), classes=classes,
+        taxonomy=taxonomy, mean=list(net.backbone.mean), std=list(net.backbone.std),
+        image_size=cfg.dataset.image_size, dataset=_container(cfg.dataset),
+    )
+
+
+def compose_classifier(config_dir: Path, overrides: list[str]) -> LesionClassifier:
+    """The classifier ``python train.py <overrides>`` would train, before training (benchmarks, tests)."""
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        return build_classifier(compose("train", overrides=overrides))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -97,11 +130,7 @@ def run(cfg: DictConfig) -> dict:
     counts = list(datamodule.class_counts(datamodule.train_set).values())
     loss = resolve_class_weights(_container(cfg.loss), counts, plan.class_weights,
                                  sampler=plan.sample_weights is not None)
-    module = LesionClassifier(
-        net=net, model=model_cfg, loss=loss, optimizer=_container(cfg.optimizer),
-        scheduler=_container(cfg.scheduler), classes=classes, taxonomy=taxonomy, mean=mean, std=std,
-        image_size=cfg.dataset.image_size, dataset=_container(cfg.dataset),
-    )
+    module = build_classifier(cfg, net, loss)
 
     smote = balance["smote_tomek"]
     checkpoints = run_dir / "checkpoints"
@@ -135,10 +164,28 @@ def run_job(cfg: DictConfig) -> float:
     """:func:`run` as a Hydra job, returning the test BACC (what sweepers optimise).
 
     In a multirun sweep a failing job writes its error to ``<run_dir>/error.txt`` and returns NaN,
-    so the sweep goes on and ``python -m lesion.summary`` lists it; a single run raises.
+    so the sweep goes on and ``python -m lesion.summary`` lists it; a single run raises. A sweep
+    job uses one device: more is refused before anything runs (DDP inside a Hydra sweep
+    duplicates run directories or hangs), and on a multi-GPU machine each job claims a GPU
+    of its own (:func:`lesion.gpu_slots.claimed_gpu`).
     """
     if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
         return run(cfg)["bacc"]
+    devices = devices_per_job(cfg.trainer)
+    if devices > 1:
+        raise LesionError("trainer.devices", f"a sweep (-m) runs one device per job, this one asks for {devices} "
+                          f"(strategy {cfg.trainer.get('strategy', 'auto')})",
+                          "sweep with trainer=gpu (one GPU per job; hydra/launcher=joblib runs one job per GPU "
+                          "at once), or train one configuration at a time with trainer=ddp")
+    if torch.cuda.device_count() > 1 and cfg.trainer.accelerator in ("gpu", "cuda", "auto"):
+        with claimed_gpu(Path(HydraConfig.get().sweep.dir) / ".gpu-locks", torch.cuda.device_count()) as index:
+            cfg.trainer.devices = [index]
+            return _recorded_run(cfg)
+    return _recorded_run(cfg)
+
+
+def _recorded_run(cfg: DictConfig) -> float:
+    """:func:`run`'s test BACC; on failure the error goes to ``<run_dir>/error.txt`` and NaN is returned."""
     try:
         return run(cfg)["bacc"]
     except Exception as error:  # noqa: BLE001 — any failure is recorded, the sweep continues
@@ -146,6 +193,18 @@ def run_job(cfg: DictConfig) -> float:
         message = str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}"
         write_atomic(Path(cfg.run_dir) / "error.txt", message.splitlines()[0] + "\n")
         return float("nan")
+
+
+def devices_per_job(trainer: DictConfig) -> int:
+    """Number of devices one run of ``trainer`` uses (``-1``/``auto`` count the visible GPUs)."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices)
+    if str(devices) in ("-1", "auto"):
+        gpu = trainer.get("accelerator") in ("gpu", "cuda", "auto")
+        return max(1, torch.cuda.device_count()) if gpu else 1
+    text = str(devices)
+    return len([d for d in text.split(",") if d.strip()]) if "," in text else int(text)  # "0,1": GPU indices
 
 
 def _check_ckpt_path(path: str | None, run_dir: Path) -> None:

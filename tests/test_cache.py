@@ -49,7 +49,7 @@ def test_cached_pixels_equal_decoded_pixels_in_process_and_with_worker_processes
     expected = decoded(table)
     assert expected.shape == (len(table), SIZE, SIZE, 3) and expected.dtype == np.uint8
     in_process = squares(table, tmp_path / "a")
-    monkeypatch.setattr(cache_module, "_IMAGES_PER_WORKER", 8)  # 60 images → 2 spawned build workers
+    monkeypatch.setattr(cache_module, "_IMAGES_PER_WORKER", 8)  # 60 images → 2 build worker processes
     with_workers = squares(table, tmp_path / "b")
     for images in (in_process, with_workers):
         assert np.array_equal(np.stack([images[row] for row in range(len(table))]), expected)

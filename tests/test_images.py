@@ -76,3 +76,12 @@ def test_image_over_the_configured_pixel_limit_is_a_clear_error(synthetic_root):
         f"{table.images.path}:{table.images.members[table.ids[0]]}: {w}×{h} = {w * h} pixels, over the limit "
         f"dataset.max_pixels={w * h - 1} — raise dataset.max_pixels if the image is genuine, or remove its row "
         "from the CSV")
+
+
+def test_the_configured_limit_replaces_pils_global_one_without_changing_it(synthetic_root, monkeypatch):
+    from lesion.data.isic import read_split
+
+    table = read_split("isic2018", synthetic_root("isic2018"), "train")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL alone would refuse these ~80×60 images
+    assert min(table.images.read(table.ids[0], max_pixels=10**9).size) > 10
+    assert Image.MAX_IMAGE_PIXELS == 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.error import URLError
 
 import pytest
@@ -200,3 +201,19 @@ def test_barata_net_rejects_mismatched_taxonomy():
     with pytest.raises(LesionError) as err:
         barata_net(K + 1, TAXONOMY, backbone="resnet18", weights="none")
     assert str(err.value).startswith("model.taxonomy:")
+
+
+def test_channels_last_and_compile_options_keep_the_checkpoint_format():
+    from omegaconf import OmegaConf
+
+    from lesion.module import build_net
+
+    conf = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/barata.yaml"))
+    conf.update(backbone="resnet18", weights="none", hidden_size=32, embed_dim=8)
+    plain = build_net(conf, ISIC2018.classes, TAXONOMY)
+    fast = build_net({**conf, "channels_last": True, "compile": True}, ISIC2018.classes, TAXONOMY)
+    assert next(p for p in fast.backbone.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    assert not next(p for p in plain.backbone.parameters() if p.dim() == 4).is_contiguous(
+        memory_format=torch.channels_last)
+    assert fast.backbone._compiled_call_impl is not None and plain.backbone._compiled_call_impl is None
+    assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints load either way

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,7 +153,9 @@ class SquareImages:
                 for rows in chunks:
                     progress.update(_fill_rows(self, array_path, rows))
                 return
-            context = multiprocessing.get_context("spawn")  # safe whatever threads or CUDA the parent runs
+            # Workers only decode with PIL/numpy, so forking (as DataLoader does on Linux) is safe and
+            # avoids re-importing the entry script (torch, Lightning) in every worker.
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                      initargs=(self, array_path)) as pool:
                 for done in pool.map(_fill_worker_rows, chunks):

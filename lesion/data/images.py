@@ -17,8 +17,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 # Default pixel limit: PIL's own refusal threshold (2 × its warning threshold, ≈ 179 MP).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
-# The limit is checked here against the configured `dataset.max_pixels` instead of PIL's global.
-Image.MAX_IMAGE_PIXELS = None
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -44,8 +42,16 @@ class TooManyPixels(ValueError):
 
 
 def open_image(source: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image lazily, refusing one with more than ``max_pixels`` pixels before decoding it."""
-    image = Image.open(source)
+    """Open an image lazily, refusing one with more than ``max_pixels`` pixels before decoding it.
+
+    ``max_pixels`` replaces PIL's global limit (``Image.MAX_IMAGE_PIXELS``) for this call.
+    """
+    global_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        image = Image.open(source)
+    finally:
+        Image.MAX_IMAGE_PIXELS = global_limit
     w, h = image.size
     if w * h > max_pixels:
         raise TooManyPixels(f"{w}×{h} = {w * h} pixels, over the limit dataset.max_pixels={max_pixels}")

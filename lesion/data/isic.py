@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class ImageArchive:
     """The images of one split, in a zip or a folder, addressed by ISIC id.
 
-    Picklable for DataLoader workers: each process opens its own zip handle on first use.
+    Safe in DataLoader and cache-build workers, pickled or forked: each process opens its own
+    zip handle on first use (a forked copy of the parent's would share its file offset).
 
     Args:
         path: the zip file or folder.
@@ -37,17 +38,18 @@ class ImageArchive:
         self.path = path
         self.members = members
         self._zip: zipfile.ZipFile | None = None
+        self._zip_pid: int | None = None  # process that opened _zip
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_zip": None}
+        return {**self.__dict__, "_zip": None, "_zip_pid": None}
 
     def read_bytes(self, image_id: str) -> bytes:
         """Raw file bytes of image ``image_id``."""
         member = self.members[image_id]
         if self.path.is_dir():
             return (self.path / member).read_bytes()
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.path)
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip.read(member)
 
     def read(self, image_id: str, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,0 +1,94 @@
+"""Interruption: a run stopped at any moment resumes with ``ckpt_path=last``.
+
+Cluster schedulers pre-empt a job with SIGTERM and, after a grace period, SIGKILL. Lightning
+turns SIGTERM into a ``SIGTERMException`` after the current batch; :class:`Interruption` then
+saves the progress so far to ``last.ckpt``, logs how to resume, and ``train.py`` exits with
+:data:`EXIT_STATUS`. Against SIGKILL, which nothing can catch, every checkpoint is written to a
+temporary sibling and renamed over the old one, so ``last.ckpt`` is always whole.
+
+Caveats: a mid-epoch checkpoint resumes the epoch with the batches still owed, drawn from a fresh
+shuffle (the DataLoader position is not saved), and that epoch's ``train/*`` metrics cover only
+the batches run after resuming. SIGTERM during validation saves nothing (Lightning cannot resume
+half-way through it), so that epoch's training is repeated. Lightning writes each logged row at
+once, so a SIGKILL while an epoch's checkpoints are being written leaves that epoch's ``val/*`` row
+in the log of the killed part and again in the resumed part's.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lesion.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+# 128 + SIGTERM: what a shell reports for a process that SIGTERM ended, saved or not.
+EXIT_STATUS = 143
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary sibling of the checkpoint, then rename it over the old one.
+
+    Lightning's own save stages the file in the system temporary folder; moving it from there to
+    another filesystem is a copy that a kill can cut short, leaving a truncated ``last.ckpt``.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def resume_command(run_dir: Path, checkpoint: Path) -> str:
+    """The ``train.py`` command line that resumes a run from ``checkpoint``."""
+    overrides = ["<same overrides>"]
+    if HydraConfig.initialized():
+        overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    ckpt = "last" if checkpoint == run_dir / "checkpoints" / "last.ckpt" else shlex.quote(str(checkpoint))
+    return " ".join(["python train.py", *overrides, f"ckpt_path={ckpt}",
+                     f"hydra.run.dir={shlex.quote(str(run_dir))}"])
+
+
+class Interruption(pl.Callback):
+    """Saves ``<dirpath>/last.ckpt`` on SIGTERM; makes every checkpoint write atomic.
+
+    Args:
+        dirpath: the folder of the run's ``last.ckpt``.
+    """
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Here rather than Trainer(plugins=…): every trainer make_trainer builds gets this callback.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        last = self.dirpath / "last.ckpt"
+        # Lightning cannot resume half-way through validation: then last.ckpt stays the previous epoch's.
+        save = trainer.state.fn == TrainerFn.FITTING and trainer.training and not trainer.fast_dev_run
+        if save:
+            trainer.save_checkpoint(last, weights_only=False)
+        if not trainer.is_global_zero:
+            return
+        where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+        if last.is_file():
+            log.warning("stopped by SIGTERM at %s: %s %s — resume with: %s", where,
+                        "saved" if save else "outside training steps, nothing saved; resume from", last,
+                        resume_command(Path(trainer.default_root_dir), last))
+        else:
+            log.warning("stopped by SIGTERM at %s, before the first checkpoint — start the run again", where)

@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end at their ``--quick`` sizes and print a finite positive ratio."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+RATIO = re.compile(r"^ratio \S+ = (\S+)×", re.MULTILINE)
+
+
+@pytest.mark.parametrize("script, options", [
+    ("train_overhead.py", ["--quick"]),
+    ("infer.py", ["--quick"]),
+    ("gpu_throughput.py", ["--quick", "--allow-cpu"]),
+])
+def test_quick_run_prints_a_ratio(script, options, cli_env, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *options], cwd=tmp_path,
+                            env={**cli_env, "LESION_CACHE": str(tmp_path / "cache")}, capture_output=True,
+                            text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = RATIO.findall(result.stdout)
+    assert len(found) == 1, result.stdout
+    ratio = float(found[0])
+    assert math.isfinite(ratio) and ratio > 0
