@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="images per pass")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each side")
-    parser.add_argument("--tta-repeats", type=int, default=2, help="timed passes of predict(tta=True)")
+    parser.add_argument("--tta-repeats", type=int, default=2, help="timed passes of predict(tta=True); 0 = none")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
     args = parser.parse_args()
     if args.quick:
@@ -86,11 +86,12 @@ def main() -> None:
             seconds[name].append(timed(run))
         print(f"   {number:<6}{seconds['predict'][-1]:>11.3f}{seconds['plain'][-1]:>10.3f}")
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    tta = statistics.median(timed(lambda: predict(module, loader, tta=True)) for _ in range(args.tta_repeats))
     for name, value in median.items():
         print(f"median {name}: {value:.3f} s ({args.images / value:.1f} img/s)")
-    print(f"median predict(tta=True): {tta:.3f} s over {args.tta_repeats} passes ({args.images / tta:.1f} img/s); "
-          f"tta/plain {tta / median['plain']:.2f}× (information: 8 views, expected about 8×)")
+    if args.tta_repeats > 0:
+        tta = statistics.median(timed(lambda: predict(module, loader, tta=True)) for _ in range(args.tta_repeats))
+        print(f"median predict(tta=True): {tta:.3f} s over {args.tta_repeats} passes ({args.images / tta:.1f} "
+              f"img/s); tta/plain {tta / median['plain']:.2f}× (information: 8 views, expected about 8×)")
     print(f"ratio predict/plain = {median['predict'] / median['plain']:.3f}× (target ≤ 1.10×, tta=False)")
 
 

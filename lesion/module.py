@@ -80,19 +80,16 @@ class LesionClassifier(pl.LightningModule):
         """Class logits (B×K) of images (B×3×H×W)."""
         return self.net(x)
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Images to channels-last memory when the weights are (``model.channels_last``)."""
-        if self.hparams.model.get("channels_last"):
-            batch = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in batch]
-        return batch
-
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         """Loss and metrics of a batch of ``(images, y)`` or of pooled embeddings ``(avg, mx, y)``."""
         *inputs, y = batch
         # Teacher forcing only while training; evaluation decodes greedily.
         teacher = y if stage == "train" else None
         if len(inputs) == 1:
-            steps = self.net.step_logits(inputs[0], teacher)
+            images = inputs[0]
+            if self.hparams.model.get("channels_last"):  # batches in the weights' memory format
+                images = images.contiguous(memory_format=torch.channels_last)
+            steps = self.net.step_logits(images, teacher)
         else:
             steps = self.net.step_logits_from_pooled(*inputs, teacher)
         targets = self.net.step_targets(y)
