@@ -1,6 +1,6 @@
 """Image loading: the naive per-epoch decode against lesion's image cache.
 
-    python benchmarks/loader.py [--data ../shared/data/isic2017-uda1] [--large 48]
+    python benchmarks/loader.py [--data ../shared/data/isic2017-uda1] [--large 48] [--quick]
 
 Three image sets: the training split of the real UDA-1 images (official ISIC 2017 layout; most
 were downscaled to ≤ 768 px when the set was packed), its original full-resolution JPEGs
@@ -102,18 +102,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/isic2017-uda1")
     parser.add_argument("--large", type=int, default=48, help="number of 12 MP upscaled copies")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--quick", action="store_true", help="a few images per set (seconds), for the smoke test")
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"benchmarks/loader.py: {args.data} not found — pass --data <ISIC 2017 layout folder>")
 
     work = Path(tempfile.mkdtemp(prefix="lesion-loader-"))
     try:
-        rows = [measure("UDA-1 train, all", args.data, args.image_size, work / "cache")]
         train = read_split("isic2017", args.data, "train")
-        originals = [i for i in train.ids if np.prod(train.images.read(i).size) > 2e6]
+        everything = args.data if not args.quick else subset_copy(args.data, work / "all", train.ids[:12])
+        rows = [measure("UDA-1 train, all", everything, args.image_size, work / "cache")]
+        originals = [i for i in train.ids if np.prod(train.images.read(i).size) > 2e6][:2 if args.quick else None]
         rows.append(measure("UDA-1 train, originals", subset_copy(args.data, work / "originals", originals),
                             args.image_size, work / "cache"))
-        large = subset_copy(args.data, work / "large", train.ids[:args.large], upscale=(4000, 3000))
+        large = subset_copy(args.data, work / "large", train.ids[:2 if args.quick else args.large], upscale=(4000, 3000))
         rows.append(measure("12 MP copies", large, args.image_size, work / "cache"))
     finally:
         shutil.rmtree(work, ignore_errors=True)

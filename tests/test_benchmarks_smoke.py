@@ -28,3 +28,13 @@ def test_quick_run_prints_a_ratio(script, options, cli_env, tmp_path):
     assert len(found) == 1, result.stdout
     ratio = float(found[0])
     assert math.isfinite(ratio) and ratio > 0
+
+
+def test_quick_loader_benchmark_prints_both_ratios_for_each_image_set(uda1, cli_env, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "loader.py"), "--quick", "--data", str(uda1)],
+                            cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = re.findall(r"^(.+): epoch throughput (\S+)× naive, cache build (\S+)× faster", result.stdout, re.MULTILINE)
+    assert [name for name, *_ in found] == ["UDA-1 train, all", "UDA-1 train, originals", "12 MP copies"]
+    assert all(math.isfinite(float(v)) and float(v) > 0 for _, *ratios in found for v in ratios)
