@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import shutil
 from pathlib import Path
 
@@ -118,14 +119,14 @@ def test_a_failed_build_leaves_nothing_and_an_abandoned_one_is_cleared(synthetic
     (table.images.path / table.images.members[table.ids[-1]]).write_bytes(b"not an image")
     with pytest.raises(LesionError, match="cannot be decoded as an image"):
         squares(table, tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert all(p.suffix == ".lock" for p in (tmp_path / "cache").iterdir())  # no array, no index
 
     table = read_split("isic2018", synthetic_root("isic2018"), "val")
     key = cache_module.cache_key(table, SIZE)
-    abandoned = tmp_path / "cache" / f"isic2018-val-{SIZE}px-{key[:20]}.tmp-999999999"  # no such process
+    abandoned = tmp_path / "cache" / f"isic2018-val-{SIZE}px-{key[:20]}.tmp-999999999"  # a killed build's
     abandoned.mkdir()
     images = squares(table, tmp_path / "cache")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [images.path.name]
+    assert [p for p in (tmp_path / "cache").iterdir() if p.is_dir()] == [images.path]  # the abandoned one is gone
 
 
 def test_datamodule_batches_are_identical_with_and_without_the_cache(synthetic_root, tmp_path):
@@ -138,7 +139,7 @@ def test_datamodule_batches_are_identical_with_and_without_the_cache(synthetic_r
     uncached = first_batch(False)
     assert list(tmp_path.iterdir()) == []
     cached = first_batch(True)
-    assert len(list(tmp_path.iterdir())) == 1
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
     assert cached.shape == (8, 3, 32, 32) and bool((cached == uncached).all())
 
 
@@ -152,3 +153,34 @@ def test_cache_smaller_than_the_input_is_refused(synthetic_root):
 def test_default_cache_size_is_nine_sevenths_of_the_input(synthetic_root):
     dm = IsicDataModule("isic2018", str(synthetic_root("isic2018")), image_size=224, cache=False)
     assert dm.cache_size == 288 and dm.cache_dir is None
+
+
+WAIT_FOR_CACHE = """
+import sys
+from pathlib import Path
+from lesion.data.cache import SquareImages
+from lesion.data.isic import read_split
+
+images = SquareImages(read_split("isic2018", Path(sys.argv[1]), "val"), int(sys.argv[3]), Path(sys.argv[2]), 10**9)
+images.build()
+print(images.path)
+"""
+
+
+def test_a_second_process_waits_for_the_builder_and_reuses_its_cache(synthetic_root, tmp_path, builds):
+    import subprocess
+    import sys
+
+    table = read_split("isic2018", synthetic_root("isic2018"), "val")
+    key = cache_module.cache_key(table, SIZE)
+    folder = tmp_path / f"isic2018-val-{SIZE}px-{key[:20]}"
+    with cache_module._build_lock(folder):  # this process is "building"
+        waiting = subprocess.Popen([sys.executable, "-c", WAIT_FOR_CACHE, str(synthetic_root("isic2018")),
+                                    str(tmp_path), str(SIZE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        time.sleep(3)
+        assert waiting.poll() is None  # blocked on the lock
+        SquareImages(table, SIZE, tmp_path, 10**9)._write(folder, key)
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+    assert out.strip() == str(folder) and "caching" not in err  # reused, not rebuilt

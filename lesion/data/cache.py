@@ -6,11 +6,13 @@ cropped (:func:`square_crop`). One split's squares are stored as ``images.npy`` 
 uint8, read as a memmap) plus ``index.json`` in a folder named after a key of the source files
 (name, size, mtime), the ids in order, the size and :data:`CACHE_VERSION`: any change gives a
 new key and a rebuild, nothing else does. A build writes into a temporary folder renamed into
-place when complete, so a killed build is never trusted.
+place when complete, so a killed build is never trusted; a lock file lets one process build
+while others (DDP ranks, parallel sweep jobs) wait for it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -18,7 +20,9 @@ import multiprocessing
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,32 +118,31 @@ class SquareImages:
             return
         key = cache_key(self.table, self.size)
         folder = self.cache_dir / f"{self.table.layout.name}-{self.table.split}-{self.size}px-{key[:20]}"
-        problem = _check(folder, key, len(self.table), self.size)
-        if problem is not None:
-            if folder.exists():
-                log.warning("image cache %s is unusable (%s); rebuilding it", folder, problem)
-                shutil.rmtree(folder)
-            self._write(folder, key)
+        if _check(folder, key, len(self.table), self.size) is not None:
+            # One builder at a time (DDP ranks, parallel sweep jobs): the others wait, then reuse its cache.
+            with _build_lock(folder):
+                problem = _check(folder, key, len(self.table), self.size)
+                if problem is not None:
+                    if folder.exists():
+                        log.warning("image cache %s is unusable (%s); rebuilding it", folder, problem)
+                        shutil.rmtree(folder)
+                    self._write(folder, key)
         self.path = folder
 
     def _write(self, folder: Path, key: str) -> None:
-        _remove_abandoned(folder)
+        """Build the cache in a temporary sibling of ``folder`` and rename it into place (under the lock)."""
+        for abandoned in folder.parent.glob(f"{folder.name}.tmp-*"):  # a killed build's: its lock was released
+            shutil.rmtree(abandoned, ignore_errors=True)
         temp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-        shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir(parents=True)
         try:
-            n = len(self.table)
             np.lib.format.open_memmap(temp / "images.npy", mode="w+", dtype=np.uint8,
-                                      shape=(n, self.size, self.size, 3)).flush()
+                                      shape=(len(self.table), self.size, self.size, 3)).flush()
             self._fill(temp / "images.npy")
             index = {"version": CACHE_VERSION, "key": key, "size": self.size, "source": str(self.table.images.path),
                      "ids": self.table.ids}
             (temp / "index.json").write_text(json.dumps(index))
-            try:
-                temp.rename(folder)
-            except OSError:  # another process finished the same cache first
-                if _check(folder, key, n, self.size) is not None:
-                    raise
+            temp.rename(folder)
         finally:
             shutil.rmtree(temp, ignore_errors=True)
         log.info("image cache %s: %d images at %d px", folder, len(self.table), self.size)
@@ -199,15 +202,17 @@ def _check(folder: Path, key: str, n: int, size: int) -> str | None:
     return None
 
 
-def _remove_abandoned(folder: Path) -> None:
-    """Delete temporary build folders of ``folder`` whose process no longer runs (killed builds)."""
-    for temp in folder.parent.glob(f"{folder.name}.tmp-*"):
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """Exclusive lock on ``<folder>.lock`` for building ``folder`` (released on exit, even when killed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f"{folder.name}.lock"), "a") as handle:
         try:
-            os.kill(int(temp.name.rsplit("-", 1)[1]), 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(temp, ignore_errors=True)
-        except PermissionError:  # the process exists (another user's)
-            pass
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process to finish the image cache %s", folder)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def available_cores() -> int:
