@@ -90,8 +90,6 @@ def predict(module: LesionClassifier, loader: DataLoader, tta: bool = False) -> 
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-
-
 def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id_column: str,
                        labels: np.ndarray | None) -> pd.DataFrame:
     """ISIC submission format (id + one probability per class) plus true and predicted class."""

@@ -30,9 +30,11 @@ def claimed_gpu(lock_dir: Path, n_gpus: int, poll_s: float = 5.0) -> Iterator[in
             handle = open(lock_dir / f"gpu-{index}.lock", "a")
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as error:
                 handle.close()
-                continue
+                if isinstance(error, BlockingIOError):
+                    continue
+                raise
             log.info("this job runs on GPU %d (lock %s)", index, handle.name)
             with handle:  # closing the file releases the lock
                 yield index

@@ -74,6 +74,9 @@ class Interruption(pl.Callback):
         # Here rather than Trainer(plugins=…): every trainer make_trainer builds gets this callback.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.is_global_zero:  # temporary files of a save cut short by SIGKILL (as large as a checkpoint)
+            for partial in self.dirpath.glob(".*.ckpt.*.tmp"):
+                partial.unlink(missing_ok=True)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):

@@ -163,8 +163,10 @@ def _read_checkpoint(path: Path, map_location: str | torch.device, trust: bool) 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):
+            raise  # not a refused object: a damaged or foreign file (the caller's generic error)
         if not trust:
-            refused = str(error).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0].split(". ")[0]
+            refused = str(error).split("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0]
             raise LesionError(path, f"holds Python objects that weights_only loading refuses ({refused[:200]})",
                               "pass trust_checkpoint=true only if you trust its source") from None
     log.warning("%s: read with weights_only=False (trust_checkpoint=true): unpickling it can run code it names", path)
@@ -190,8 +192,12 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu",
         net = build_net(hparams["model"], hparams["classes"], hparams["taxonomy"], weights="none", compile=False)
         module = LesionClassifier(net=net, **hparams)
         module.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError, TypeError, OSError, EOFError, AttributeError, pickle.UnpicklingError) as error:
-        message = str(error).splitlines()[0] if str(error) else ""
-        raise LesionError(path, f"is not a usable lesion checkpoint ({type(error).__name__}: {message[:200]})",
+    except (RuntimeError, KeyError, TypeError, OSError, EOFError, AttributeError, IndexError,
+            pickle.UnpicklingError) as error:
+        if isinstance(error, pickle.UnpicklingError):
+            reason = "not a readable PyTorch checkpoint file"
+        else:
+            reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+        raise LesionError(path, f"is not a usable lesion checkpoint ({reason})",
                           "pass a checkpoint written by lesion's train.py") from None
     return module.eval()

@@ -81,6 +81,38 @@ def _unshard(parts: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _on_every_rank(trainer: pl.Trainer, compute, gather: bool):
+    """``compute()`` under DDP: on every rank with the results gathered (``gather``), or on rank 0
+    with its result broadcast. A failure on any rank is raised on every rank, so none waits forever.
+
+    Returns:
+        With ``gather``, a tuple of per-rank lists (one per element of ``compute()``'s tuple);
+        else ``compute()``'s result. Without DDP, the same shapes from this process alone.
+    """
+    rank, world = trainer.global_rank, trainer.world_size
+    outcome: tuple = ("ok", None)
+    if gather or rank == 0:
+        try:
+            outcome = ("ok", compute())
+        except Exception as error:  # noqa: BLE001 — re-raised below, on every rank
+            if world == 1:
+                raise
+            outcome = ("error", str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}")
+    if world > 1 and gather:
+        outcomes: list = [None] * world
+        torch.distributed.all_gather_object(outcomes, outcome)
+    elif world > 1:
+        outcomes = [outcome]
+        torch.distributed.broadcast_object_list(outcomes, src=0)
+    else:
+        outcomes = [outcome]
+    failed = [message for status, message in outcomes if status == "error"]
+    if failed:
+        raise LesionError(failed[0].splitlines()[0])
+    values = [value for _, value in outcomes]
+    return tuple(list(parts) for parts in zip(*values)) if gather else values[0]
+
+
 class ResampledEmbeddings(pl.LightningDataModule):
     """Data of the head stage: SMOTE-Tomek-resampled training embeddings, embedded validation split.
 
@@ -107,16 +139,16 @@ class ResampledEmbeddings(pl.LightningDataModule):
         images = self.images
         transform = {"size": images.image_size, "cache_size": images.cache_size, "mean": list(images.mean),
                      "std": list(images.std), "augmented": augmented}
+        seed = self.seed
         if world > 1:
             dataset, tag = _shard(dataset, rank, world), f"{tag} (rank {rank}/{world})"
             transform["shard"] = [rank, world]
-        avg, mx = cached_embed(self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=images.batch_size,
-                               num_workers=images.num_workers, seed=self.seed, tag=tag, transform_key=transform)
-        if world == 1:
-            return avg, mx
-        parts: list = [None] * world
-        torch.distributed.all_gather_object(parts, (avg, mx))
-        return _unshard([a for a, _ in parts]), _unshard([m for _, m in parts])
+            seed += rank  # each rank's shard gets its own augmentations
+            dataset.transform.set_random_seed(seed)
+        avg, mx = _on_every_rank(self.trainer, lambda: cached_embed(
+            self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=images.batch_size,
+            num_workers=images.num_workers, seed=seed, tag=tag, transform_key=transform), gather=True)
+        return _unshard(avg), _unshard(mx)
 
     def setup(self, stage: str) -> None:
         if self.train is not None:
@@ -128,14 +160,10 @@ class ResampledEmbeddings(pl.LightningDataModule):
             avgs.append(avg)
             maxes.append(mx)
             labels.append(dataset.labels)
-        result = [None]
-        if self.trainer.global_rank == 0:
-            result = [smote_tomek(np.concatenate([np.concatenate(avgs), np.concatenate(maxes)], axis=1),
-                                  np.concatenate(labels), k_neighbors=int(self.smote["k_neighbors"]), seed=self.seed,
-                                  search_dims=self.smote["search_dims"])]
-        if self.trainer.world_size > 1:
-            torch.distributed.broadcast_object_list(result, src=0)
-        features, resampled_labels, report = result[0]
+        features, resampled_labels, report = _on_every_rank(self.trainer, lambda: smote_tomek(
+            np.concatenate([np.concatenate(avgs), np.concatenate(maxes)], axis=1), np.concatenate(labels),
+            k_neighbors=int(self.smote["k_neighbors"]), seed=self.seed, search_dims=self.smote["search_dims"]),
+            gather=False)
         log.info("rank %d/%d: the head trains on %d resampled rows (sha256 %s)", self.trainer.global_rank,
                  self.trainer.world_size, len(features), hashlib.sha256(features.tobytes()).hexdigest()[:16])
         channels = avgs[0].shape[1]

@@ -26,9 +26,9 @@ def builds(monkeypatch) -> list[Path]:
     made = []
     fill = SquareImages._fill
 
-    def counting_fill(self, array_path):
+    def counting_fill(self, array_path, workers):
         made.append(array_path)
-        fill(self, array_path)
+        fill(self, array_path, workers)
 
     monkeypatch.setattr(SquareImages, "_fill", counting_fill)
     return made
@@ -162,12 +162,13 @@ from lesion.data.cache import SquareImages
 from lesion.data.isic import read_split
 
 images = SquareImages(read_split("isic2018", Path(sys.argv[1]), "val"), int(sys.argv[3]), Path(sys.argv[2]), 10**9)
+print("building", flush=True)
 images.build()
 print(images.path)
 """
 
 
-def test_a_second_process_waits_for_the_builder_and_reuses_its_cache(synthetic_root, tmp_path, builds):
+def test_a_second_process_waits_for_the_builder_and_reuses_its_cache(synthetic_root, tmp_path):
     import subprocess
     import sys
 
@@ -178,9 +179,19 @@ def test_a_second_process_waits_for_the_builder_and_reuses_its_cache(synthetic_r
         waiting = subprocess.Popen([sys.executable, "-c", WAIT_FOR_CACHE, str(synthetic_root("isic2018")),
                                     str(tmp_path), str(SIZE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        time.sleep(3)
+        assert waiting.stdout.readline().strip() == "building"  # imports done, build() called
+        time.sleep(2)
         assert waiting.poll() is None  # blocked on the lock
-        SquareImages(table, SIZE, tmp_path, 10**9)._write(folder, key)
+        SquareImages(table, SIZE, tmp_path, 10**9)._write(folder, key, workers=1)
     out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 0, err
     assert out.strip() == str(folder) and "caching" not in err  # reused, not rebuilt
+
+
+def test_an_unwritable_cache_folder_is_one_clear_error(synthetic_root, tmp_path):
+    table = read_split("isic2018", synthetic_root("isic2018"), "val")
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(LesionError) as error:
+        squares(table, tmp_path / "file" / "cache")
+    assert str(error.value).startswith(f"dataset.cache_dir: cannot write the image cache in {tmp_path / 'file' / 'cache'}")
+    assert str(error.value).endswith("set dataset.cache_dir to a writable folder, or use dataset.cache=false")

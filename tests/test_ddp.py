@@ -23,7 +23,7 @@ SMALL = ["model.backbone=resnet18", "model.weights=none", "dataset.image_size=32
 
 
 @pytest.mark.slow
-def test_quickstart_trains_on_two_ddp_processes_with_the_same_metrics(run_cli, trained_run, tmp_path):
+def test_quickstart_trains_on_two_ddp_processes_with_the_same_metric_keys(run_cli, trained_run, tmp_path):
     run_dir = tmp_path / "run"
     run_cli("train.py", "experiment=quickstart", "trainer=ddp_cpu", *SMALL, "trainer.max_epochs=2",
             f"hydra.run.dir={run_dir}")
@@ -55,6 +55,16 @@ def test_smote_tomek_under_ddp_resamples_once_and_every_rank_trains_on_the_same_
     assert sum(report["counts_before"].values()) == 30  # every training image embedded once across ranks
     assert sum(report["counts_after"].values()) == found[0][0]
     assert (run_dir / "test_metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_resampling_error_on_rank_0_stops_every_rank_with_one_line(run_cli, tmp_path):
+    result = run_cli("train.py", "dataset=synthetic2018", "balance=smote_tomek", "trainer=ddp_cpu", *SMALL,
+                     "balance.smote_tomek.k_neighbors=0", f"hydra.run.dir={tmp_path / 'run'}", check=False, timeout=300)
+    assert result.returncode == 2  # no rank left waiting for a broadcast (the timeout would fail the test)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("lesion: error: balance.smote_tomek: k_neighbors=0, search_dims=128")
+    assert not (tmp_path / "run" / "test_metrics.json").exists()
 
 
 def test_ddp_inside_a_sweep_is_refused_before_training(run_cli, tmp_path):

@@ -124,11 +124,14 @@ def test_checkpoint_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_interruption_makes_the_trainers_checkpoint_writes_atomic(tmp_path):
+def test_interruption_makes_checkpoint_writes_atomic_and_clears_a_killed_saves_temporary_file(tmp_path):
+    (tmp_path / "best.ckpt").write_bytes(b"kept")
+    (tmp_path / ".last.ckpt.k3j2.tmp").write_bytes(b"cut short by SIGKILL")
     callback = Interruption(tmp_path)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[callback])
     callback.setup(trainer, None, "fit")
     assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]
 
 
 def test_resume_command_outside_hydra_names_the_checkpoint(tmp_path):

@@ -204,6 +204,12 @@ def test_checkpoint_of_another_class_count_is_a_clear_error(trained_run, tmp_pat
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(LesionError, match="text.ckpt"):
         load_classifier(tmp_path / "text.ckpt")
+    # Damaged pickle bytes are not mistaken for a checkpoint that merely needs trust_checkpoint=true.
+    (tmp_path / "noise.ckpt").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(LesionError) as error:
+        load_classifier(tmp_path / "noise.ckpt")
+    assert str(error.value) == (f"{tmp_path / 'noise.ckpt'}: is not a usable lesion checkpoint (not a readable "
+                                "PyTorch checkpoint file) — pass a checkpoint written by lesion's train.py")
 
 
 def test_two_seeded_runs_give_identical_metrics(run_cli, tmp_path):

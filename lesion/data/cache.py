@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import PIL
 from PIL import Image
 from tqdm import tqdm
 
@@ -62,7 +63,7 @@ def square_crop(image: Image.Image, size: int) -> np.ndarray:
 
 
 def cache_key(table: SplitTable, size: int) -> str:
-    """SHA-256 of what the cached pixels depend on: source files, ids in order, size, version."""
+    """SHA-256 of what the cached pixels depend on: source files, ids in order, size, versions."""
     archive = table.images
     if archive.path.is_dir():
         stats = {m: os.stat(archive.path / m) for m in (archive.members[i] for i in table.ids)}
@@ -70,8 +71,8 @@ def cache_key(table: SplitTable, size: int) -> str:
     else:
         stat = archive.path.stat()
         sources = [[archive.path.name, stat.st_size, stat.st_mtime_ns], [archive.members[i] for i in table.ids]]
-    payload = {"version": CACHE_VERSION, "size": size, "path": str(archive.path.resolve()), "ids": table.ids,
-               "sources": sources}
+    payload = {"version": CACHE_VERSION, "pillow": PIL.__version__, "size": size, "path": str(archive.path.resolve()),
+               "ids": table.ids, "sources": sources}
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
@@ -112,33 +113,47 @@ class SquareImages:
             self._array = np.load(self.path / "images.npy", mmap_mode="r")
         return np.array(self._array[row])
 
-    def build(self) -> None:
-        """Use the valid cache of this split, building it first when missing, stale or damaged."""
+    def build(self, workers: int | None = None) -> None:
+        """Use the valid cache of this split, building it first when missing, stale or damaged.
+
+        Args:
+            workers: build processes (``None``: one per core, fewer for small splits).
+        """
         if self.cache_dir is None or self.path is not None:
             return
         key = cache_key(self.table, self.size)
         folder = self.cache_dir / f"{self.table.layout.name}-{self.table.split}-{self.size}px-{key[:20]}"
         if _check(folder, key, len(self.table), self.size) is not None:
-            # One builder at a time (DDP ranks, parallel sweep jobs): the others wait, then reuse its cache.
-            with _build_lock(folder):
-                problem = _check(folder, key, len(self.table), self.size)
-                if problem is not None:
-                    if folder.exists():
-                        log.warning("image cache %s is unusable (%s); rebuilding it", folder, problem)
-                        shutil.rmtree(folder)
-                    self._write(folder, key)
+            try:
+                # One builder at a time (DDP ranks, parallel sweep jobs): the others wait, then reuse its cache.
+                with _build_lock(folder):
+                    problem = _check(folder, key, len(self.table), self.size)
+                    if problem is not None:
+                        if folder.exists():
+                            log.warning("image cache %s is unusable (%s); rebuilding it", folder, problem)
+                            shutil.rmtree(folder)
+                        self._write(folder, key, workers)
+            except OSError as error:
+                gigabytes = len(self.table) * self.size**2 * 3 / 1e9
+                raise LesionError("dataset.cache_dir", f"cannot write the image cache in {self.cache_dir} ({error})",
+                                  f"free {gigabytes:.1f} GB there, set dataset.cache_dir to a writable folder, "
+                                  "or use dataset.cache=false") from None
         self.path = folder
 
-    def _write(self, folder: Path, key: str) -> None:
+    def _write(self, folder: Path, key: str, workers: int | None) -> None:
         """Build the cache in a temporary sibling of ``folder`` and rename it into place (under the lock)."""
         for abandoned in folder.parent.glob(f"{folder.name}.tmp-*"):  # a killed build's: its lock was released
             shutil.rmtree(abandoned, ignore_errors=True)
         temp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         temp.mkdir(parents=True)
         try:
-            np.lib.format.open_memmap(temp / "images.npy", mode="w+", dtype=np.uint8,
+            array = temp / "images.npy"
+            np.lib.format.open_memmap(array, mode="w+", dtype=np.uint8,
                                       shape=(len(self.table), self.size, self.size, 3)).flush()
-            self._fill(temp / "images.npy")
+            if hasattr(os, "posix_fallocate"):  # a full disk fails here, not as SIGBUS while writing the memmap
+                with open(array, "r+b") as handle:
+                    os.posix_fallocate(handle.fileno(), 0, array.stat().st_size)
+            self._fill(array, workers)
             index = {"version": CACHE_VERSION, "key": key, "size": self.size, "source": str(self.table.images.path),
                      "ids": self.table.ids}
             (temp / "index.json").write_text(json.dumps(index))
@@ -147,10 +162,11 @@ class SquareImages:
             shutil.rmtree(temp, ignore_errors=True)
         log.info("image cache %s: %d images at %d px", folder, len(self.table), self.size)
 
-    def _fill(self, array_path: Path) -> None:
+    def _fill(self, array_path: Path, workers: int | None) -> None:
         chunks = [range(start, min(start + _CHUNK, len(self.table))) for start in range(0, len(self.table), _CHUNK)]
         progress = tqdm(total=len(self.table), desc=f"caching {self.table.split} images", unit="img")
-        workers = min(available_cores(), len(self.table) // _IMAGES_PER_WORKER)
+        if workers is None:
+            workers = min(available_cores(), len(self.table) // _IMAGES_PER_WORKER)
         with progress:
             if workers <= 1:
                 for rows in chunks:

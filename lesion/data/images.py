@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,6 +18,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 # Default pixel limit: PIL's own refusal threshold (2 × its warning threshold, ≈ 179 MP).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
+_PIL_LIMIT = threading.Lock()  # guards the brief swap of PIL's global limit in open_image
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -46,14 +48,16 @@ def open_image(source: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT
 
     ``max_pixels`` replaces PIL's global limit (``Image.MAX_IMAGE_PIXELS``) for this call.
     """
-    global_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        image = Image.open(source)
-    finally:
-        Image.MAX_IMAGE_PIXELS = global_limit
+    with _PIL_LIMIT:
+        global_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            image = Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = global_limit
     w, h = image.size
     if w * h > max_pixels:
+        image.close()
         raise TooManyPixels(f"{w}×{h} = {w * h} pixels, over the limit dataset.max_pixels={max_pixels}")
     return image
 
