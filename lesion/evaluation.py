@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lesion import plots
 from lesion.data.datamodule import IsicDataModule, default_workers
 from lesion.data.cache import square_crop, square_size
-from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, TooManyPixels, open_image, to_rgb
+from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, TooManyPixels, decode
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
@@ -58,8 +58,7 @@ class FolderImages(Dataset):
         """The image ``item`` as upright 8-bit RGB."""
         path = self.paths[item]
         try:
-            with open_image(path) as image:
-                return to_rgb(image)
+            return decode(path.read_bytes())
         except TooManyPixels as error:
             raise LesionError(path, str(error), "downscale the image or remove it from the folder") from None
         except DECODE_ERRORS as error:

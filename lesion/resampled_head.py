@@ -129,16 +129,16 @@ class ResampledEmbeddings(pl.LightningDataModule):
 
     def __init__(self, net: LesionNet, datamodule: IsicDataModule, smote: dict, seed: int):
         super().__init__()
-        self.net, self.images, self.smote, self.seed = net, datamodule, smote, seed
+        self.net, self.datamodule, self.smote, self.seed = net, datamodule, smote, seed
         self.train: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.val: tuple[np.ndarray, np.ndarray] | None = None
         self.report: dict = {}
 
     def _embed(self, dataset: LesionDataset, tag: str, augmented: bool) -> tuple[np.ndarray, np.ndarray]:
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        images = self.images
-        transform = {"size": images.image_size, "cache_size": images.cache_size, "mean": list(images.mean),
-                     "std": list(images.std), "augmented": augmented}
+        data = self.datamodule
+        transform = {"size": data.image_size, "cache_size": data.cache_size, "mean": list(data.mean),
+                     "std": list(data.std), "augmented": augmented}
         seed = self.seed
         if world > 1:
             dataset, tag = _shard(dataset, rank, world), f"{tag} (rank {rank}/{world})"
@@ -146,8 +146,8 @@ class ResampledEmbeddings(pl.LightningDataModule):
             seed += rank  # each rank's shard gets its own augmentations
             dataset.transform.set_random_seed(seed)
         avg, mx = _on_every_rank(self.trainer, lambda: cached_embed(
-            self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=images.batch_size,
-            num_workers=images.num_workers, seed=seed, tag=tag, transform_key=transform), gather=True)
+            self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=data.batch_size,
+            num_workers=data.num_workers, seed=seed, tag=tag, transform_key=transform), gather=True)
         return _unshard(avg), _unshard(mx)
 
     def setup(self, stage: str) -> None:
@@ -155,7 +155,7 @@ class ResampledEmbeddings(pl.LightningDataModule):
             return
         self.net.to(self.trainer.strategy.root_device)
         avgs, maxes, labels = [], [], []
-        for tag, dataset in _training_views(self.images, int(self.smote["views"]), self.seed):
+        for tag, dataset in _training_views(self.datamodule, int(self.smote["views"]), self.seed):
             avg, mx = self._embed(dataset, tag, augmented=tag != "train")
             avgs.append(avg)
             maxes.append(mx)
@@ -168,17 +168,17 @@ class ResampledEmbeddings(pl.LightningDataModule):
                  self.trainer.world_size, len(features), hashlib.sha256(features.tobytes()).hexdigest()[:16])
         channels = avgs[0].shape[1]
         self.train = features[:, :channels], features[:, channels:], resampled_labels
-        self.val = self._embed(self.images.val_set, "val", augmented=False)
-        classes = self.images.classes
+        self.val = self._embed(self.datamodule.val_set, "val", augmented=False)
+        classes = self.datamodule.classes
         # Class indices → names, every class listed (0 for classes absent from the training set).
         self.report = {key: {name: int(value.get(k, 0)) for k, name in enumerate(classes)}
                        if key.startswith("counts") else value for key, value in report.items()}
 
     def train_dataloader(self) -> DataLoader:
-        return _pooled_loader(*self.train, self.images.batch_size, train=True)
+        return _pooled_loader(*self.train, self.datamodule.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return _pooled_loader(*self.val, self.images.val_set.labels, self.images.batch_size, train=False)
+        return _pooled_loader(*self.val, self.datamodule.val_set.labels, self.datamodule.batch_size, train=False)
 
 
 def fit_head_on_resampled(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule,

@@ -50,8 +50,15 @@ def default_cache_dir() -> Path:
 
 
 def square_size(image_size: int, cache_size: int | None) -> int:
-    """Side of the stored squares: ``cache_size``, or 9/7 × ``image_size`` (288 for 224) when ``None``."""
-    return cache_size or image_size * 9 // 7
+    """Side of the stored squares: ``cache_size``, or 9/7 × ``image_size`` (288 for 224) when ``None``.
+
+    A cache smaller than the network input is refused (upscaling cached squares loses detail).
+    """
+    size = cache_size or image_size * 9 // 7
+    if size < image_size:
+        raise LesionError("dataset.cache_size", f"{size} px is smaller than dataset.image_size={image_size}",
+                          "use a cache_size ≥ image_size (null = 9/7 × image_size, 288 for 224)")
+    return size
 
 
 def square_crop(image: Image.Image, size: int) -> np.ndarray:
@@ -235,9 +242,3 @@ def available_cores() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-
-def check_cache_size(cache_size: int, image_size: int) -> None:
-    """Refuse a cache smaller than the network input (upscaling cached squares loses detail)."""
-    if cache_size < image_size:
-        raise LesionError("dataset.cache_size", f"{cache_size} px is smaller than dataset.image_size={image_size}",
-                          "use a cache_size ≥ image_size (null = 9/7 × image_size, 288 for 224)")

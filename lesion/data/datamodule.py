@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
 from lesion.data.balance import BalancePlan
-from lesion.data.cache import SquareImages, available_cores, check_cache_size, default_cache_dir, square_size
+from lesion.data.cache import SquareImages, available_cores, default_cache_dir, square_size
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.isic import SplitTable, read_groups, read_split
 from lesion.data.layouts import LAYOUTS, counts_of
@@ -123,7 +123,6 @@ class IsicDataModule(pl.LightningDataModule):
             raise LesionError("dataset.split_by", f"unknown value '{split_by}'", "use auto, lesion or image")
         self.split_by, self.fold = split_by, _parse_fold(fold)
         self.cache_size = square_size(image_size, cache_size)
-        check_cache_size(self.cache_size, image_size)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
         self.train_set = self.val_set = self.test_set = None

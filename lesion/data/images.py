@@ -7,7 +7,6 @@ dropped), CMYK, and 16-bit grayscale PNGs (scaled to 8 bits rather than clipped)
 from __future__ import annotations
 
 import io
-import os
 import threading
 
 import numpy as np
@@ -18,7 +17,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 # Default pixel limit: PIL's own refusal threshold (2 × its warning threshold, ≈ 179 MP).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
-_PIL_LIMIT = threading.Lock()  # guards the brief swap of PIL's global limit in open_image
+_PIL_LIMIT = threading.Lock()  # guards the brief swap of PIL's global limit in _open
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -43,7 +42,7 @@ class TooManyPixels(ValueError):
     """An image over the configured pixel limit (a decompression bomb or an unexpected scan)."""
 
 
-def open_image(source: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def _open(source: io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open an image lazily, refusing one with more than ``max_pixels`` pixels before decoding it.
 
     ``max_pixels`` replaces PIL's global limit (``Image.MAX_IMAGE_PIXELS``) for this call.
@@ -75,7 +74,7 @@ def decode(data: bytes, min_size: int | None = None, max_pixels: int = DEFAULT_M
         OSError, SyntaxError, ValueError: the bytes are not a decodable image.
         TooManyPixels: the image has more than ``max_pixels`` pixels.
     """
-    image = open_image(io.BytesIO(data), max_pixels)
+    image = _open(io.BytesIO(data), max_pixels)
     if min_size is not None:
         image.draft("RGB", _draft_size(image.size, min_size))
     return to_rgb(image)
