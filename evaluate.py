@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from lesion.errors import LesionError, exit_with
+from lesion.hydra_record import discard_refused
 from lesion.evaluation import run
 
 
@@ -12,6 +13,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except LesionError as error:
+        discard_refused(cfg.out)
         exit_with(error)
 
 

@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lesion.errors import LesionError, exit_with
+from lesion.hydra_record import discard_refused
 from lesion.interrupt import EXIT_STATUS
 from lesion.training import run_job
 
@@ -14,6 +15,7 @@ def main(cfg: DictConfig) -> float:
     try:
         return run_job(cfg)
     except LesionError as error:
+        discard_refused(cfg.run_dir)
         exit_with(error)
     except SIGTERMException:  # last.ckpt saved and the resume command logged by lesion.interrupt
         raise SystemExit(EXIT_STATUS) from None

@@ -48,6 +48,15 @@ class WeightedCrossEntropy(nn.CrossEntropyLoss):
         super().__init__(weight=None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
 
 
+LOSSES = {"ce": WeightedCrossEntropy, "weighted_ce": WeightedCrossEntropy, "focal": FocalLoss}
+
+
+def build_loss(cfg: dict) -> nn.Module:
+    """The loss registered as ``cfg["name"]``, its class weights resolved to numbers."""
+    settings = {k: v for k, v in cfg.items() if k != "name"}
+    return LOSSES[cfg["name"]](**settings)
+
+
 def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: list[float] | None = None,
                           sampler: bool = False) -> dict:
     """Fill in the loss's class weights (``weight``, or ``alpha`` for focal loss).
@@ -57,7 +66,7 @@ def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: 
     weights together with a weighted sampler, corrects the imbalance twice and is refused.
 
     Args:
-        loss_cfg: the loss config as a plain dict (``_target_`` plus arguments).
+        loss_cfg: the loss config as a plain dict (``name`` plus arguments).
         counts: training images per class (after balancing).
         class_weights: weights planned by ``balance.class_weight``, if any.
         sampler: whether a weighted sampler is in use.

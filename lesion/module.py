@@ -10,12 +10,15 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from torch import nn
 
 from lesion.errors import LesionError
+from lesion.losses import build_loss
 from lesion.metrics import LesionMetrics
+from lesion.models import registry
 from lesion.models.net import LesionNet
+from lesion.optim import build_optimizer, build_scheduler
+from lesion.options import check_stored
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,7 @@ STAGES = ("train", "val", "test")
 
 
 def build_net(model: dict, classes: Sequence[str], taxonomy: list[list[int]], **overrides) -> LesionNet:
-    """Instantiate the net described by a ``model`` config (``_target_`` + ``_partial_``).
+    """Build the net a ``model`` config names (``model.name`` through :mod:`lesion.models.registry`).
 
     Args:
         model: the model config as a plain dict.
@@ -34,9 +37,10 @@ def build_net(model: dict, classes: Sequence[str], taxonomy: list[list[int]], **
     ``model.channels_last`` stores the weights channels-last; ``model.compile`` compiles the
     backbone with ``torch.compile`` (on its first call).
     """
-    model = {**model, **overrides}
-    channels_last, compile_backbone = model.pop("channels_last", False), model.pop("compile", False)
-    net = instantiate(model)(num_classes=len(classes), taxonomy=taxonomy)
+    params = {**model, **overrides}
+    name = params.pop("name")
+    channels_last, compile_backbone = params.pop("channels_last", False), params.pop("compile", False)
+    net = registry.build_net(name, len(classes), taxonomy, **params)
     if channels_last:
         net.to(memory_format=torch.channels_last)
     if compile_backbone:
@@ -55,23 +59,26 @@ class LesionClassifier(pl.LightningModule):
     Args:
         net: the built network.
         model: config that built ``net``.
-        loss: loss config with class weights resolved to lists.
-        optimizer: optimizer config (``_partial_: true``).
-        scheduler: LR scheduler config (``_partial_: true``) or ``None``.
+        loss: loss config (``name`` + arguments) with class weights resolved to lists.
+        optimizer: optimizer config (``name`` + arguments, :mod:`lesion.optim`).
+        scheduler: LR schedule config (``name``) or ``None``; it spans each fit's ``max_epochs``.
         classes: class names in output order.
         taxonomy: per class, its token at every decoding level.
         mean, std: input normalisation.
         image_size: side of the square input.
-        dataset: the dataset config of the training run (so evaluation can default to it).
+        dataset: the dataset config of the training run (so evaluation can default to it),
+            with the ``seed`` of the splits made from it.
+        split: how the validation and test splits were made, with a digest of the validation
+            ids (:meth:`lesion.data.datamodule.IsicDataModule.split_record`), checked by evaluation.
     """
 
     def __init__(self, net: LesionNet, model: dict, loss: dict, optimizer: dict, scheduler: dict | None,
                  classes: list[str], taxonomy: list[list[int]], mean: list[float], std: list[float],
-                 image_size: int, dataset: dict | None = None):
+                 image_size: int, dataset: dict | None = None, split: dict | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net
-        self.loss_fn = instantiate(loss)
+        self.loss_fn = build_loss(loss)
         # Keyed "stage_<name>": a ModuleDict key "train" would clash with nn.Module.train.
         self.metrics = nn.ModuleDict({f"stage_{stage}": LesionMetrics(classes) for stage in STAGES})
         self.results: dict[str, dict] = {}
@@ -132,33 +139,82 @@ class LesionClassifier(pl.LightningModule):
         self._epoch_end("test")
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        optimizer = build_optimizer(self.parameters(), dict(self.hparams.optimizer))
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        # Each fit is one stage (fine-tuning, SMOTE-Tomek head): the schedule spans that stage.
+        scheduler = build_scheduler(optimizer, dict(self.hparams.scheduler), self.trainer.max_epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
 
-# What a checkpoint may ask to instantiate: a checkpoint is data and must not choose the code
-# that runs (hparams hold ``_target_`` strings).
-ALLOWED_TARGETS = {
-    "model": ("lesion.models.net.baseline_net", "lesion.models.net.barata_net"),
-    "loss": ("lesion.losses.WeightedCrossEntropy", "lesion.losses.FocalLoss"),
-    "optimizer": ("torch.optim.",),
-    "scheduler": ("torch.optim.lr_scheduler.",),
-    "dataset": ("lesion.data.datamodule.IsicDataModule",),
+# Checkpoints written before the registry named their builders by import path; each path lesion
+# ever wrote maps to its registry name, and no other path is accepted.
+LEGACY_TARGETS = {
+    "model": {"lesion.models.net.baseline_net": "baseline", "lesion.models.net.barata_net": "barata"},
+    "loss": {"lesion.losses.WeightedCrossEntropy": "weighted_ce", "lesion.losses.FocalLoss": "focal"},
+    "optimizer": {"torch.optim.AdamW": "adamw", "torch.optim.Adam": "adam", "torch.optim.SGD": "sgd"},
+    "scheduler": {"torch.optim.lr_scheduler.CosineAnnealingLR": "cosine"},
+    "dataset": {"lesion.data.datamodule.IsicDataModule": None},
 }
 
 
-def _check_targets(hparams: dict, path: Path) -> None:
-    for key, allowed in ALLOWED_TARGETS.items():
-        target = (hparams.get(key) or {}).get("_target_")
-        if target is not None and not any(target == a or (a.endswith(".") and target.startswith(a)) for a in allowed):
-            raise LesionError(path, f"names a {key} '{target}' that lesion does not build",
+def _translate_legacy(hparams: object, path: Path) -> object:
+    """Hyper-parameters of the ``_target_`` format, with each section's target mapped to its name.
+
+    Only a section's own top-level ``_target_`` (and ``_partial_: true``) is translated; anything
+    else, nested targets included, is left for :func:`lesion.options.check_stored` to refuse.
+    """
+    if not isinstance(hparams, dict):
+        return hparams
+    out = dict(hparams)
+    for key, names in LEGACY_TARGETS.items():
+        section = out.get(key)
+        if not isinstance(section, dict) or "_target_" not in section:
+            continue
+        section = dict(section)
+        target = section.pop("_target_")
+        if target not in names:
+            raise LesionError(path, f"its {key} names '{target}', which lesion does not build",
                               "use a checkpoint written by lesion's train.py")
+        if section.get("_partial_") is True:
+            del section["_partial_"]
+        if key == "scheduler":
+            section.pop("T_max", None)  # now the length of each training stage
+        if names[target] is not None:
+            section = {"name": names[target], **section}
+        out[key] = section
+    return out
 
 
-def _read_checkpoint(path: Path, map_location: str | torch.device, trust: bool) -> dict:
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False) -> tuple[dict, dict]:
+    """A lesion checkpoint's contents and its checked hyper-parameters, before anything is built.
+
+    The file is read with ``torch.load(weights_only=True)``; only with ``trust`` is a file that
+    this refuses (one pickling other objects, e.g. from another tool) read with
+    ``weights_only=False``. Either way the hyper-parameters must be plain registry-named values
+    (:func:`lesion.options.check_stored`): a checkpoint never chooses the code that runs.
+
+    Returns:
+        ``(checkpoint, hparams)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LesionError(path, "checkpoint not found", "pass ckpt=<run dir>/checkpoints/best.ckpt of a training run")
+    try:
+        checkpoint = _torch_load(path, map_location, trust)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        reason = ("not a readable PyTorch checkpoint file" if isinstance(error, pickle.UnpicklingError)
+                  else f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}")
+        raise LesionError(path, f"is not a usable lesion checkpoint ({reason})",
+                          "pass a checkpoint written by lesion's train.py") from None
+    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+        raise LesionError(path, "is not a usable lesion checkpoint (no hyper_parameters or state_dict)",
+                          "pass a checkpoint written by lesion's train.py")
+    hparams = check_stored(_translate_legacy(checkpoint["hyper_parameters"], path), str(path))
+    return checkpoint, hparams
+
+
+def _torch_load(path: Path, map_location: str | torch.device, trust: bool) -> object:
     """``torch.load`` with ``weights_only=True``; with ``trust``, a file it refuses is read in full."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -175,29 +231,14 @@ def _read_checkpoint(path: Path, map_location: str | torch.device, trust: bool) 
 
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu",
                     trust: bool = False) -> LesionClassifier:
-    """Rebuild a :class:`LesionClassifier` from a checkpoint alone.
-
-    The file is read with ``weights_only=True``; only with ``trust`` is a file that this refuses
-    (one pickling other objects, e.g. from another tool) read with ``weights_only=False``. Either
-    way only the model, loss, optimizer and dataset targets in :data:`ALLOWED_TARGETS` are
-    instantiated.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise LesionError(path, "checkpoint not found", "pass ckpt=<run dir>/checkpoints/best.ckpt of a training run")
+    """Rebuild a :class:`LesionClassifier` from a checkpoint alone (read by :func:`read_checkpoint`)."""
+    checkpoint, hparams = read_checkpoint(path, map_location, trust)
     try:
-        checkpoint = _read_checkpoint(path, map_location, trust)
-        hparams = checkpoint["hyper_parameters"]
-        _check_targets(hparams, path)
         net = build_net(hparams["model"], hparams["classes"], hparams["taxonomy"], weights="none", compile=False)
         module = LesionClassifier(net=net, **hparams)
         module.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError, TypeError, OSError, EOFError, AttributeError, IndexError,
-            pickle.UnpicklingError) as error:
-        if isinstance(error, pickle.UnpicklingError):
-            reason = "not a readable PyTorch checkpoint file"
-        else:
-            reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
         raise LesionError(path, f"is not a usable lesion checkpoint ({reason})",
                           "pass a checkpoint written by lesion's train.py") from None
     return module.eval()

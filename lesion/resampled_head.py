@@ -24,18 +24,25 @@ from lesion.data.transforms import EvalPreset, TrainPreset
 from lesion.embedding import cached_embed
 from lesion.errors import LesionError
 from lesion.models.net import LesionNet
-from lesion.module import LesionClassifier
+from lesion.module import LesionClassifier, read_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 def load_backbone(net: LesionNet, checkpoint: str | Path) -> None:
-    """Copy the backbone weights of a training checkpoint into ``net``."""
+    """Copy the backbone weights of a lesion training checkpoint into ``net``.
+
+    The checkpoint is read and checked as every checkpoint is (:func:`lesion.module.read_checkpoint`).
+    """
     prefix = "net.backbone."
+    contents, hparams = read_checkpoint(checkpoint)
+    if hparams["model"]["backbone"] != net.backbone.name:
+        raise LesionError(checkpoint, f"has a {hparams['model']['backbone']} backbone, this model a {net.backbone.name}",
+                          "pass balance.backbone_ckpt=<run>/checkpoints/best.ckpt of a run with the same model.backbone")
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        state = contents["state_dict"]
         net.backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    except (OSError, RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError, AttributeError) as error:
         raise LesionError(checkpoint, f"cannot provide backbone weights ({type(error).__name__}: {error})",
                           "pass balance.backbone_ckpt=<run>/checkpoints/best.ckpt of a run "
                           "with the same model.backbone") from None
@@ -134,20 +141,17 @@ class ResampledEmbeddings(pl.LightningDataModule):
         self.val: tuple[np.ndarray, np.ndarray] | None = None
         self.report: dict = {}
 
-    def _embed(self, dataset: LesionDataset, tag: str, augmented: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _embed(self, dataset: LesionDataset, tag: str) -> tuple[np.ndarray, np.ndarray]:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         data = self.datamodule
-        transform = {"size": data.image_size, "cache_size": data.cache_size, "mean": list(data.mean),
-                     "std": list(data.std), "augmented": augmented}
         seed = self.seed
         if world > 1:
+            # The shard's rows and seed enter the cache key, so each rank caches its own share.
             dataset, tag = _shard(dataset, rank, world), f"{tag} (rank {rank}/{world})"
-            transform["shard"] = [rank, world]
             seed += rank  # each rank's shard gets its own augmentations
-            dataset.transform.set_random_seed(seed)
         avg, mx = _on_every_rank(self.trainer, lambda: cached_embed(
             self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=data.batch_size,
-            num_workers=data.num_workers, seed=seed, tag=tag, transform_key=transform), gather=True)
+            num_workers=data.num_workers, seed=seed, tag=tag), gather=True)
         return _unshard(avg), _unshard(mx)
 
     def setup(self, stage: str) -> None:
@@ -156,7 +160,7 @@ class ResampledEmbeddings(pl.LightningDataModule):
         self.net.to(self.trainer.strategy.root_device)
         avgs, maxes, labels = [], [], []
         for tag, dataset in _training_views(self.datamodule, int(self.smote["views"]), self.seed):
-            avg, mx = self._embed(dataset, tag, augmented=tag != "train")
+            avg, mx = self._embed(dataset, tag)
             avgs.append(avg)
             maxes.append(mx)
             labels.append(dataset.labels)
@@ -168,7 +172,7 @@ class ResampledEmbeddings(pl.LightningDataModule):
                  self.trainer.world_size, len(features), hashlib.sha256(features.tobytes()).hexdigest()[:16])
         channels = avgs[0].shape[1]
         self.train = features[:, :channels], features[:, channels:], resampled_labels
-        self.val = self._embed(self.datamodule.val_set, "val", augmented=False)
+        self.val = self._embed(self.datamodule.val_set, "val")
         classes = self.datamodule.classes
         # Class indices → names, every class listed (0 for classes absent from the training set).
         self.report = {key: {name: int(value.get(k, 0)) for k, name in enumerate(classes)}

@@ -6,9 +6,12 @@
 Every folder holding ``.hydra/config.yaml`` is a run (the outermost one, so an ``evaluate.py``
 output with its own ``.hydra`` inside a run folder stays part of that run). Runs whose configs agree
 on everything but the seed and run-specific paths are one *setting*, one row: metrics are the mean
-and sample standard deviation (ddof=1) over the seeds that finished. Rows are sorted by balanced
-accuracy; settings with no finished run come last with their error. ``config_diff`` lists the
-config keys whose values differ between the rows (unset, i.e. null, values are left out).
+and sample standard deviation (ddof=1) over the seeds that finished. Rows are sorted by validation
+balanced accuracy (``val_metrics.json``, the value the tested checkpoint was selected on), never by a
+test metric, so a sweep is chosen on validation; ties keep the sweep's job order. Settings without
+validation metrics (runs older than that file) follow, by test balanced accuracy, and settings
+with no finished run come last with their error. ``config_diff`` lists the config keys whose values
+differ between the rows (unset, i.e. null, values are left out).
 
 Configs are read as saved, without resolving interpolations: ``${now:…}`` or ``${oc.env:…}`` would
 resolve to today's values, not the run's.
@@ -32,6 +35,7 @@ from lesion.files import write_atomic
 
 CONFIG = Path(".hydra") / "config.yaml"
 METRICS = "test_metrics.json"
+VAL_METRICS = "val_metrics.json"
 ERROR = "error.txt"
 
 
@@ -46,6 +50,7 @@ class _Run:
     overrides: list[str]
     metrics: dict | None
     error: str | None
+    val_bacc: float | None  # best validation BACC, None for runs without val_metrics.json
 
 
 def _run_specific(key: str) -> bool:
@@ -109,6 +114,14 @@ def _outcome(job: Path) -> tuple[dict | None, str | None]:
         return None, f"unreadable {METRICS} ({exc})"
 
 
+def _val_bacc(job: Path) -> float | None:
+    """Best validation BACC from ``val_metrics.json``; ``None`` when absent (older runs) or unreadable."""
+    try:
+        return _number(json.loads((job / VAL_METRICS).read_text()).get("bacc"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
 def _load_run(job: Path, root: Path) -> _Run:
     config = _load_yaml(job / CONFIG)
     hydra_file, overrides_file = job / ".hydra" / "hydra.yaml", job / ".hydra" / "overrides.yaml"
@@ -120,7 +133,7 @@ def _load_run(job: Path, root: Path) -> _Run:
     metrics, error = _outcome(job)
     return _Run(path=job.relative_to(root), config=config, flat=_flatten(config),
                 choices=hydra.get("runtime", {}).get("choices", {}), overrides=list(overrides),
-                metrics=metrics, error=error)
+                metrics=metrics, error=error, val_bacc=_val_bacc(job))
 
 
 def _experiment(run: _Run) -> str:
@@ -160,9 +173,10 @@ def _balancing(balance: dict | None) -> str:
 
 
 def _loss(run: _Run) -> str:
-    """The ``loss`` option (else the class name), with ``gamma=…`` for focal loss."""
+    """``loss.name`` with ``gamma=…`` for focal loss; older configs without it: the ``loss`` option,
+    else the class name of ``loss._target_``."""
     loss = run.config.get("loss") or {}
-    name = run.choices.get("loss") or str(loss.get("_target_") or "").rsplit(".", 1)[-1]
+    name = loss.get("name") or run.choices.get("loss") or str(loss.get("_target_") or "").rsplit(".", 1)[-1]
     return f"{name} gamma={_text(loss['gamma'])}" if loss.get("gamma") is not None else name
 
 
@@ -208,6 +222,8 @@ def _number(value) -> float:
 def _row(runs: list[_Run], classes: list[str], diff_keys: list[str]) -> dict:
     first, finished = runs[0], [run for run in runs if run.metrics is not None]
     row = {"experiment": _experiment(first), "seeds": len(finished)}
+    validated = pd.Series([_number(run.val_bacc) for run in finished], dtype=float).dropna()
+    row["val_bacc_mean"], row["val_bacc_std"] = validated.mean(), validated.std(ddof=1)
     for metric in ["bacc", "auc_macro", *(f"recall/{name}" for name in classes)]:
         values = pd.Series([_number(run.metrics.get(metric)) for run in finished], dtype=float)
         row[f"{metric}_mean"], row[f"{metric}_std"] = values.mean(), values.std(ddof=1)
@@ -225,13 +241,14 @@ def _row(runs: list[_Run], classes: list[str], diff_keys: list[str]) -> dict:
 
 
 def summarize(multirun_dir: str | Path) -> pd.DataFrame:
-    """One row per setting of a sweep, best balanced accuracy first, failed settings last.
+    """One row per setting of a sweep, best validation balanced accuracy first, failed settings last.
 
     Args:
         multirun_dir: the folder ``python train.py -m …`` wrote.
 
     Returns:
-        Columns ``experiment``, ``seeds`` (finished runs), ``bacc_mean``/``bacc_std``,
+        Columns ``experiment``, ``seeds`` (finished runs), ``val_bacc_mean``/``val_bacc_std`` (over
+        the finished runs with ``val_metrics.json``; NaN without any), ``bacc_mean``/``bacc_std``,
         ``auc_macro_mean``/``_std``, ``recall/<CLASS>_mean``/``_std`` in class order, ``balancing``,
         ``loss``, ``batch``, ``lr``, ``seed``, ``run_dir`` (relative, comma-separated per seed),
         ``config_diff`` and ``status`` (``ok`` or the errors).
@@ -254,8 +271,10 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
                                  if run.metrics for name in run.metrics.get("classes", [])))
     diff_keys = _varying_keys([runs[0].flat for runs in groups.values()])
     rows = [_row(runs, classes, diff_keys) for runs in groups.values()]
-    # Stable sort: ties and failed settings keep the sweep's job order.
-    rows.sort(key=lambda row: (math.isnan(row["bacc_mean"]), -row["bacc_mean"]))
+    # Validation only ranks the validated settings (a test metric must not pick among them); the
+    # others keep the test ranking older sweeps had. Stable sort: ties keep the sweep's job order.
+    rows.sort(key=lambda row: (0, -row["val_bacc_mean"]) if not math.isnan(row["val_bacc_mean"])
+              else (1 + math.isnan(row["bacc_mean"]), -row["bacc_mean"]))
     return pd.DataFrame(rows)
 
 
@@ -275,15 +294,17 @@ def _cell(value) -> str:
 def markdown(frame: pd.DataFrame) -> str:
     """The :func:`summarize` table as Markdown: metrics as ``mean ± std`` with 3 decimals."""
     metrics = [column[:-len("_mean")] for column in frame.columns if column.endswith("_mean")]
-    titles = {"bacc": "BACC", "auc_macro": "AUC"}
+    titles = {"val_bacc": "val BACC", "bacc": "BACC", "auc_macro": "AUC"}
     others = [column for column in frame.columns
               if column not in ("experiment", "seeds") and not column.endswith(("_mean", "_std"))]
     header = ["experiment", "seeds", *(titles.get(m, m) for m in metrics),
               *(column.replace("_", " ") for column in others)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in frame.to_dict("records"):
+        # A missing val_bacc is an older run's (no val_metrics.json): empty, not n/a (undefined).
         cells = [_cell(row["experiment"]), str(row["seeds"]),
-                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"] > 0) for m in metrics),
+                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"] > 0 and m != "val_bacc")
+                   for m in metrics),
                  *(_cell(row[column]) for column in others)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

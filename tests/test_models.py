@@ -55,6 +55,36 @@ def test_unknown_backbone():
     assert str(err.value).startswith("model.backbone:") and "resnet50" in str(err.value)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_frozen_stages_keep_batchnorm_statistics_whatever_the_flags(training):
+    backbone = Backbone("resnet18", weights="none", frozen_stages=2)
+    # Lightning restores modes flag by flag (module.training = …), never through train().
+    for module in backbone.modules():
+        module.training = training
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    x = torch.randn(4, 3, 64, 64) * 3 + 1  # far from the running statistics (mean 0, var 1)
+    stem = torch.nn.Sequential(backbone.conv1, backbone.bn1)
+    h = torch.randn(4, 64, 16, 16) * 3 + 1
+    with torch.no_grad():
+        outputs = [stem(x), backbone.layer1(h), backbone.layer2(h)]
+        backbone(x)
+        changed = {k.split(".")[0] for k, v in backbone.state_dict().items() if not torch.equal(v, before[k])}
+        backbone.eval()
+        reference = [stem(x), backbone.layer1(h), backbone.layer2(h)]
+    assert changed == ({"layer2", "layer3", "layer4"} if training else set())
+    assert torch.equal(outputs[0], reference[0]) and torch.equal(outputs[1], reference[1])
+    assert torch.equal(outputs[2], reference[2]) is not training  # layer2 trains: batch statistics
+    assert not any(p.requires_grad for m in (backbone.conv1, backbone.bn1, backbone.layer1) for p in m.parameters())
+    assert all(p.requires_grad for m in (backbone.layer2, backbone.layer4) for p in m.parameters())
+
+
+def test_frozen_stages_keep_the_state_dict_of_a_plain_trunk():
+    frozen, plain = Backbone("resnet18", weights="none", frozen_stages=5), Backbone("resnet18", weights="none")
+    assert list(frozen.state_dict()) == list(plain.state_dict())  # checkpoints load whatever the freezing
+    plain.load_state_dict(frozen.state_dict())
+    assert [n for n, _ in frozen.named_parameters()] == [n for n, _ in plain.named_parameters()]
+
+
 def test_weights_from_trunk_and_full_resnet_files(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     source = Backbone("resnet18", weights="none").eval()

@@ -1,4 +1,5 @@
-"""Sweep summary over a hand-written multirun folder: grouping by seed, mean ± std, order, failures, files."""
+"""Sweep summary over a hand-written multirun folder: grouping by seed, mean ± std, order by validation
+BACC, failures, files."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lesion.files import write_json
-from lesion.summary import _balancing, main, summarize
+from lesion.summary import _balancing, main, markdown, summarize
 
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]  # DF is absent from the test split
 OFFSETS = [0.10, -0.20, 0.05, 0.05, -0.05, None, 0.05]  # per-class recall around the BACC
@@ -28,12 +29,10 @@ BASE = {
     "patience": 10,
     "dataset": {"_target_": "lesion.data.datamodule.IsicDataModule", "layout": "isic2018",
                 "root": "${oc.env:LESION_DATA,data}/isic2018", "image_size": 224, "batch_size": 32},
-    "model": {"_target_": "lesion.models.net.barata_net", "_partial_": True, "backbone": "resnet50",
-              "weights": "imagenet", "dropout": 0.5},
-    "loss": {"_target_": "lesion.losses.WeightedCrossEntropy", "weight": None},
-    "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4, "weight_decay": 1e-4},
-    "scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True,
-                  "T_max": "${trainer.max_epochs}"},
+    "model": {"name": "barata", "backbone": "resnet50", "weights": "imagenet", "dropout": 0.5},
+    "loss": {"name": "ce", "weight": None},
+    "optimizer": {"name": "adamw", "lr": 1e-4, "weight_decay": 1e-4},
+    "scheduler": {"name": "cosine"},
     "trainer": {"_target_": "pytorch_lightning.Trainer", "max_epochs": 30, "accelerator": "cpu"},
     "balance": {"name": "none", "downsample": {"class": None, "fraction": 0.5, "to": None},
                 "augment": {"target": None}, "class_weight": None, "sampler": False,
@@ -42,22 +41,24 @@ BASE = {
                                 "cache_dir": "${oc.env:LESION_CACHE,'~/.cache/lesion'}/embeddings"}},
     "run_dir": "${hydra:runtime.output_dir}",
 }
-FOCAL = {"_target_": "lesion.losses.FocalLoss", "gamma": 2.0, "alpha": None}
+FOCAL = {"name": "focal", "gamma": 2.0, "alpha": None}
 SMOTE = {"enabled": True}
 KILLED = "killed"
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
 NO_DATA = "dataset.root: ISIC2018_Task3_Training_Input not found — place the official folders there"
 
-# (experiment option, config changes, loss option, {seed: BACC | error text | KILLED}); job numbers in order.
+# (experiment option, config changes, loss option, {seed: (test BACC, validation BACC) | error text | KILLED});
+# job numbers in order. Validation ranks G9.1, focal, G9.2; the test BACC would rank G9.2, focal, G9.1.
 SETTINGS = [
     ("g9_1", {"name": "G9.1", "balance": {"name": "hybrid", "downsample": {"class": "NV"},
-                                          "smote_tomek": SMOTE}}, "ce", {1: 0.70, 2: 0.74, 3: 0.69}),
+                                          "smote_tomek": SMOTE}}, "ce", {1: (0.70, 0.80), 2: (0.74, 0.78),
+                                                                          3: (0.69, 0.79)}),
     ("g9_2", {"name": "G9.2", "balance": {"name": "hybrid", "downsample": {"class": "NV", "to": "MEL"},
-                                          "smote_tomek": SMOTE}}, "ce", {1: 0.76, 2: NO_DATA}),
+                                          "smote_tomek": SMOTE}}, "ce", {1: (0.76, 0.70), 2: NO_DATA}),
     ("g9_3", {"name": "G9.3", "balance": {"name": "hybrid", "augment": {"target": 0.5},
                                           "downsample": {"class": "NV"}, "smote_tomek": SMOTE}},
      "ce", {1: KILLED}),
-    (None, {"loss": FOCAL, "optimizer": {"lr": 1e-5}}, "focal", {1: 0.72}),
+    (None, {"loss": FOCAL, "optimizer": {"lr": 1e-5}}, "focal", {1: (0.72, 0.74)}),
     ("g8_1", {"name": "G8.1", "balance": {"name": "class_weight", "class_weight": "inverse_frequency"}},
      "ce", {1: OOM}),
 ]
@@ -88,7 +89,11 @@ def fake_metrics(bacc: float, job: int) -> dict:
 
 
 def write_job(job_dir: Path, config: dict, choices: dict, overrides: list[str], outcome) -> dict | None:
-    """One Hydra job folder; returns the test metrics written, if any."""
+    """One Hydra job folder; returns the test metrics written, if any, with ``val_bacc`` added.
+
+    ``outcome``: ``(test BACC, validation BACC)``, a test BACC alone (a run older than
+    ``val_metrics.json``), an error text or :data:`KILLED`.
+    """
     hydra_dir = job_dir / ".hydra"
     hydra_dir.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(config), hydra_dir / "config.yaml")
@@ -99,10 +104,13 @@ def write_job(job_dir: Path, config: dict, choices: dict, overrides: list[str], 
         "runtime": {"version": "1.3.8", "output_dir": str(job_dir), "choices": choices}}}),
         hydra_dir / "hydra.yaml")
     (job_dir / "train.log").write_text("")
-    if isinstance(outcome, float):
-        metrics = fake_metrics(outcome, int(job_dir.name))
+    if isinstance(outcome, (float, tuple)):
+        bacc, val_bacc = outcome if isinstance(outcome, tuple) else (outcome, None)
+        metrics = fake_metrics(bacc, int(job_dir.name))
         write_json(job_dir / "test_metrics.json", metrics)
-        return metrics
+        if val_bacc is not None:
+            write_json(job_dir / "val_metrics.json", {"bacc": val_bacc, "epoch": 7})
+        return {**metrics, "val_bacc": val_bacc}
     if outcome != KILLED:
         (job_dir / "error.txt").write_text(outcome + "\n")
     return None
@@ -135,17 +143,18 @@ def row(frame: pd.DataFrame, experiment: str) -> pd.Series:
     return frame.loc[index]
 
 
-def test_one_row_per_setting_best_first_failed_last(sweep):
+def test_one_row_per_setting_best_validation_first_failed_last(sweep):
     root, _ = sweep
     frame = summarize(root)
-    assert list(frame["experiment"]) == ["G9.2", FOCAL_ID, "G9.1", "G9.3", "G8.1"]
-    assert list(frame["seeds"]) == [1, 1, 3, 0, 0]
-    assert list(frame["seed"]) == ["1, 2", "1", "1, 2, 3", "1", "1"]
-    assert list(frame["run_dir"]) == ["3, 4", "6", "0, 1, 2", "5", "7"]
-    assert list(frame["status"]) == ["1 of 2 failed: seed 2: " + NO_DATA, "ok", "ok",
+    assert list(frame["experiment"]) == ["G9.1", FOCAL_ID, "G9.2", "G9.3", "G8.1"]
+    assert list(frame["seeds"]) == [3, 1, 1, 0, 0]
+    assert list(frame["seed"]) == ["1, 2, 3", "1", "1, 2", "1", "1"]
+    assert list(frame["run_dir"]) == ["0, 1, 2", "6", "3, 4", "5", "7"]
+    assert list(frame["status"]) == ["ok", "ok", "1 of 2 failed: seed 2: " + NO_DATA,
                                      "no test_metrics.json (job did not finish)", OOM]
-    assert frame["bacc_mean"].iloc[:3].is_monotonic_decreasing
-    assert frame[["bacc_mean", "auc_macro_mean"]].iloc[3:].isna().all().all()
+    assert frame["val_bacc_mean"].iloc[:3].is_monotonic_decreasing
+    assert frame["bacc_mean"].iloc[:3].is_monotonic_increasing  # test BACC disagrees: it must not rank
+    assert frame[["val_bacc_mean", "bacc_mean", "auc_macro_mean"]].iloc[3:].isna().all().all()
 
 
 def test_mean_and_sample_std_over_seeds(sweep):
@@ -155,7 +164,7 @@ def test_mean_and_sample_std_over_seeds(sweep):
         [f"recall/{name}_mean" for name in CLASSES]
     for experiment, runs in finished.items():
         got = row(frame, experiment)
-        for metric in ["bacc", "auc_macro", *(f"recall/{name}" for name in CLASSES if name != "DF")]:
+        for metric in ["val_bacc", "bacc", "auc_macro", *(f"recall/{name}" for name in CLASSES if name != "DF")]:
             values = np.array([run[metric] for run in runs])
             assert got[f"{metric}_mean"] == pytest.approx(values.mean(), abs=1e-12)
             if len(values) > 1:
@@ -183,9 +192,9 @@ def test_settings_columns(sweep):
 def test_config_diff_lists_only_keys_that_differ(sweep):
     root, _ = sweep
     diff = summarize(root).set_index("experiment")["config_diff"].map(lambda text: set(text.split(", ")))
-    assert diff["G9.1"] == {"loss._target_=WeightedCrossEntropy", "optimizer.lr=0.0001", "balance.name=hybrid",
+    assert diff["G9.1"] == {"loss.name=ce", "optimizer.lr=0.0001", "balance.name=hybrid",
                             "balance.downsample.class=NV", "balance.smote_tomek.enabled=true"}
-    assert diff[FOCAL_ID] == {"loss._target_=FocalLoss", "loss.gamma=2.0", "optimizer.lr=1e-05", "balance.name=none",
+    assert diff[FOCAL_ID] == {"loss.name=focal", "loss.gamma=2.0", "optimizer.lr=1e-05", "balance.name=none",
                               "balance.smote_tomek.enabled=false"}
     assert "balance.downsample.to=MEL" in diff["G9.2"] and "balance.augment.target=0.5" in diff["G9.3"]
     assert "balance.class_weight=inverse_frequency" in diff["G8.1"]
@@ -211,12 +220,18 @@ def test_cli_writes_markdown_and_csv(sweep, tmp_path):
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     assert len(cells) == len(frame) and [r[0] for r in cells] == list(frame["experiment"])
-    g91 = dict(zip(header, cells[2]))
+    assert header[:5] == ["experiment", "seeds", "val BACC", "BACC", "AUC"]
+    g91 = dict(zip(header, cells[0]))
     bacc = np.array([run["bacc"] for run in finished["G9.1"]])
+    val_bacc = np.array([run["val_bacc"] for run in finished["G9.1"]])
     assert g91["BACC"] == f"{bacc.mean():.3f} ± {bacc.std(ddof=1):.3f}"
+    assert g91["val BACC"] == f"{val_bacc.mean():.3f} ± {val_bacc.std(ddof=1):.3f}"
     assert g91["recall/DF"] == "n/a" and g91["seeds"] == "3" and g91["status"] == "ok"
-    assert dict(zip(header, cells[1]))["BACC"] == f"{finished[FOCAL_ID][0]['bacc']:.3f}"  # one seed: no ±
-    assert dict(zip(header, cells[4]))["BACC"] == "" and dict(zip(header, cells[4]))["status"] == OOM
+    focal = dict(zip(header, cells[1]))  # one seed: no ±
+    assert focal["BACC"] == f"{finished[FOCAL_ID][0]['bacc']:.3f}"
+    assert focal["val BACC"] == f"{finished[FOCAL_ID][0]['val_bacc']:.3f}"
+    oom = dict(zip(header, cells[4]))
+    assert oom["val BACC"] == oom["BACC"] == "" and oom["status"] == OOM
 
 
 def test_cli_subprocess_default_out(sweep):
@@ -262,6 +277,39 @@ def test_nested_jobs_natural_order_and_stale_error(tmp_path):
 
     os.utime(stale, (metrics.stat().st_mtime + 60,) * 2)  # failed after the test metrics were written
     assert summarize(root).loc[0, "status"] == "1 of 2 failed: seed 1: RuntimeError: interrupted"
+
+
+def test_runs_without_validation_metrics_come_after_in_test_order(tmp_path):
+    """Older runs (no val_metrics.json) follow the validated ones, by test BACC, failed last; validation
+    ties keep the job order, whatever their test BACC."""
+    root = tmp_path / "sweep"
+    outcomes = {"old": 0.80, "tied": (0.60, 0.70), "best": (0.65, 0.72), "tied later": (0.90, 0.70),
+                "old better": 0.85, "failed": OOM}
+    for job, (name, outcome) in enumerate(outcomes.items()):
+        write_job(root / str(job), merged(BASE, {"name": name}), {"loss": "ce"}, [f"name={name}"], outcome)
+    frame = summarize(root)
+    assert list(frame["experiment"]) == ["best", "tied", "tied later", "old better", "old", "failed"]
+    assert frame["val_bacc_mean"].tolist()[:3] == [0.72, 0.70, 0.70]
+    assert frame[["val_bacc_mean", "val_bacc_std"]].iloc[3:].isna().all().all()
+
+    lines = markdown(frame).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    cells = {r["experiment"]: r for r in (dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+                                          for line in lines[2:])}
+    assert cells["best"]["val BACC"] == "0.720" and cells["old"]["val BACC"] == ""
+    assert cells["old"]["BACC"] == "0.800"
+
+
+@pytest.mark.parametrize("loss, choices, text", [
+    ({"name": "focal", "gamma": 2.0, "alpha": None}, {}, "focal gamma=2.0"),
+    ({"name": "weighted_ce", "weight": "inverse_frequency"}, {"loss": "weighted_ce"}, "weighted_ce"),
+    ({"_target_": "lesion.losses.FocalLoss", "gamma": 2.0, "alpha": None}, {}, "FocalLoss gamma=2.0"),
+    ({"_target_": "lesion.losses.WeightedCrossEntropy", "weight": None}, {"loss": "ce"}, "ce"),
+])
+def test_loss_name_from_the_config_or_an_older_configs_target(tmp_path, loss, choices, text):
+    """``loss.name`` as saved in the run's config; older configs: the loss option, else the class name."""
+    write_job(tmp_path / "sweep" / "0", {**BASE, "loss": loss}, choices, [], 0.7)
+    assert summarize(tmp_path / "sweep").loc[0, "loss"] == text
 
 
 @pytest.mark.parametrize("balance, text", [

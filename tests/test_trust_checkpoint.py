@@ -88,6 +88,6 @@ def test_trusted_checkpoint_naming_os_system_is_still_refused(lightning_checkpoi
     result = evaluate(run_cli, ckpt, images, tmp_path / "out", "trust_checkpoint=true")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "weights_only=False" in result.stdout  # it was read by the trusted path, then refused
-    assert result.stderr.strip() == (f"lesion: error: {ckpt}: names a model 'os.system' that lesion does not build"
+    assert result.stderr.strip() == (f"lesion: error: {ckpt}: its model names 'os.system', which lesion does not build"
                                      " — use a checkpoint written by lesion's train.py")
     assert not (tmp_path / "out").exists()

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +69,20 @@ def square_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)))
 
 
+def decode_square(read: Callable[[int], Image.Image], size: int) -> np.ndarray:
+    """The size×size×3 uint8 square of one source image, as the cache stores it.
+
+    The one decoding path of split images and of folder inference, so a model sees the same pixels
+    either way: ``read(min_size)`` decodes the source, large JPEGs at a reduced DCT scale whose
+    short side stays ≥ ``min_size`` (see :func:`lesion.data.images.decode`), then :func:`square_crop`.
+
+    Args:
+        read: decodes the source image given ``min_size`` (and raises the caller's errors).
+        size: side of the square.
+    """
+    return square_crop(read(size), size)
+
+
 def cache_key(table: SplitTable, size: int) -> str:
     """SHA-256 of what the cached pixels depend on: source files, ids in order, size, versions."""
     archive = table.images
@@ -111,7 +125,7 @@ class SquareImages:
     def decode(self, row: int) -> np.ndarray:
         """Square of ``row`` decoded from the source file."""
         image_id = self.table.ids[row]
-        return square_crop(self.table.images.read(image_id, min_size=self.size, max_pixels=self.max_pixels), self.size)
+        return decode_square(lambda min_size: self.table.images.read(image_id, min_size, self.max_pixels), self.size)
 
     def __getitem__(self, row: int) -> np.ndarray:
         if self.path is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from lesion.data.isic import SplitTable, read_groups, read_split
 from lesion.data.layouts import LAYOUTS, counts_of
 from lesion.data.splits import split_indices
 from lesion.errors import LesionError
+from lesion.options import parse_fold
 from lesion.data.synthetic import ensure_synthetic
 from lesion.data.transforms import EvalPreset, Preset, TrainPreset
 
@@ -119,14 +121,14 @@ class IsicDataModule(pl.LightningDataModule):
         self.val_fraction, self.seed = val_fraction, seed
         self.synthetic, self.synthetic_n, self.synthetic_seed = synthetic, synthetic_n, synthetic_seed
         self.mean, self.std = tuple(mean), tuple(std)
-        if split_by not in ("auto", "lesion", "image"):
-            raise LesionError("dataset.split_by", f"unknown value '{split_by}'", "use auto, lesion or image")
-        self.split_by, self.fold = split_by, _parse_fold(fold)
+        self.split_by = split_by
+        self.fold = None if fold is None else parse_fold("dataset.fold", fold)
         self.cache_size = square_size(image_size, cache_size)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
         self.train_set = self.val_set = self.test_set = None
         self.sample_weights: np.ndarray | None = None
+        self.split: dict | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -154,6 +156,7 @@ class IsicDataModule(pl.LightningDataModule):
                                   f"add one of {', '.join(g.file for g in self.layout.groupings) or '(none for this layout)'}"
                                   " or use dataset.split_by=image")
             keep, held = split_indices(train.table.labels, self.seed, self.val_fraction, self.fold, groups)
+            validation, grouped_by = ("fold" if self.fold else "holdout"), ("image" if groups is None else "lesion")
             how = f"fold {self.fold[0]}/{self.fold[1]}" if self.fold else f"{self.val_fraction:.0%} hold-out"
             log.warning("%s: validating on a %s of the %d training images, by %s (seed %d)%s", self.root, how,
                         len(train), "lesion" if groups is not None else "image", self.seed,
@@ -163,11 +166,18 @@ class IsicDataModule(pl.LightningDataModule):
         else:
             self.train_set = LesionDataset(train, train_preset)
             self.val_set = LesionDataset(val, eval_preset)
+            validation, grouped_by = "official", "image"
         if test is None:
             log.warning("%s: no test split; testing on the validation split", self.root)
             self.test_set = self.val_set
         else:
             self.test_set = LesionDataset(test, eval_preset)
+        self.split = {
+            "validation": validation, "seed": self.seed, "val_fraction": self.val_fraction,
+            "fold": None if self.fold is None else f"{self.fold[0]}/{self.fold[1]}", "grouped_by": grouped_by,
+            "val_images": len(self.val_set), "val_ids_sha256": ids_digest(self.val_set.ids),
+            "test": "validation" if test is None else "official",
+        }
         for name, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
             counts = self.class_counts(dataset)
             log.info("%s split: %d images %s", name, len(dataset), counts)
@@ -214,14 +224,6 @@ class IsicDataModule(pl.LightningDataModule):
         return self.loader(self.test_set, train=False)
 
 
-def _parse_fold(fold: str | None) -> tuple[int, int] | None:
-    """``"k/K"`` → ``(k, K)`` with 1 ≤ k ≤ K, K ≥ 2."""
-    if fold is None:
-        return None
-    try:
-        k, n = (int(part) for part in str(fold).split("/"))
-    except ValueError:
-        k, n = 0, 0
-    if not (n >= 2 and 1 <= k <= n):
-        raise LesionError("dataset.fold", f"'{fold}' is not k/K with 1 ≤ k ≤ K and K ≥ 2", "e.g. dataset.fold=1/5")
-    return k, n
+def ids_digest(ids: Sequence[str]) -> str:
+    """SHA-256 of image ids in order: identifies a split's membership."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()

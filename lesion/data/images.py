@@ -1,13 +1,16 @@
 """Decode any image file into upright 8-bit RGB.
 
 Handles what real collections contain: EXIF orientation, grayscale, palette, RGBA/LA (alpha
-dropped), CMYK, and 16-bit grayscale PNGs (scaled to 8 bits rather than clipped).
+dropped), CMYK, 16-bit grayscale PNGs (scaled to 8 bits rather than clipped) and 16-bit colour
+PNGs (PIL keeps the high byte). The bytes decide the format, not the suffix: a WEBP or PNG named
+``.jpg`` decodes as what it is.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from pathlib import PurePath
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -19,6 +22,16 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
 _PIL_LIMIT = threading.Lock()  # guards the brief swap of PIL's global limit in _open
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name (without folders) may hold an image: an image suffix, and not hidden.
+
+    Hidden names never hold images: macOS writes an AppleDouble ``._<name>`` next to every file it
+    zips or copies to a foreign disk (same suffix, not an image), and ``.DS_Store`` in folders.
+    The file's content decides its format, so a WEBP or PNG named ``.jpg`` is still decoded.
+    """
+    return not name.startswith(".") and PurePath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _draft_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:

@@ -10,6 +10,11 @@ normalisation is taken from the weights, the image size stays the dataset's choi
 of ``imagenet`` weights goes through ``torch.hub`` without a socket timeout: on an offline machine
 name resolution fails at once, behind a firewall that drops packets it fails only at the TCP
 connect timeout.
+
+Frozen stages get no gradient and their BatchNorms become :class:`FrozenBatchNorm2d`, which
+always normalises with the stored running statistics and never updates them, whatever the
+``training`` flags say: Lightning's loops set and restore those flags module by module, so an
+override of ``train()`` cannot keep frozen BatchNorms in eval mode.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import get_model, get_model_weights
 
 from lesion.errors import LesionError
@@ -28,6 +34,48 @@ from lesion.errors import LesionError
 NAMES = ("resnet18", "resnet34", "resnet50")
 # Freezable stages in input order; the stem (conv1 + bn1) counts as one.
 STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """A BatchNorm2d fixed at its current state: ``x`` (B×C×H×W) → same shape, in every mode.
+
+    Normalises with ``running_mean`` / ``running_var`` and applies ``weight`` / ``bias``, as an
+    ``nn.BatchNorm2d`` in eval mode does, but ignores ``training`` and never updates its buffers.
+    It keeps the BatchNorm's parameters (``requires_grad`` off) and buffers under their names,
+    ``num_batches_tracked`` included (torchvision's ``FrozenBatchNorm2d`` drops it), so state dicts
+    load with or without freezing. Not being a ``_BatchNorm``, it is left alone by
+    ``SyncBatchNorm.convert_sync_batchnorm``.
+
+    Args:
+        bn: the affine BatchNorm with running statistics to freeze; its tensors are shared, not copied.
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d):
+        super().__init__()
+        self.num_features, self.eps = bn.num_features, bn.eps
+        self.weight, self.bias = bn.weight, bn.bias
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+        self.register_buffer("running_mean", bn.running_mean)
+        self.register_buffer("running_var", bn.running_var)
+        self.register_buffer("num_batches_tracked", bn.num_batches_tracked)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: B×C×H×W. Returns: B×C×H×W, normalised with the running statistics."""
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    """``module`` without gradients, its BatchNorms replaced by :class:`FrozenBatchNorm2d` (in place)."""
+    if isinstance(module, nn.BatchNorm2d):
+        return FrozenBatchNorm2d(module)
+    for name, child in module.named_children():
+        setattr(module, name, _frozen(child))
+    return module.requires_grad_(False)
 
 
 class Backbone(nn.Module):
@@ -45,8 +93,9 @@ class Backbone(nn.Module):
         channels: C, the number of feature-map channels (512 for resnet18/34, 2048 for resnet50).
         mean, std: per-channel input normalisation of the weights (ImageNet's, also for ``none``
             and for a local file, which are assumed to continue from ImageNet).
-        frozen_stages: how many stages (stem, layer1 … layer4) receive no gradient and keep
-            their BatchNorm statistics (0 = train all).
+        frozen_stages: how many stages of ``STAGES`` (stem, layer1 … layer4), counted from the
+            input, receive no gradient and normalise with fixed running statistics in train and
+            eval mode alike (0 = train all, 3 = train layer3 and layer4, 5 = freeze the trunk).
     """
 
     def __init__(self, name: str = "resnet50", weights: str = "imagenet", frozen_stages: int = 0):
@@ -74,15 +123,7 @@ class Backbone(nn.Module):
         self.frozen_stages = frozen_stages
         for names in STAGES[:frozen_stages]:
             for name_ in names:
-                getattr(self, name_).requires_grad_(False)
-
-    def train(self, mode: bool = True) -> Backbone:
-        """Like ``nn.Module.train``, but frozen stages keep their BatchNorm statistics fixed."""
-        super().train(mode)
-        for names in STAGES[:self.frozen_stages]:
-            for name_ in names:
-                getattr(self, name_).eval()
-        return self
+                setattr(self, name_, _frozen(getattr(self, name_)))
 
     @property
     def target_layer(self) -> nn.Module:

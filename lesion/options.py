@@ -1,0 +1,380 @@
+"""The typed, ranged schema of every option: one place that refuses bad values before any work.
+
+The same checks read a training config (``train.py``), an evaluation config (``evaluate.py``)
+and the hyper-parameters stored in a checkpoint. Values must be plain (numbers, strings,
+booleans, lists of them); a dict where a value belongs, an unknown key (``_target_``,
+``_args_``, ``_partial_`` …) or a name outside the registries is refused with one line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lesion.data.layouts import LAYOUTS
+from lesion.errors import LesionError
+from lesion.models.backbone import NAMES as BACKBONES
+from lesion.models.backbone import STAGES as BACKBONE_STAGES
+from lesion.models.registry import NETS
+from lesion.optim import OPTIMIZERS, SCHEDULERS
+
+WEIGHTINGS = ("inverse_frequency", "effective_number")
+GRADCAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+
+@dataclass(frozen=True)
+class Value:
+    """One option: its type, range or choices, whether null is allowed, and the fix to suggest.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``"floats"`` (a list of numbers) or
+    ``"fold"`` (``"k/K"``).
+    """
+
+    kind: object
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple = ()
+    null: bool = False
+    also: tuple = ()  # other accepted kinds, e.g. a weighting name where a list is allowed
+    hint: str = ""
+
+    def check(self, where: str, value: object) -> object:
+        """``value`` if it is valid here, else a :class:`LesionError` naming ``where``."""
+        if value is None:
+            if self.null:
+                return None
+            self._refuse(where, "is null")
+        for kind in self.also:
+            if _is(kind, value):
+                return Value(kind, self.lo, self.hi, self.lo_open, self.hi_open, self.choices, hint=self.hint).check(where, value)
+        if not _is(self.kind, value):
+            self._refuse(where, f"is {_describe(value)}, not {_KIND_NAMES[self.kind]}")
+        if self.kind == "floats":
+            for item in value:
+                Value(float, self.lo, self.hi, self.lo_open, self.hi_open, hint=self.hint).check(where, item)
+            return [float(v) for v in value]
+        if self.kind == "fold":
+            parse_fold(where, value)
+        if self.choices and value not in self.choices:
+            self._refuse(where, f"'{value}' is not one of {', '.join(map(str, self.choices))}")
+        if self.kind in (int, float):
+            if not math.isfinite(value):
+                self._refuse(where, f"is {value}")
+            low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+            high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+            if low or high:
+                self._refuse(where, f"{value} is out of range ({self._range()})")
+            return float(value) if self.kind is float else value
+        return value
+
+    def _range(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '≥'} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '≤'} {self.hi:g}")
+        return " and ".join(parts)
+
+    def _refuse(self, where: str, problem: str) -> None:
+        expected = self.hint or self._expected()
+        raise LesionError(where, problem, f"use {expected}")
+
+    def _expected(self) -> str:
+        if self.choices:
+            text = "one of " + ", ".join(map(str, self.choices))
+        elif self.kind in (int, float):
+            text = f"{_KIND_NAMES[self.kind]} {self._range()}".strip()
+        else:
+            text = _KIND_NAMES[self.kind]
+        return text + (" or null" if self.null else "")
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               "floats": "a list of numbers", "fold": "k/K (e.g. 1/5)"}
+
+
+def _is(kind: object, value: object) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    if kind == "floats":
+        return isinstance(value, (list, tuple)) and all(_is(float, v) for v in value)
+    if kind == "fold":
+        return isinstance(value, str)
+    raise AssertionError(kind)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping" + (f" with _target_ '{value['_target_']}'" if "_target_" in value else "")
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return f"'{value}'" if isinstance(value, str) else f"{value!r}"
+
+
+def parse_fold(where: str, fold: object) -> tuple[int, int]:
+    """``"k/K"`` → ``(k, K)`` with 1 ≤ k ≤ K and K ≥ 2."""
+    try:
+        k, n = (int(part) for part in str(fold).split("/"))
+    except ValueError:
+        k, n = 0, 0
+    if not (n >= 2 and 1 <= k <= n):
+        raise LesionError(where, f"'{fold}' is not k/K with 1 ≤ k ≤ K and K ≥ 2", "e.g. dataset.fold=1/5")
+    return k, n
+
+
+@dataclass(frozen=True)
+class Section:
+    """A mapping of named values and nested sections; ``extra`` lets unknown keys through unchecked."""
+
+    fields: Mapping[str, Value | Section]
+    extra: bool = False
+    null: bool = False
+    optional: frozenset = field(default_factory=frozenset)
+
+    def check(self, where: str, values: object) -> dict | None:
+        """A plain copy of ``values`` with every field checked; unknown keys refused unless ``extra``."""
+        if values is None and self.null:
+            return None
+        if not isinstance(values, Mapping):
+            raise LesionError(where, f"is {_describe(values)}, not a group of options",
+                              "write it as key: value entries")
+        unknown = [k for k in values if k not in self.fields]
+        if unknown and not self.extra:
+            raise LesionError(f"{where}.{unknown[0]}", "is not an option lesion knows here",
+                              f"remove it (options: {', '.join(self.fields)})")
+        missing = [k for k in self.fields if k not in values and k not in self.optional]
+        if missing:
+            raise LesionError(f"{where}.{missing[0]}", "is missing", "give it a value")
+        out = {k: v for k, v in values.items() if k not in self.fields}
+        for key, spec in self.fields.items():
+            if key in values:
+                out[key] = spec.check(f"{where}.{key}", values[key])
+        return out
+
+
+def _number(lo=None, hi=None, *, lo_open=False, hi_open=False, null=False, hint="") -> Value:
+    return Value(float, lo, hi, lo_open, hi_open, null=null, hint=hint)
+
+
+def _integer(lo=None, hi=None, *, null=False, hint="") -> Value:
+    return Value(int, lo, hi, null=null, hint=hint)
+
+
+_NAME = {"name": Value(str)}
+_BACKBONE = {
+    "backbone": Value(str, choices=BACKBONES),
+    "weights": Value(str, hint="imagenet, none or the path of a .pth file"),
+    "dropout": _number(0, 1, hi_open=True),
+    "frozen_stages": _integer(0, len(BACKBONE_STAGES)),
+    "channels_last": Value(bool),
+    "compile": Value(bool),
+}
+MODELS = {
+    "baseline": Section({**_NAME, **_BACKBONE}),
+    "barata": Section({**_NAME, **_BACKBONE, "hierarchical": Value(bool), "hidden_size": _integer(1),
+                       "embed_dim": _integer(1), "rd_ratio": _number(0, 1, lo_open=True)}),
+}
+
+
+def _weights(resolved: bool) -> Value:
+    """Class weights: a list of K numbers ≥ 0, null, or (in a config) a weighting name."""
+    return Value("floats", lo=0, null=True, also=() if resolved else (str,), choices=WEIGHTINGS,
+                 hint="null, a list of one number ≥ 0 per class" + ("" if resolved else ", or " + " / ".join(WEIGHTINGS)))
+
+
+def losses(resolved: bool) -> dict[str, Section]:
+    """Loss sections by name; ``resolved``: class weights must already be numbers (checkpoints)."""
+    weights = _weights(resolved)
+    return {"ce": Section({**_NAME, "weight": weights}), "weighted_ce": Section({**_NAME, "weight": weights}),
+            "focal": Section({**_NAME, "gamma": _number(0), "alpha": weights})}
+
+
+_ADAM = {**_NAME, "lr": _number(0, lo_open=True), "weight_decay": _number(0)}
+OPTIMIZER_SECTIONS = {"adamw": Section(_ADAM), "adam": Section(_ADAM),
+                      "sgd": Section({**_ADAM, "momentum": _number(0, 1, hi_open=True)}, optional=frozenset({"momentum"}))}
+SCHEDULER = Section({"name": Value(str, choices=SCHEDULERS)}, null=True)
+
+_DATASET = {
+    "layout": Value(str, choices=tuple(LAYOUTS)),
+    "root": Value(str),
+    "image_size": _integer(32, hint="an image_size ≥ 32 (pixels; ResNets downsample by 32)"),
+    "batch_size": _integer(1),
+    "num_workers": _integer(0, null=True),
+    "persistent_workers": Value(bool),
+    "val_fraction": _number(0, 1, lo_open=True, hi_open=True),
+    "split_by": Value(str, choices=("auto", "lesion", "image")),
+    "fold": Value("fold", null=True),
+    "synthetic": Value(bool),
+    "synthetic_n": _integer(1),
+    "synthetic_seed": _integer(0),
+    "cache": Value(bool),
+    "cache_size": _integer(32, null=True),
+    "cache_dir": Value(str, null=True),
+    "max_pixels": _integer(1),
+}
+DATASET = Section(_DATASET)
+# The dataset config stored in a checkpoint also records the seed of the splits made from it.
+STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True)
+SPLIT = Section({
+    "validation": Value(str, choices=("official", "holdout", "fold")),
+    "seed": _integer(0), "val_fraction": _DATASET["val_fraction"], "fold": Value("fold", null=True),
+    "grouped_by": Value(str, choices=("image", "lesion")), "val_images": _integer(0),
+    "val_ids_sha256": Value(str), "test": Value(str, choices=("official", "validation")),
+})
+
+SMOTE = Section({
+    "enabled": Value(bool), "finetune": Value(bool), "head_epochs": _integer(1), "k_neighbors": _integer(1),
+    "search_dims": _integer(1, null=True), "views": _integer(1), "cache_dir": Value(str),
+})
+BALANCE = Section({
+    "name": Value(str),
+    "downsample": Section({"class": Value(str, null=True), "fraction": _number(0, 1, lo_open=True),
+                           "to": Value(str, null=True)}),
+    "augment": Section({"target": _number(0, lo_open=True, null=True)}),
+    "class_weight": Value(str, choices=WEIGHTINGS, null=True),
+    "sampler": Value(bool),
+    "backbone_ckpt": Value(str, null=True),
+    "smote_tomek": SMOTE,
+})
+_BATCHES = Value(float, lo=0, also=(int,), hint="a share in [0, 1] or a whole number of batches ≥ 0")
+TRAINER = Section({
+    "max_epochs": _integer(1), "max_steps": _integer(-1),
+    "precision": Value(str, choices=("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")),
+    "log_every_n_steps": _integer(1), "num_nodes": _integer(1),
+    "limit_train_batches": _BATCHES, "limit_val_batches": _BATCHES, "limit_test_batches": _BATCHES,
+    "deterministic": Value(bool),
+}, extra=True, optional=frozenset({"max_steps", "precision", "log_every_n_steps", "num_nodes", "limit_train_batches",
+                                   "limit_val_batches", "limit_test_batches", "deterministic"}))
+
+
+def _named(where: str, values: object, sections: Mapping[str, Section]) -> dict:
+    """Check a section chosen by its ``name`` entry from ``sections``."""
+    if not isinstance(values, Mapping):
+        raise LesionError(where, f"is {_describe(values)}, not a group of options", "write it as key: value entries")
+    name = values.get("name")
+    if name not in sections:
+        raise LesionError(f"{where}.name", f"'{name}' is not one of {', '.join(sections)}",
+                          f"use one of {', '.join(sections)}")
+    return sections[name].check(where, values)
+
+
+def _check_classes(where: str, value: object, classes: Sequence[str]) -> None:
+    if value is not None and value not in classes:
+        raise LesionError(where, f"unknown class '{value}'", f"use one of {', '.join(classes)}")
+
+
+def check_train(cfg: Mapping) -> None:
+    """Refuse any bad option of a composed ``conf/train.yaml`` config (a plain dict), before any work."""
+    dataset = DATASET.check("dataset", cfg["dataset"])
+    if dataset["cache_size"] is not None and dataset["cache_size"] < dataset["image_size"]:
+        raise LesionError("dataset.cache_size", f"{dataset['cache_size']} px is smaller than the "
+                          f"{dataset['image_size']} px input", "use a cache_size ≥ image_size (or null)")
+    classes = LAYOUTS[dataset["layout"]].classes
+    _named("model", cfg["model"], MODELS)
+    loss = _named("loss", cfg["loss"], losses(resolved=False))
+    for key in ("weight", "alpha"):
+        if isinstance(loss.get(key), list) and len(loss[key]) != len(classes):
+            raise LesionError(f"loss.{key}", f"has {len(loss[key])} entries for {len(classes)} classes",
+                              "give one weight per class in class order")
+    _named("optimizer", cfg["optimizer"], OPTIMIZER_SECTIONS)
+    SCHEDULER.check("scheduler", cfg["scheduler"])
+    balance = BALANCE.check("balance", cfg["balance"])
+    for key in ("class", "to"):
+        _check_classes(f"balance.downsample.{key}", balance["downsample"][key], classes)
+    TRAINER.check("trainer", cfg["trainer"])
+    Value(int, 0, null=True).check("seed", cfg["seed"])
+    Value(int, 1, null=True, hint="a number of epochs ≥ 1, or null (no early stopping)").check("patience", cfg["patience"])
+    Value(str, null=True).check("ckpt_path", cfg["ckpt_path"])
+    smote = balance["smote_tomek"]
+    if smote["enabled"] and smote["finetune"] and balance["backbone_ckpt"]:
+        raise LesionError("balance.backbone_ckpt", "is set together with balance.smote_tomek.finetune=true, which "
+                          "trains the backbone itself", "use one of them")
+    if cfg["ckpt_path"] is not None and smote["enabled"] and not smote["finetune"]:
+        raise LesionError("ckpt_path", "resumes a fine-tuning stage, and balance.smote_tomek.finetune=false has none "
+                          "(the head stage always runs from its start)", "drop ckpt_path")
+
+
+def check_evaluate(cfg: Mapping) -> None:
+    """Refuse any bad option of a composed ``conf/evaluate.yaml`` config (a plain dict), before any work."""
+    Value(str).check("ckpt", cfg["ckpt"])
+    Value(str, choices=("val", "test")).check("split", cfg["split"])
+    Value(str, null=True).check("images", cfg["images"])
+    Value(str).check("out", cfg["out"])
+    _integer(1).check("batch_size", cfg["batch_size"])
+    _integer(0, null=True).check("num_workers", cfg["num_workers"])
+    for key in ("tta", "calibrate", "plots", "trust_checkpoint"):
+        Value(bool).check(key, cfg[key])
+    _integer(1, hint="bootstrap=1000 (the default) or more for 95 % intervals").check("bootstrap", cfg["bootstrap"])
+    _integer(0).check("seed", cfg["seed"])
+    Section({"n": _integer(-1, hint="a number of images, -1 = all, 0 = none"), "target": Value(str, null=True),
+             "layer": Value(str, choices=GRADCAM_LAYERS)}).check("gradcam", cfg["gradcam"])
+    if cfg["calibrate"] and cfg["split"] == "val":
+        raise LesionError("calibrate", "fits the temperature on the validation split, which split=val then reports on",
+                          "calibrate with split=test, or evaluate split=val without calibrate")
+    dataset = cfg.get("dataset") or {}
+    if dataset.get("layout") is not None:
+        DATASET.check("dataset", {k: v for k, v in dataset.items() if k != "seed"})
+
+
+STORED_KEYS = ("model", "loss", "optimizer", "scheduler", "classes", "taxonomy", "mean", "std", "image_size",
+               "dataset", "split")
+
+
+def check_stored(hparams: object, where: str) -> dict:
+    """The hyper-parameters of a checkpoint, checked as plain registry-named values.
+
+    Raises:
+        LesionError: naming the checkpoint and the first value that is not allowed.
+    """
+    def inside(error: LesionError) -> LesionError:
+        return LesionError(where, f"holds a value lesion does not accept ({error})",
+                           "use a checkpoint written by lesion's train.py")
+
+    try:
+        if not isinstance(hparams, Mapping):
+            raise LesionError("hyper_parameters", f"is {_describe(hparams)}")
+        hparams = dict(hparams)
+        out = {
+            "model": _named("model", hparams.get("model"), MODELS),
+            "loss": _named("loss", hparams.get("loss"), losses(resolved=True)),
+            "optimizer": _named("optimizer", hparams.get("optimizer"), OPTIMIZER_SECTIONS),
+            "scheduler": SCHEDULER.check("scheduler", hparams.get("scheduler")),
+            "classes": _strings("classes", hparams.get("classes")),
+            "taxonomy": _taxonomy("taxonomy", hparams.get("taxonomy")),
+            "dataset": STORED_DATASET.check("dataset", hparams.get("dataset")),
+            "split": None if hparams.get("split") is None else SPLIT.check("split", hparams["split"]),
+        }
+        unknown = [k for k in hparams if k not in STORED_KEYS]
+        if unknown:
+            raise LesionError(unknown[0], "is not a hyper-parameter lesion stores")
+        for key in ("mean", "std"):
+            out[key] = Value("floats", hint="3 numbers").check(key, hparams.get(key))
+            if len(out[key]) != 3:
+                raise LesionError(key, f"has {len(out[key])} entries, not 3")
+        out["image_size"] = _DATASET["image_size"].check("image_size", hparams.get("image_size"))
+    except LesionError as error:
+        raise inside(error) from None
+    return out
+
+
+def _strings(where: str, value: object) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise LesionError(where, f"is {_describe(value)}, not a list of class names")
+    return list(value)
+
+
+def _taxonomy(where: str, value: object) -> list[list[int]]:
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(row, (list, tuple)) and all(_is(int, v) for v in row) for row in value):
+        raise LesionError(where, f"is {_describe(value)}, not a list of lists of integers")
+    return [list(row) for row in value]
+

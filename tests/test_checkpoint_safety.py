@@ -1,0 +1,132 @@
+"""A checkpoint is data: it names things from the registries and holds plain values, or it is refused
+before anything is built or written."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from lesion.errors import LesionError
+from lesion.module import load_classifier, read_checkpoint
+
+
+def open_for_writing(victim: Path) -> dict:
+    return {"_target_": "builtins.open", "_args_": [str(victim), "w"]}
+
+
+def copy_onto(victim: Path) -> dict:
+    return {"_target_": "shutil.copy", "_args_": [__file__, str(victim)]}
+
+
+# (section path inside hyper_parameters, payload builder): nested targets at several depths in every section.
+FORGERIES = {
+    "model.dropout": open_for_writing,
+    "model.backbone": copy_onto,
+    "model._target_": lambda victim: "os.system",
+    "model._args_": lambda victim: [str(victim), "w"],
+    "loss.alpha": open_for_writing,
+    "loss.alpha.0": open_for_writing,
+    "loss.gamma": copy_onto,
+    "optimizer.lr": open_for_writing,
+    "optimizer._partial_": lambda victim: True,
+    "scheduler": open_for_writing,
+    "scheduler.name": copy_onto,
+    "dataset.root": open_for_writing,
+    "dataset._target_": lambda victim: "builtins.open",
+    "dataset.fold": copy_onto,
+    "split.seed": open_for_writing,
+    "classes.0": open_for_writing,
+    "taxonomy.0": open_for_writing,
+    "mean": open_for_writing,
+    "image_size": copy_onto,
+    "callbacks": open_for_writing,
+}
+
+
+def forge(checkpoint: Path, where: str, payload, dest: Path) -> Path:
+    contents = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    node = contents["hyper_parameters"]
+    *parents, last = where.split(".")
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if isinstance(node, list):
+        node[int(last)] = payload
+    else:
+        node[last] = payload
+    torch.save(contents, dest)
+    return dest
+
+
+@pytest.mark.parametrize("where", sorted(FORGERIES))
+def test_forged_value_is_refused_before_anything_runs(trained_run, tmp_path, where):
+    victim = tmp_path / "victim.txt"
+    forged = forge(trained_run / "checkpoints" / "best.ckpt", where, FORGERIES[where](victim), tmp_path / "forged.ckpt")
+    with pytest.raises(LesionError) as error:
+        load_classifier(forged)
+    assert str(error.value).startswith(f"{forged}: "), str(error.value)
+    assert not victim.exists()
+
+
+@pytest.mark.parametrize("where", ["loss.alpha", "dataset.root", "model._target_"])
+def test_evaluate_refuses_a_forged_checkpoint_in_one_line_writing_nothing(run_cli, trained_run, tmp_path, where):
+    victim = tmp_path / "victim.txt"
+    forged = forge(trained_run / "checkpoints" / "best.ckpt", where, FORGERIES[where](victim), tmp_path / "forged.ckpt")
+    out = tmp_path / "out"
+    for trust in ("false", "true"):
+        result = run_cli("evaluate.py", f"ckpt={forged}", f"out={out}", f"trust_checkpoint={trust}", check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+        assert len(lines) == 1 and lines[0].startswith(f"lesion: error: {forged}: "), result.stderr[-2000:]
+        assert not victim.exists() and not out.exists()
+
+
+def test_backbone_ckpt_is_checked_like_every_checkpoint(run_cli, trained_run, tmp_path):
+    victim = tmp_path / "victim.txt"
+    forged = forge(trained_run / "checkpoints" / "best.ckpt", "loss.alpha", open_for_writing(victim), tmp_path / "forged.ckpt")
+    run_dir = tmp_path / "run"
+    result = run_cli("train.py", "experiment=quickstart", "balance=smote_tomek", f"balance.backbone_ckpt={forged}",
+                     f"hydra.run.dir={run_dir}", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"lesion: error: {forged}: holds a value lesion does not accept")
+    assert not victim.exists() and not run_dir.exists()
+
+
+def to_legacy(hparams: dict) -> dict:
+    """Hyper-parameters in the ``_target_`` format checkpoints had before the registry."""
+    legacy = copy.deepcopy(hparams)
+    legacy["model"] = {"_target_": f"lesion.models.net.{legacy['model'].pop('name')}_net", "_partial_": True, **legacy["model"]}
+    name = legacy["loss"].pop("name")
+    legacy["loss"] = {"_target_": "lesion.losses.FocalLoss" if name == "focal" else "lesion.losses.WeightedCrossEntropy",
+                      **legacy["loss"]}
+    legacy["optimizer"] = {"_target_": "torch.optim.AdamW", "_partial_": True,
+                           **{k: v for k, v in legacy["optimizer"].items() if k != "name"}}
+    legacy["scheduler"] = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 2}
+    legacy["dataset"] = {"_target_": "lesion.data.datamodule.IsicDataModule", **legacy["dataset"]}
+    del legacy["split"]
+    return legacy
+
+
+def test_checkpoint_of_the_target_format_loads_through_the_registry(trained_run, tmp_path):
+    path = trained_run / "checkpoints" / "best.ckpt"
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    contents["hyper_parameters"] = to_legacy(contents["hyper_parameters"])
+    legacy = tmp_path / "legacy.ckpt"
+    torch.save(contents, legacy)
+    _, hparams = read_checkpoint(legacy)
+    assert hparams["model"]["name"] == "barata" and hparams["loss"]["name"] == "focal"
+    assert hparams["scheduler"] == {"name": "cosine"} and hparams["split"] is None
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_classifier(legacy)(x), load_classifier(path)(x))
+
+
+def test_legacy_target_outside_the_registry_is_refused(trained_run, tmp_path):
+    contents = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    contents["hyper_parameters"] = to_legacy(contents["hyper_parameters"])
+    contents["hyper_parameters"]["optimizer"]["_target_"] = "shutil.rmtree"
+    torch.save(contents, tmp_path / "legacy.ckpt")
+    with pytest.raises(LesionError, match="its optimizer names 'shutil.rmtree', which lesion does not build"):
+        read_checkpoint(tmp_path / "legacy.ckpt")
