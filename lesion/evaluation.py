@@ -7,12 +7,12 @@ preprocessing; the dataset defaults to the one the model was trained on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -20,14 +20,16 @@ from tqdm import tqdm
 
 from lesion import plots
 from lesion.data.datamodule import IsicDataModule, default_workers
-from lesion.data.cache import square_crop, square_size
-from lesion.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, TooManyPixels, decode
+from lesion.data.cache import decode_square, square_size
+from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, is_image_name
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 from lesion.files import write_atomic, write_json
-from lesion.gradcam import GradCamExplainer, contact_sheet, write_gradcam
+from lesion.hydra_record import write_record
+from lesion.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
 from lesion.module import LesionClassifier, load_classifier
+from lesion.options import DATASET, check_evaluate
 from lesion.reports import apply_temperature, evaluation_report, fit_temperature, format_report
 
 log = logging.getLogger(__name__)
@@ -36,13 +38,14 @@ log = logging.getLogger(__name__)
 class FolderImages(Dataset):
     """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
 
-    Images are square-cropped at ``size`` as training images are (see :mod:`lesion.data.cache`).
+    Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
+    ``size``), then ``transform``; :meth:`read` gives the full-resolution original.
     """
 
     def __init__(self, folder: Path, transform: EvalPreset, size: int):
         if not folder.is_dir():
             raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
-        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
         if not self.paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
         self.transform, self.size = transform, size
@@ -55,17 +58,24 @@ class FolderImages(Dataset):
         return [p.stem for p in self.paths]
 
     def read(self, item: int) -> Image.Image:
-        """The image ``item`` as upright 8-bit RGB."""
+        """The original image ``item``, full resolution, as upright 8-bit RGB."""
+        return self._decode(item)
+
+    def square(self, item: int) -> np.ndarray:
+        """The size×size×3 uint8 square of image ``item``, as a split's cache would hold it."""
+        return decode_square(lambda min_size: self._decode(item, min_size), self.size)
+
+    def _decode(self, item: int, min_size: int | None = None) -> Image.Image:
         path = self.paths[item]
         try:
-            return decode(path.read_bytes())
+            return decode(path.read_bytes(), min_size)
         except TooManyPixels as error:
             raise LesionError(path, str(error), "downscale the image or remove it from the folder") from None
         except DECODE_ERRORS as error:
             raise LesionError(path, f"cannot be decoded as an image ({error})", "remove or replace the file") from None
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        return self.transform(square_crop(self.read(item), self.size)), -1
+        return self.transform(self.square(item)), -1
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -100,32 +110,39 @@ def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id
     return table
 
 
-def _explain(module: LesionClassifier, cfg: DictConfig, items: list[tuple[str, object]], probs: np.ndarray,
-             out: Path) -> None:
-    """Grad-CAM files for the first ``gradcam.n`` items (all when -1) and a contact sheet."""
-    n = len(items) if cfg.gradcam.n < 0 else min(cfg.gradcam.n, len(items))
+def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, original: Callable[[int], Image.Image],
+             probs: np.ndarray, out: Path) -> list[Explanation]:
+    """Grad-CAM files for the first ``gradcam.n`` images of ``dataset`` (all when -1) and a contact sheet.
+
+    Each CAM explains the very tensor ``predict`` classified (``dataset[i][0]``) and is mapped onto
+    ``original(i)``, the full-resolution image, at whose size the files are written.
+
+    Args:
+        dataset: items ``(input, label)`` and ``ids``, as given to :func:`predict`.
+        original: the original image of item ``i``.
+        probs: :func:`predict`'s probabilities, for the titles of the contact sheet.
+
+    Returns:
+        The explanations, in dataset order.
+    """
+    n = len(dataset) if cfg.gradcam.n < 0 else min(cfg.gradcam.n, len(dataset))
     if n == 0:
-        return
+        return []
     classes = list(module.hparams.classes)
-    target = None
-    if cfg.gradcam.target is not None:
-        if cfg.gradcam.target not in classes:
-            raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")
-        target = classes.index(cfg.gradcam.target)
+    # gradcam.target and gradcam.layer were checked before any work (run, lesion.options).
+    target = None if cfg.gradcam.target is None else classes.index(cfg.gradcam.target)
     folder = out / "gradcam"
-    overlays, titles = [], []
-    hp = module.hparams
-    layers = ("layer1", "layer2", "layer3", "layer4")
-    if cfg.gradcam.layer not in layers:
-        raise LesionError("gradcam.layer", f"unknown layer '{cfg.gradcam.layer}'", f"use one of {', '.join(layers)}")
+    overlays, titles, found = [], [], []
     layer = getattr(module.net.backbone, cfg.gradcam.layer)
-    with GradCamExplainer(module.net, hp.mean, hp.std, hp.image_size, target_layer=layer) as explainer:
-        for (stem, read), p in tqdm(list(zip(items[:n], probs[:n])), desc="grad-cam", unit="image"):
-            image = read()
-            cam, used = explainer.explain(image, target)
-            overlays.append(write_gradcam(stem, image, cam, folder)["overlay"])
-            titles.append(f"{stem} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[used]}")
+    with GradCamExplainer(module.net, target_layer=layer) as explainer:
+        for i, (stem, p) in enumerate(tqdm(list(zip(dataset.ids[:n], probs[:n])), desc="grad-cam", unit="image")):
+            image = original(i)
+            explained = explainer.explain(dataset[i][0], image.size, target)
+            overlays.append(write_gradcam(stem, image, explained.cam, folder)["overlay"])
+            titles.append(f"{stem} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[explained.target]}")
+            found.append(explained)
     contact_sheet(overlays, out / "gradcam_sheet.png", titles)
+    return found
 
 
 def _run_dir_log(ckpt: Path) -> Path | None:
@@ -145,10 +162,46 @@ def _predict_folder(module: LesionClassifier, cfg: DictConfig, out: Path) -> pd.
     id_column = LAYOUTS[hp.dataset["layout"]].id_column if hp.dataset else "image"
     table = _predictions_table(images.ids, probs, list(hp.classes), id_column, None)
     write_atomic(out / "predictions.csv", table.to_csv(index=False))
-    items = [(stem, lambda i=i: images.read(i)) for i, stem in enumerate(images.ids)]
-    _explain(module, cfg, items, probs, out)
+    _explain(module, cfg, images, images.read, probs, out)
     log.info("%d images predicted → %s", len(table), out / "predictions.csv")
     return table
+
+
+def _datamodule(hp, options: dict) -> IsicDataModule:
+    """The DataModule to evaluate on: the checkpoint's dataset, or ``dataset=NAME``'s, with overrides.
+
+    Without ``dataset=NAME`` the checkpoint's dataset config is used with the ``dataset.*`` values
+    given (e.g. ``dataset.root`` when the data moved). Splits are always made with the seed the
+    checkpoint was trained with, and the input size is the checkpoint's.
+    """
+    stored, given = dict(hp.dataset or {"seed": 0}), options.get("dataset") or {}
+    if given.get("layout") is None and "layout" not in stored:
+        raise LesionError("dataset", "the checkpoint records no training dataset", "pass dataset=NAME dataset.root=DIR")
+    if given.get("layout") is None:
+        dataset = {**stored, **{k: v for k, v in given.items() if v is not None}}
+    else:
+        dataset = {**given, "seed": stored["seed"]}
+    dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
+    seed = dataset.pop("seed")
+    DATASET.check("dataset", dataset)
+    return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed)
+
+
+def _check_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
+    """Refuse to report on a validation split other than the one training validated on."""
+    if trained is None:
+        if rebuilt["validation"] != "official":
+            raise LesionError(ckpt, "does not record how its validation split was made, so the split rebuilt "
+                              "here may hold training images", "evaluate split=test on a dataset with a test split, "
+                              "or retrain with this version of lesion")
+        return
+    if trained["validation"] == rebuilt["validation"] == "official":
+        return
+    if trained["val_ids_sha256"] != rebuilt["val_ids_sha256"]:
+        raise LesionError("split", f"the validation split made here ({rebuilt['val_images']} images, "
+                          f"{rebuilt['validation']}) is not the one {ckpt} was validated on "
+                          f"({trained['val_images']} images, {trained['validation']}, seed {trained['seed']})",
+                          "evaluate on the training run's own data (dataset.root=<its folder>) or on a test split")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -161,28 +214,33 @@ def run(cfg: DictConfig) -> dict:
     Returns:
         The metrics (empty for a folder).
     """
-    if cfg.split not in ("val", "test"):
-        raise LesionError("split", f"unknown split '{cfg.split}'", "use split=val or split=test")
-    if cfg.bootstrap < 1:
-        raise LesionError("bootstrap", f"needs at least 1 resample, got {cfg.bootstrap}",
-                          "use bootstrap=1000 (the default) or more for 95 % intervals")
+    options = OmegaConf.to_container(cfg, resolve=True)
+    check_evaluate(options)
     module = load_classifier(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu", trust=cfg.trust_checkpoint)
+    classes = list(module.hparams.classes)
+    if cfg.gradcam.target is not None and cfg.gradcam.target not in classes:
+        raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")
     out = Path(cfg.out)
     if cfg.images:
+        write_record(cfg, out)
         _predict_folder(module, cfg, out)
         return {}
 
     hp = module.hparams
-    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True) if cfg.get("dataset") else dict(hp.dataset)
-    dataset_cfg.update(image_size=hp.image_size, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    datamodule: IsicDataModule = instantiate(dataset_cfg, mean=hp.mean, std=hp.std, _convert_="all")
-    classes = list(hp.classes)
+    datamodule = _datamodule(hp, options)
     if datamodule.classes != classes:
         raise LesionError("dataset", f"classes {datamodule.classes} differ from the checkpoint's {classes}",
                           "evaluate on the dataset layout the model was trained on")
     datamodule.prepare_data()
     datamodule.setup("test")
+    on_validation = cfg.split == "val" or datamodule.split["test"] == "validation"
+    if on_validation or cfg.calibrate:
+        _check_split(hp.split, datamodule.split, Path(cfg.ckpt))
+    if cfg.calibrate and on_validation:
+        raise LesionError("calibrate", "would fit the temperature on the validation images it then reports on "
+                          f"({datamodule.root} has no test split)", "evaluate without calibrate=true")
     dataset = datamodule.val_set if cfg.split == "val" else datamodule.test_set
+    write_record(cfg, out)
     probs, labels = predict(module, datamodule.loader(dataset), cfg.tta)
 
     if cfg.calibrate:
@@ -213,8 +271,7 @@ def run(cfg: DictConfig) -> dict:
         plots.plot_augmented_samples(torch.stack([x for x, _ in samples]), [y for _, y in samples], classes,
                                      hp.mean, hp.std, figures / "augmented_samples.png")
 
-    items = [(image_id, lambda i=image_id: dataset.table.images.read(i)) for image_id in dataset.ids]
-    _explain(module, cfg, items, probs, out)
+    _explain(module, cfg, dataset, lambda i: dataset.table.images.read(dataset.ids[i]), probs, out)
     log.info("%s/%s: bacc %.4f [%.4f, %.4f], auc_macro %.4f → %s", datamodule.layout.name, cfg.split,
              report["bacc"], *report["ci/bacc"], report["auc_macro"], out)
     return report

@@ -1,4 +1,4 @@
-"""Grad-CAM heatmaps of a :class:`LesionNet`, mapped back onto the original image, and their files.
+"""Grad-CAM heatmaps of a :class:`LesionNet` on its input, mapped back onto the original image, and their files.
 
 Grad-CAM: Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
 Localization", ICCV 2017. The maps come from the ``grad-cam`` package (``pytorch_grad_cam.GradCAM``):
@@ -7,15 +7,19 @@ over channels, ReLU, min-max scaled to [0, 1] per image.
 
 Caveats:
     * The CAM has the resolution of the target layer's feature map: h×w = S/32 × S/32 for a ResNet's
-      ``layer4`` on S×S crops (7×7 at 224 px, only 2×2 at 64 px); everything finer is bilinear
+      ``layer4`` on S×S inputs (7×7 at 224 px, only 2×2 at 64 px); everything finer is bilinear
       upsampling. At 2×2 a CAM can say which quadrant mattered, no more; pass an earlier stage
       (e.g. ``net.backbone.layer3``) as ``target_layer`` for a finer, less class-specific map.
     * For the LSTM head (``BarataHead``) the CAM explains the logit of the final decoding step (the
       B×K class logits of ``LesionNet.forward``). In the hierarchical decoder that step follows the
       greedily decoded earlier tokens: the gradient flows back through the LSTM state, not through
       the (argmax) choice of those tokens.
-    * The net sees only the centre crop of ``EvalPreset``; outside it the CAM is 0, meaning "not
-      seen", not "unimportant".
+    * The CAM is computed on the network input itself (the tensor ``predict`` classified: the
+      centred square of the original, resized to ``image_size``; see :mod:`lesion.data.cache`) and
+      only then mapped onto the original. Outside that square it is 0, meaning "not seen", not
+      "unimportant". Large JPEGs are decoded at a reduced DCT scale 1/s before the square is cut, so
+      the square the net saw may differ from the exact centred square used for the mapping by up
+      to s original pixels at an edge (at most about one input pixel).
     * The min-max scaling makes values relative within one image: a CAM says where, not how much.
       A map with no positive evidence for the target is all zero.
     * Grad-CAM needs gradients, so it cannot run inside Lightning's test/predict loops (gradients
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -38,7 +43,6 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 from lesion.files import atomic_path
 from lesion.models.net import LesionNet
@@ -71,8 +75,8 @@ class _Target(ClassifierOutputTarget):
 class _ModelState:
     """Training flags, ``requires_grad`` flags and ``.grad`` of every module/parameter, to restore.
 
-    Flags are set back attribute by attribute rather than through ``train()``, so that modules
-    kept in eval mode on purpose (frozen BatchNorms of ``Backbone``) come back exactly as they were.
+    Flags are set back attribute by attribute rather than through ``train()``, so that every
+    module comes back with exactly the flag it had, whatever its parent's.
     """
 
     def __init__(self, *modules: nn.Module):
@@ -89,38 +93,31 @@ class _ModelState:
             param.grad = grad
 
 
-def crop_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
-    """The square ``EvalPreset(size)`` crops, in pixel coordinates of the original image.
+def square_box(width: int, height: int) -> tuple[float, float, float, float]:
+    """The centred square the network input shows, in pixel coordinates of the original image.
 
-    ``EvalPreset`` resizes the short side to ``size`` (each side rounded to whole pixels) and
-    centre-crops ``size``×``size`` from the resized image.
+    The input is the original's centred ``min(width, height)`` square (:func:`lesion.data.cache.square_crop`),
+    resized to the input side by ``EvalPreset``.
 
     Args:
         width, height: original image size in pixels.
-        size: side of the square network input.
 
     Returns:
-        ``(left, top, right, bottom)``; may be fractional.
+        ``(left, top, right, bottom)``; may be half-integers.
     """
-    (x0, wr), (y0, hr) = _crop_axes(width, height, size)
-    return x0 * width / wr, y0 * height / hr, (x0 + size) * width / wr, (y0 + size) * height / hr
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
 
 
-def _crop_axes(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Per axis, the crop offset and the resized length of ``EvalPreset`` (albumentations 2:
-    ``SmallestMaxSize`` rounds ``side·scale``, ``CenterCrop`` starts at ``(resized - size) // 2``)."""
-    scale = size / min(width, height)
-    wr, hr = max(1, round(width * scale)), max(1, round(height * scale))
-    return ((wr - size) // 2, wr), ((hr - size) // 2, hr)
+def _axis_weights(length: int, start: float, side: float, size: int) -> np.ndarray:
+    """length×size bilinear weights that sample an input axis at every original pixel's centre.
 
-
-def _axis_weights(length: int, resized: int, offset: int, size: int) -> np.ndarray:
-    """length×size bilinear weights that sample a crop axis at every original pixel's centre.
-
-    Pixel centres follow the half-pixel convention of cv2's resize; rows of pixels whose centre
-    lies outside the crop are zero.
+    Original pixel ``x`` has its centre at input coordinate ``(x + 0.5 - start)·size/side - 0.5``
+    (the half-pixel convention of PIL's and cv2's resize); rows of pixels whose centre lies
+    outside ``[start, start + side)`` are zero.
     """
-    pos = (np.arange(length) + 0.5) * resized / length - 0.5 - offset  # in crop pixels
+    pos = (np.arange(length) + 0.5 - start) * size / side - 0.5  # in input pixels
     inside = (pos >= -0.5) & (pos < size - 0.5)
     pos = np.clip(pos, 0, size - 1)
     lo = np.floor(pos).astype(np.int64)
@@ -134,43 +131,56 @@ def _axis_weights(length: int, resized: int, offset: int, size: int) -> np.ndarr
     return weights
 
 
-def uncrop(cam: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Map a CAM of the ``EvalPreset`` crop back onto the original image.
+def to_original(cam: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Map a CAM of the network input back onto the original image.
 
     Args:
-        cam: S×S CAM of the network input.
+        cam: S×S CAM of the network input (the centred square of the original, see :func:`square_box`).
         width, height: original image size.
 
     Returns:
-        height×width float32 in [0, 1]: the CAM resampled (bilinear) into the crop region of the
+        height×width float32 in [0, 1]: the CAM resampled (bilinear) into the square of the
         original image, zero outside it.
     """
     size = cam.shape[0]
-    (x0, wr), (y0, hr) = _crop_axes(width, height, size)
-    rows = _axis_weights(height, hr, y0, size)
-    cols = _axis_weights(width, wr, x0, size)
+    left, top, right, _ = square_box(width, height)
+    side = right - left
+    rows = _axis_weights(height, top, side, size)
+    cols = _axis_weights(width, left, side, size)
     return np.clip(rows @ cam.astype(np.float64) @ cols.T, 0.0, 1.0).astype(np.float32)
 
 
-class GradCamExplainer:
-    """Grad-CAMs of a :class:`LesionNet` on original images, preprocessed like ``EvalPreset``.
+@dataclass(frozen=True)
+class Explanation:
+    """One image's Grad-CAM.
 
-    Build it once per run. Hooks live only during an ``explain`` call and are removed in
-    ``finally``; the net comes back with its training flags, ``requires_grad`` flags, ``.grad``
-    tensors and device unchanged (it is put in eval mode for the call). Usable as a context manager.
+    Attributes:
+        cam: H×W float32 in [0, 1] at the original image's size, zero outside the square the net saw.
+        target: the class explained.
+        logits: K float32 class logits of the input explained (the net's output in that pass).
+    """
+
+    cam: np.ndarray
+    target: int
+    logits: np.ndarray
+
+
+class GradCamExplainer:
+    """Grad-CAMs of a :class:`LesionNet` on its network inputs, mapped onto the original images.
+
+    It explains exactly the tensors it is given: pass the ones the model classified (a dataset
+    item's tensor, ``dataset[i][0]``), so the CAM's class is the prediction's. Build it once per
+    run. Hooks live only during an ``explain`` call and are removed in ``finally``; the net comes
+    back with its training flags, ``requires_grad`` flags, ``.grad`` tensors and device unchanged
+    (it is put in eval mode for the call). Usable as a context manager.
 
     Args:
         net: the network; its ``forward`` returns B×K class logits.
-        mean, std: input normalisation (RGB, [0, 1] units), as in training.
-        image_size: side S of the square network input.
         target_layer: the layer to explain; default ``net.backbone.target_layer`` (``layer4``).
     """
 
-    def __init__(self, net: LesionNet, mean: Sequence[float], std: Sequence[float], image_size: int,
-                 target_layer: nn.Module | None = None):
+    def __init__(self, net: LesionNet, target_layer: nn.Module | None = None):
         self.net = net
-        self.image_size = int(image_size)
-        self.preset = EvalPreset(self.image_size, mean, std)
         self.target_layer = net.backbone.target_layer if target_layer is None else target_layer
 
     def __enter__(self) -> GradCamExplainer:
@@ -182,44 +192,42 @@ class GradCamExplainer:
     def close(self) -> None:
         """Nothing to release between calls (hooks never outlive one); kept for symmetry."""
 
-    def explain(self, image: Image.Image, target: int | None = None) -> tuple[np.ndarray, int]:
-        """Grad-CAM of one image.
+    def explain(self, x: torch.Tensor, size: tuple[int, int], target: int | None = None) -> Explanation:
+        """Grad-CAM of one network input.
 
         Args:
-            image: PIL image of any size (converted to RGB).
+            x: 3×S×S normalised input, as classified (e.g. ``dataset[i][0]``).
+            size: ``(width, height)`` of the original image whose centred square ``x`` shows.
             target: class index to explain; ``None`` explains the predicted class.
 
         Returns:
-            ``(cam, target)``: H×W float32 CAM in [0, 1] at the image's size (zero outside the
-            centre crop), and the class explained.
+            The CAM at the original's size, the class explained and the logits of ``x``.
         """
-        cams, targets = self.explain_batch([image], [target])
-        return cams[0], targets[0]
+        return self.explain_batch(x[None], [size], [target])[0]
 
-    def explain_batch(self, images: Sequence[Image.Image],
-                      targets: Sequence[int | None] | None = None) -> tuple[list[np.ndarray], list[int]]:
-        """Grad-CAMs of several images in one forward/backward pass.
+    def explain_batch(self, x: torch.Tensor, sizes: Sequence[tuple[int, int]],
+                      targets: Sequence[int | None] | None = None) -> list[Explanation]:
+        """Grad-CAMs of several network inputs in one forward/backward pass.
 
         Args:
-            images: PIL images of any sizes.
-            targets: one class index (or ``None`` = predicted) per image; ``None`` = all predicted.
+            x: B×3×S×S normalised inputs.
+            sizes: per input, ``(width, height)`` of its original image.
+            targets: one class index (or ``None`` = predicted) per input; ``None`` = all predicted.
 
         Returns:
-            ``(cams, targets)``: per image an H×W float32 CAM in [0, 1] and the class explained.
+            One :class:`Explanation` per input, in order.
         """
-        targets = [None] * len(images) if targets is None else list(targets)
-        if len(targets) != len(images):
-            # grad-cam would silently return zero maps for the images without a target
-            raise ValueError(f"{len(images)} images but {len(targets)} targets")
-        if not images:
-            return [], []
-        rgb = [image.convert("RGB") for image in images]
-        x = torch.stack([self.preset(np.asarray(image)) for image in rgb])
-        crops, used = self._crop_cams(x, targets)
-        return [uncrop(c, *image.size) for c, image in zip(crops, rgb)], used
+        targets = [None] * len(x) if targets is None else list(targets)
+        if not len(x) == len(sizes) == len(targets):
+            # grad-cam would silently return zero maps for the inputs without a target
+            raise ValueError(f"{len(x)} inputs, {len(sizes)} sizes and {len(targets)} targets")
+        if not len(x):
+            return []
+        squares, used, logits = self._input_cams(x, targets)
+        return [Explanation(to_original(c, *s), t, z) for c, s, t, z in zip(squares, sizes, used, logits)]
 
-    def _crop_cams(self, x: torch.Tensor, targets: list[int | None]) -> tuple[np.ndarray, list[int]]:
-        """B×S×S CAMs of the network inputs ``x`` (B×3×S×S) and the classes explained."""
+    def _input_cams(self, x: torch.Tensor, targets: list[int | None]) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """B×S×S CAMs of the network inputs ``x`` (B×3×S×S), the classes explained, B×K logits."""
         net = self.net
         state = _ModelState(net, self.target_layer)
         device = next(net.parameters()).device
@@ -235,13 +243,14 @@ class GradCamExplainer:
                   torch.autocast(device.type, enabled=False),
                   torch.backends.cudnn.flags(enabled=False)):  # cuDNN's RNN backward needs train mode
                 cam = GradCAM(model=net, target_layers=[self.target_layer])  # sets net.eval()
-                crops = cam(input_tensor=x, targets=wanted)
+                squares = cam(input_tensor=x, targets=wanted)
+                logits = cam.outputs.detach().float().cpu().numpy()
         finally:
             if cam is not None:
                 cam.activations_and_grads.release()
                 cam.outputs = None  # holds the retained graph
             state.restore()
-        return crops, [int(t.category) for t in wanted]
+        return squares, [int(t.category) for t in wanted], logits
 
 
 def _save_png(path: Path, array: np.ndarray) -> Path:
@@ -257,7 +266,7 @@ def write_gradcam(stem: str, image: Image.Image, cam: np.ndarray, out_dir: Path)
     Args:
         stem: file name stem, e.g. the ISIC id.
         image: the original image.
-        cam: H×W CAM in [0, 1] from :meth:`GradCamExplainer.explain`.
+        cam: H×W CAM in [0, 1] at the image's size (:attr:`Explanation.cam`).
         out_dir: folder to write to (created if needed).
 
     Returns:

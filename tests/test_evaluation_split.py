@@ -1,4 +1,5 @@
-"""Evaluation sees exactly the split training saw; each training stage's schedule spans that stage."""
+"""Evaluation sees exactly the split training saw, sweeps optimise validation (never test), and each
+training stage's schedule spans that stage."""
 
 from __future__ import annotations
 
@@ -54,6 +55,43 @@ def test_evaluate_val_reproduces_the_logged_validation_bacc_and_ids(run_cli, hol
     assert len(ids) == split["val_images"] and ids_digest(ids) == split["val_ids_sha256"]
 
 
+def test_evaluate_reads_the_checkpoints_dataset_from_a_moved_root(run_cli, holdout_run, no_val_split, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(no_val_split, moved)
+    out = tmp_path / "out"
+    run_cli("evaluate.py", f"ckpt={holdout_run / 'checkpoints' / 'best.ckpt'}", f"dataset.root={moved}", "split=val",
+            f"out={out}", "gradcam.n=0", "plots=false", "num_workers=0")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bacc"] == pytest.approx(json.loads((holdout_run / "val_metrics.json").read_text())["bacc"], abs=1e-6)
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_unknown_gradcam_target_is_refused_before_anything_is_written(run_cli, holdout_run, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("evaluate.py", f"ckpt={holdout_run / 'checkpoints' / 'best.ckpt'}", "gradcam.target=XX",
+                     f"out={out}", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "lesion: error: gradcam.target: unknown class 'XX' — use one of MEL, NV, BCC, AKIEC, BKL, DF, VASC"]
+    assert not out.exists()
+
+
+def test_the_sweep_objective_is_the_validation_bacc(synthetic_root, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from lesion.training import run_job
+
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["dataset=isic2018", f"dataset.root={synthetic_root('isic2018')}",
+                                          "model=baseline", *TINY, "trainer.max_epochs=2", f"run_dir={tmp_path}"])
+    objective = run_job(cfg)
+    validation = json.loads((tmp_path / "val_metrics.json").read_text())
+    logged = pd.read_csv(tmp_path / "logs" / "metrics.csv")["val/bacc"].dropna()
+    assert objective == validation["bacc"] == pytest.approx(logged.max(), abs=1e-6)
+    # This data's test split scores differently, so returning the test BACC would fail above.
+    assert json.loads((tmp_path / "test_metrics.json").read_text())["bacc"] != pytest.approx(objective, abs=1e-3)
+
+
 def test_evaluating_another_validation_split_is_refused(run_cli, holdout_run, no_val_split, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(no_val_split, other)
@@ -83,9 +121,9 @@ def test_head_stage_schedule_spans_the_head_epochs(run_cli, tmp_path):
             "balance=smote_tomek", "balance.smote_tomek.head_epochs=4", "trainer.max_epochs=30",
             "optimizer.lr=0.01", f"hydra.run.dir={run_dir}")
     log = pd.read_csv(run_dir / "logs" / "head" / "metrics.csv")
-    lr = log.dropna(subset=["lr-AdamW"]).groupby("epoch")["lr-AdamW"].first()
-    assert list(lr.index) == [0, 1, 2, 3]
-    for epoch, value in lr.items():  # cosine over the 4 head epochs, not over trainer.max_epochs=30
+    lr = log["lr-AdamW"].dropna().tolist()  # logged at the start of every head epoch
+    assert len(lr) == 4
+    for epoch, value in enumerate(lr):  # cosine over the 4 head epochs, not over trainer.max_epochs=30
         assert value == pytest.approx(0.01 * (1 + math.cos(math.pi * epoch / 4)) / 2, rel=1e-6)
 
 
