@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lesion import plots
 from lesion.data.datamodule import IsicDataModule, default_workers
 from lesion.data.cache import decode_square, square_size
-from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, is_image_name
+from lesion.data.images import DEFAULT_MAX_PIXELS, DECODE_ERRORS, TooManyPixels, decode, is_image_name
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
@@ -171,20 +171,34 @@ def _datamodule(hp, options: dict) -> IsicDataModule:
     """The DataModule to evaluate on: the checkpoint's dataset, or ``dataset=NAME``'s, with overrides.
 
     Without ``dataset=NAME`` the checkpoint's dataset config is used with the ``dataset.*`` values
-    given (e.g. ``dataset.root`` when the data moved). Splits are always made with the seed the
-    checkpoint was trained with, and the input size is the checkpoint's.
+    given (e.g. ``dataset.root`` when the data moved), except what decides where files are written
+    or how large an image may be (``synthetic``, ``cache_dir``, ``max_pixels``): those are this
+    command's (its ``dataset.*`` values or the defaults), never the checkpoint's. Hold-out and fold
+    splits are made as training made them (seed, fraction, fold, grouping from the checkpoint's
+    split record); the input size is the checkpoint's.
     """
-    stored, given = dict(hp.dataset or {"seed": 0}), options.get("dataset") or {}
+    stored = {**(hp.dataset or {}), **_FROM_THIS_COMMAND} if hp.dataset else {}
+    given = options.get("dataset") or {}
     if given.get("layout") is None and "layout" not in stored:
         raise LesionError("dataset", "the checkpoint records no training dataset", "pass dataset=NAME dataset.root=DIR")
     if given.get("layout") is None:
         dataset = {**stored, **{k: v for k, v in given.items() if v is not None}}
     else:
-        dataset = {**given, "seed": stored["seed"]}
+        dataset = dict(given)
+    dataset.pop("seed", None)
+    split = hp.split or {}
+    seed = split.get("seed", (hp.dataset or {}).get("seed", 0))
+    if split.get("validation") in ("holdout", "fold"):
+        dataset.update(val_fraction=split["val_fraction"], fold=split["fold"], split_by=split["grouped_by"])
     dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
-    seed = dataset.pop("seed")
     DATASET.check("dataset", dataset)
     return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed)
+
+
+# Where files are written and the image-size guard: chosen by whoever runs evaluate.py (its
+# dataset.* values, else these defaults), never by the checkpoint.
+_FROM_THIS_COMMAND = {"synthetic": False, "synthetic_n": 240, "synthetic_seed": 0, "cache_dir": None,
+                      "max_pixels": DEFAULT_MAX_PIXELS}
 
 
 def _check_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:

@@ -29,18 +29,17 @@ def write_record(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def discard_refused(folder: str | Path | None) -> None:
-    """Remove the output folder Hydra made for a refused run: one without a ``.hydra/`` record that
-    holds nothing but the run's log file (folders of accepted runs are never touched)."""
+    """Remove what a refused run left in its output folder: the job's log (only in a folder without
+    a ``.hydra/`` record, i.e. of no accepted run), then the folder itself if that left it empty."""
     if folder is None:
         return
     path = Path(folder)
     try:
         if not path.is_dir() or (path / ".hydra").exists():
             return
-        contents = list(path.iterdir())
-        if all(p.is_file() and p.suffix == ".log" for p in contents):
-            for p in contents:
-                p.unlink()
+        if HydraConfig.initialized():
+            (path / f"{HydraConfig.get().job.name}.log").unlink(missing_ok=True)
+        if not any(path.iterdir()):
             path.rmdir()
     except OSError:
         pass

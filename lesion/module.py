@@ -69,7 +69,7 @@ class LesionClassifier(pl.LightningModule):
         dataset: the dataset config of the training run (so evaluation can default to it),
             with the ``seed`` of the splits made from it.
         split: how the validation and test splits were made, with a digest of the validation
-            ids (:meth:`lesion.data.datamodule.IsicDataModule.split_record`), checked by evaluation.
+            ids (:attr:`lesion.data.datamodule.IsicDataModule.split`), checked by evaluation.
     """
 
     def __init__(self, net: LesionNet, model: dict, loss: dict, optimizer: dict, scheduler: dict | None,

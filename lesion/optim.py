@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import torch
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-SCHEDULERS = ("cosine",)
+SCHEDULERS = {"cosine": lambda optimizer, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))}
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict) -> torch.optim.Optimizer:
@@ -22,4 +22,4 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict) -> torch.op
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule ``cfg["name"]`` over ``epochs`` epochs (``cosine``: to 0 at the stage's end)."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    return SCHEDULERS[cfg["name"]](optimizer, epochs)

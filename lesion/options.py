@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lesion.data.layouts import LAYOUTS
+from lesion.data.splits import parse_fold
 from lesion.errors import LesionError
 from lesion.models.backbone import NAMES as BACKBONES
 from lesion.models.backbone import STAGES as BACKBONE_STAGES
-from lesion.models.registry import NETS
-from lesion.optim import OPTIMIZERS, SCHEDULERS
+from lesion.optim import SCHEDULERS
 
 WEIGHTINGS = ("inverse_frequency", "effective_number")
 GRADCAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
@@ -58,6 +58,10 @@ class Value:
             return [float(v) for v in value]
         if self.kind == "fold":
             parse_fold(where, value)
+        if self.kind == "batches" and not (_is(int, value) and value >= 0 or 0 <= value <= 1):
+            self._refuse(where, f"{value} is neither a share in [0, 1] nor a whole number of batches ≥ 0")
+        if self.kind == "batches":
+            return value
         if self.choices and value not in self.choices:
             self._refuse(where, f"'{value}' is not one of {', '.join(map(str, self.choices))}")
         if self.kind in (int, float):
@@ -93,7 +97,7 @@ class Value:
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               "floats": "a list of numbers", "fold": "k/K (e.g. 1/5)"}
+               "floats": "a list of numbers", "fold": "k/K (e.g. 1/5)", "batches": "a number"}
 
 
 def _is(kind: object, value: object) -> bool:
@@ -109,6 +113,8 @@ def _is(kind: object, value: object) -> bool:
         return isinstance(value, (list, tuple)) and all(_is(float, v) for v in value)
     if kind == "fold":
         return isinstance(value, str)
+    if kind == "batches":
+        return _is(float, value)
     raise AssertionError(kind)
 
 
@@ -118,17 +124,6 @@ def _describe(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     return f"'{value}'" if isinstance(value, str) else f"{value!r}"
-
-
-def parse_fold(where: str, fold: object) -> tuple[int, int]:
-    """``"k/K"`` → ``(k, K)`` with 1 ≤ k ≤ K and K ≥ 2."""
-    try:
-        k, n = (int(part) for part in str(fold).split("/"))
-    except ValueError:
-        k, n = 0, 0
-    if not (n >= 2 and 1 <= k <= n):
-        raise LesionError(where, f"'{fold}' is not k/K with 1 ≤ k ≤ K and K ≥ 2", "e.g. dataset.fold=1/5")
-    return k, n
 
 
 @dataclass(frozen=True)
@@ -201,7 +196,7 @@ def losses(resolved: bool) -> dict[str, Section]:
 _ADAM = {**_NAME, "lr": _number(0, lo_open=True), "weight_decay": _number(0)}
 OPTIMIZER_SECTIONS = {"adamw": Section(_ADAM), "adam": Section(_ADAM),
                       "sgd": Section({**_ADAM, "momentum": _number(0, 1, hi_open=True)}, optional=frozenset({"momentum"}))}
-SCHEDULER = Section({"name": Value(str, choices=SCHEDULERS)}, null=True)
+SCHEDULER = Section({"name": Value(str, choices=tuple(SCHEDULERS))}, null=True)
 
 _DATASET = {
     "layout": Value(str, choices=tuple(LAYOUTS)),
@@ -222,8 +217,9 @@ _DATASET = {
     "max_pixels": _integer(1),
 }
 DATASET = Section(_DATASET)
-# The dataset config stored in a checkpoint also records the seed of the splits made from it.
-STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True)
+# The dataset config stored in a checkpoint also records the seed of the splits made from it
+# (checkpoints written before the split record have none).
+STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=frozenset({"seed"}))
 SPLIT = Section({
     "validation": Value(str, choices=("official", "holdout", "fold")),
     "seed": _integer(0), "val_fraction": _DATASET["val_fraction"], "fold": Value("fold", null=True),
@@ -245,10 +241,12 @@ BALANCE = Section({
     "backbone_ckpt": Value(str, null=True),
     "smote_tomek": SMOTE,
 })
-_BATCHES = Value(float, lo=0, also=(int,), hint="a share in [0, 1] or a whole number of batches ≥ 0")
+_BATCHES = Value("batches", hint="a share in [0, 1] or a whole number of batches ≥ 0")
+# Lightning's precision names, and the integers it also accepts.
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64", 32, 16, 64)
 TRAINER = Section({
     "max_epochs": _integer(1), "max_steps": _integer(-1),
-    "precision": Value(str, choices=("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")),
+    "precision": Value(str, choices=PRECISIONS, also=(int,)),
     "log_every_n_steps": _integer(1), "num_nodes": _integer(1),
     "limit_train_batches": _BATCHES, "limit_val_batches": _BATCHES, "limit_test_batches": _BATCHES,
     "deterministic": Value(bool),
@@ -295,6 +293,16 @@ def check_train(cfg: Mapping) -> None:
     Value(int, 1, null=True, hint="a number of epochs ≥ 1, or null (no early stopping)").check("patience", cfg["patience"])
     Value(str, null=True).check("ckpt_path", cfg["ckpt_path"])
     smote = balance["smote_tomek"]
+    weight_key = "alpha" if "alpha" in loss else "weight"
+    if balance["class_weight"] and loss.get(weight_key) is not None:
+        raise LesionError(f"loss.{weight_key}", "is set and balance.class_weight is set too",
+                          f"use one of them (e.g. loss.{weight_key}=null)")
+    if balance["sampler"] and (balance["class_weight"] or loss.get(weight_key) is not None):
+        raise LesionError("balance.sampler", "a weighted sampler together with class weights corrects the imbalance "
+                          "twice", "use balance.sampler or class weights, not both")
+    if balance["backbone_ckpt"] and not smote["enabled"]:
+        raise LesionError("balance.backbone_ckpt", "only gives the SMOTE-Tomek embeddings a backbone, and "
+                          "balance.smote_tomek.enabled is false", "drop it, or use balance=smote_tomek")
     if smote["enabled"] and smote["finetune"] and balance["backbone_ckpt"]:
         raise LesionError("balance.backbone_ckpt", "is set together with balance.smote_tomek.finetune=true, which "
                           "trains the backbone itself", "use one of them")

@@ -35,10 +35,7 @@ def load_backbone(net: LesionNet, checkpoint: str | Path) -> None:
     The checkpoint is read and checked as every checkpoint is (:func:`lesion.module.read_checkpoint`).
     """
     prefix = "net.backbone."
-    contents, hparams = read_checkpoint(checkpoint)
-    if hparams["model"]["backbone"] != net.backbone.name:
-        raise LesionError(checkpoint, f"has a {hparams['model']['backbone']} backbone, this model a {net.backbone.name}",
-                          "pass balance.backbone_ckpt=<run>/checkpoints/best.ckpt of a run with the same model.backbone")
+    contents, _ = read_checkpoint(checkpoint)
     try:
         state = contents["state_dict"]
         net.backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
@@ -64,9 +61,7 @@ def _training_views(datamodule: IsicDataModule, views: int, seed: int) -> list[t
     augmented_indices = np.concatenate([train.indices[~is_first], *[train.indices] * (views - 1)])
     out = [("train", plain)]
     if len(augmented_indices):
-        preset = TrainPreset(size, mean, std)
-        preset.set_random_seed(seed)
-        out.append(("train-augmented", LesionDataset(train.images, preset, augmented_indices)))
+        out.append(("train-augmented", LesionDataset(train.images, TrainPreset(size, mean, std), augmented_indices)))
     return out
 
 

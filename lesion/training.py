@@ -144,7 +144,12 @@ def run(cfg: DictConfig) -> dict:
     fit_dir = checkpoints / "finetune" if smote["enabled"] else checkpoints
     resume = _resume_checkpoint(cfg, fit_dir)
     if balance["backbone_ckpt"]:
-        read_checkpoint(balance["backbone_ckpt"])  # refused before any work when it is not a lesion checkpoint
+        _check_backbone_source(balance["backbone_ckpt"], cfg.model.backbone)
+    # Built first, so options that Lightning refuses stop the run before anything is written.
+    fit_trainer = (make_trainer(cfg, run_dir, fit_dir, _log_version(run_dir, resume is not None))
+                   if not smote["enabled"] or smote["finetune"] else None)
+    head_trainer = (make_trainer(cfg, run_dir, checkpoints, "head", max_epochs=smote["head_epochs"])
+                    if smote["enabled"] else None)
     write_record(cfg, run_dir)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -167,16 +172,16 @@ def run(cfg: DictConfig) -> dict:
                                  sampler=plan.sample_weights is not None)
     module = build_classifier(cfg, net, loss, datamodule.split)
 
-    if not smote["enabled"] or smote["finetune"]:
-        trainer = make_trainer(cfg, run_dir, fit_dir, _log_version(run_dir, resume is not None))
+    if fit_trainer is not None:
+        trainer = fit_trainer
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         best = best_checkpoint(trainer)
-    if smote["enabled"]:
+    if head_trainer is not None:
         if smote["finetune"] and best:
             load_backbone(module.net, best)
         elif balance["backbone_ckpt"]:
             load_backbone(module.net, balance["backbone_ckpt"])
-        trainer = make_trainer(cfg, run_dir, checkpoints, "head", max_epochs=smote["head_epochs"])
+        trainer = head_trainer
         report["smote_tomek"] = fit_head_on_resampled(trainer, module, datamodule, smote, seed)
         write_json(run_dir / "balance.json", report)
         best = best_checkpoint(trainer)
@@ -220,7 +225,8 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
     elif not Path(path).is_file():
         raise LesionError("ckpt_path", f"checkpoint {path} not found",
                           "pass an existing .ckpt file, or ckpt_path=last with hydra.run.dir=<the run to resume>")
-    _, stored = read_checkpoint(path)
+    contents, stored = read_checkpoint(path)
+    _check_callback_paths(contents, Path(path), fit_dir)
     runtime = ("weights", "channels_last", "compile")  # how the net starts or runs, not what it is
     model = {k: v for k, v in _container(cfg.model).items() if k not in runtime}
     differ = [f"model.{k}={stored['model'].get(k)} (this run: {v})" for k, v in model.items() if stored["model"].get(k) != v]
@@ -231,6 +237,32 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
         raise LesionError("ckpt_path", f"{path} was trained with {'; '.join(differ)}",
                           "resume with the overrides of the run that wrote it")
     return str(path)
+
+
+def _check_callback_paths(contents: dict, path: Path, fit_dir: Path) -> None:
+    """Refuse a checkpoint whose saved callback state names files outside this run's checkpoint folder.
+
+    Lightning restores ``ModelCheckpoint``'s paths from the file: they decide which checkpoint is
+    tested and which old ones are deleted, so a checkpoint must not choose them.
+    """
+    folder = fit_dir.resolve()
+    for state in (contents.get("callbacks") or {}).values():
+        if not isinstance(state, dict):
+            continue
+        named = [state.get(k) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
+        named += list(state.get("best_k_models") or {})
+        for name in named:
+            if name and Path(str(name)).resolve().parent != folder:
+                raise LesionError("ckpt_path", f"{path} refers to checkpoint {name}, outside {fit_dir}",
+                                  "resume in the run directory that wrote it (hydra.run.dir=<that run>)")
+
+
+def _check_backbone_source(path: str, backbone: str) -> None:
+    """Refuse, before any work, a ``balance.backbone_ckpt`` that is not a lesion checkpoint of ``backbone``."""
+    _, stored = read_checkpoint(path)
+    if stored["model"]["backbone"] != backbone:
+        raise LesionError("balance.backbone_ckpt", f"{path} has a {stored['model']['backbone']} backbone, this model "
+                          f"a {backbone}", "pass the best.ckpt of a run with the same model.backbone")
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -265,6 +297,7 @@ def _recorded_run(cfg: DictConfig) -> float:
         return run(cfg)["val"]["bacc"]
     except Exception as error:  # noqa: BLE001 — any failure is recorded, the sweep continues
         log.exception("job failed")
+        write_record(cfg, Path(cfg.run_dir))  # lesion.summary lists the job with its error
         message = str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}"
         write_atomic(Path(cfg.run_dir) / "error.txt", message.splitlines()[0] + "\n")
         return float("nan")

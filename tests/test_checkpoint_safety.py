@@ -3,6 +3,7 @@ before anything is built or written."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 from pathlib import Path
 
@@ -75,12 +76,27 @@ def test_evaluate_refuses_a_forged_checkpoint_in_one_line_writing_nothing(run_cl
     victim = tmp_path / "victim.txt"
     forged = forge(trained_run / "checkpoints" / "best.ckpt", where, FORGERIES[where](victim), tmp_path / "forged.ckpt")
     out = tmp_path / "out"
-    for trust in ("false", "true"):
-        result = run_cli("evaluate.py", f"ckpt={forged}", f"out={out}", f"trust_checkpoint={trust}", check=False)
+    # trust_checkpoint=true on a file that pickles another object, so the full (weights_only=False) read runs.
+    untrusted = torch.load(forged, map_location="cpu", weights_only=True)
+    torch.save({**untrusted, "args": argparse.Namespace(lr=0.1)}, tmp_path / "pickled.ckpt")
+    for ckpt, trust in ((forged, "false"), (tmp_path / "pickled.ckpt", "true")):
+        result = run_cli("evaluate.py", f"ckpt={ckpt}", f"out={out}", f"trust_checkpoint={trust}", check=False)
         assert result.returncode == 2, result.stderr[-2000:]
         lines = [line for line in result.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
-        assert len(lines) == 1 and lines[0].startswith(f"lesion: error: {forged}: "), result.stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith(f"lesion: error: {ckpt}: "), result.stderr[-2000:]
         assert not victim.exists() and not out.exists()
+
+
+def test_a_checkpoint_does_not_choose_where_evaluation_writes(run_cli, trained_run, tmp_path):
+    contents = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    dataset = contents["hyper_parameters"]["dataset"]
+    dataset.update(synthetic=True, root=str(tmp_path / "written-data"), cache_dir=str(tmp_path / "written-cache"))
+    torch.save(contents, tmp_path / "forged.ckpt")
+    result = run_cli("evaluate.py", f"ckpt={tmp_path / 'forged.ckpt'}", f"out={tmp_path / 'out'}", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "lesion: error: " in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "written-data").exists() and not (tmp_path / "written-cache").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_backbone_ckpt_is_checked_like_every_checkpoint(run_cli, trained_run, tmp_path):
@@ -105,7 +121,7 @@ def to_legacy(hparams: dict) -> dict:
                            **{k: v for k, v in legacy["optimizer"].items() if k != "name"}}
     legacy["scheduler"] = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True, "T_max": 2}
     legacy["dataset"] = {"_target_": "lesion.data.datamodule.IsicDataModule", **legacy["dataset"]}
-    del legacy["split"]
+    del legacy["dataset"]["seed"], legacy["split"]
     return legacy
 
 

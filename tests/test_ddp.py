@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from lesion.data.synthetic import split_counts
 from lesion.gpu_slots import claimed_gpu
 from lesion.resampled_head import _unshard
 from lesion.training import devices_per_job
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["model.backbone=resnet18", "model.weights=none", "dataset.image_size=32", "dataset.batch_size=4",
          "dataset.num_workers=0", "dataset.synthetic_n=30"]
@@ -57,13 +60,32 @@ def test_smote_tomek_under_ddp_resamples_once_and_every_rank_trains_on_the_same_
     assert (run_dir / "test_metrics.json").is_file()
 
 
+# Imported at start-up by every process (sitecustomize): resampling fails as a bad input would, on rank 0,
+# the only rank that resamples. (Every option is checked before training, so no option reaches it.)
+FAILING_RESAMPLING = """
+import lesion.data.smote
+from lesion.errors import LesionError
+
+
+def smote_tomek(*args, **kwargs):
+    raise LesionError("balance.smote_tomek", "resampling failed", "this is the test's own failure")
+
+
+lesion.data.smote.smote_tomek = smote_tomek
+"""
+
+
 @pytest.mark.slow
 def test_a_resampling_error_on_rank_0_stops_every_rank_with_one_line(run_cli, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAILING_RESAMPLING)
+    path = os.pathsep.join([str(hook), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     result = run_cli("train.py", "dataset=synthetic2018", "balance=smote_tomek", "trainer=ddp_cpu", *SMALL,
-                     "balance.smote_tomek.k_neighbors=0", f"hydra.run.dir={tmp_path / 'run'}", check=False, timeout=300)
+                     f"hydra.run.dir={tmp_path / 'run'}", check=False, timeout=300, env={"PYTHONPATH": path})
     assert result.returncode == 2  # no rank left waiting for a broadcast (the timeout would fail the test)
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("lesion: error: balance.smote_tomek: k_neighbors=0, search_dims=128")
+    assert last == "lesion: error: balance.smote_tomek: resampling failed — this is the test's own failure"
     assert not (tmp_path / "run" / "test_metrics.json").exists()
 
 

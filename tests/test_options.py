@@ -61,8 +61,13 @@ REFUSED_TRAIN = {
     "balance=smote_tomek balance.smote_tomek.head_epochs=0": "balance.smote_tomek.head_epochs: 0 is out of range",
     "balance=smote_tomek balance.smote_tomek.k_neighbors=0": "balance.smote_tomek.k_neighbors: 0 is out of range",
     "trainer.max_epochs=0": "trainer.max_epochs: 0 is out of range",
-    "trainer.limit_train_batches=-1": "trainer.limit_train_batches: -1 is out of range",
-    "trainer.precision=8": "trainer.precision: is 8, not a string",
+    "trainer.limit_train_batches=-1": "trainer.limit_train_batches: -1 is neither a share in [0, 1] nor",
+    "trainer.precision=8": "trainer.precision: '8' is not one of",
+    "trainer.limit_val_batches=1.5": "trainer.limit_val_batches: 1.5 is neither a share in [0, 1] nor a whole number",
+    "balance=class_weight loss=weighted_ce": "loss.weight: is set and balance.class_weight is set too",
+    "balance=sampler loss=weighted_ce": "balance.sampler: a weighted sampler together with class weights",
+    "balance=sampler balance.class_weight=inverse_frequency": "balance.sampler: a weighted sampler together with",
+    "balance.backbone_ckpt=a.ckpt": "balance.backbone_ckpt: only gives the SMOTE-Tomek embeddings a backbone",
     "seed=-1": "seed: -1 is out of range",
     "patience=0": "patience: 0 is out of range",
     # Options that used to be silently ignored together.
@@ -80,9 +85,15 @@ def test_bad_training_option_is_refused_naming_it(overrides):
     assert " — " in str(error.value)  # says what to do
 
 
-@pytest.mark.parametrize("overrides", [[], ["experiment=quickstart"], ["experiment=g9_3"], ["experiment=g3_3"],
-                                       ["loss=focal", "loss.alpha=inverse_frequency"], ["optimizer.name=sgd", "+optimizer.momentum=0.9"],
-                                       ["dataset.fold=2/5"], ["scheduler=null"], ["trainer.limit_train_batches=3"]])
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+TRAINERS = sorted(p.stem for p in (REPO / "conf" / "trainer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overrides", [
+    *([f"experiment={name}", f"trainer={trainer}"] for name in EXPERIMENTS for trainer in TRAINERS),
+    ["loss=focal", "loss.alpha=inverse_frequency"], ["optimizer.name=sgd", "+optimizer.momentum=0.9"],
+    ["dataset.fold=2/5"], ["scheduler=null"], ["trainer.limit_train_batches=3"], ["trainer.precision=16"],
+], ids=str)
 def test_shipped_configs_are_accepted(overrides):
     check_train(composed("train", overrides))
 
@@ -133,10 +144,22 @@ def test_refused_resume_leaves_the_run_directory_as_it_was(run_cli, trained_run)
     assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*")} == before
 
 
-def test_lightning_refusal_is_one_line(run_cli, tmp_path):
+def test_lightning_refusal_is_one_line_before_any_work(run_cli, tmp_path):
     result = run_cli("train.py", "experiment=quickstart", "+trainer.gradient_clip_algorithm=sideways",
                      "trainer.fast_dev_run=true", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert not (tmp_path / "run").exists()
     assert result.returncode == 2, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("lesion: error: trainer: Lightning refuses these options ("), errors
     assert "Traceback" not in result.stderr
+
+
+def test_schema_names_exactly_the_registered_builders():
+    from lesion.losses import LOSSES
+    from lesion.models.registry import NETS
+    from lesion.optim import OPTIMIZERS
+    from lesion.options import MODELS, OPTIMIZER_SECTIONS, losses
+
+    assert set(MODELS) == set(NETS)
+    assert set(losses(resolved=False)) == set(losses(resolved=True)) == set(LOSSES)
+    assert set(OPTIMIZER_SECTIONS) == set(OPTIMIZERS)

@@ -17,9 +17,8 @@ from lesion.data.cache import SquareImages, available_cores, default_cache_dir, 
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.isic import SplitTable, read_groups, read_split
 from lesion.data.layouts import LAYOUTS, counts_of
-from lesion.data.splits import split_indices
+from lesion.data.splits import parse_fold, split_indices
 from lesion.errors import LesionError
-from lesion.options import parse_fold
 from lesion.data.synthetic import ensure_synthetic
 from lesion.data.transforms import EvalPreset, Preset, TrainPreset
 

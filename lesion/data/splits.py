@@ -13,6 +13,17 @@ from sklearn.model_selection import StratifiedGroupKFold
 from lesion.errors import LesionError
 
 
+def parse_fold(where: str, fold: object) -> tuple[int, int]:
+    """``"k/K"`` → ``(k, K)`` with 1 ≤ k ≤ K and K ≥ 2."""
+    try:
+        k, n = (int(part) for part in str(fold).split("/"))
+    except ValueError:
+        k, n = 0, 0
+    if not (n >= 2 and 1 <= k <= n):
+        raise LesionError(where, f"'{fold}' is not k/K with 1 ≤ k ≤ K and K ≥ 2", "e.g. dataset.fold=1/5")
+    return k, n
+
+
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (keep, holdout), taking ``fraction`` of every class.
 
