@@ -202,10 +202,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise LesionError(path, "checkpoint not found", "pass ckpt=<run dir>/checkpoints/best.ckpt of a training run")
     try:
         checkpoint = _torch_load(path, map_location, trust)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        reason = ("not a readable PyTorch checkpoint file" if isinstance(error, pickle.UnpicklingError)
-                  else f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}")
-        raise LesionError(path, f"is not a usable lesion checkpoint ({reason})",
+    except LesionError:
+        raise
+    except OSError as error:
+        raise LesionError(path, f"cannot be read ({error.strerror or error})", "check the path and its permissions") from None
+    except Exception:  # noqa: BLE001 — a damaged or foreign file makes the unpickler raise almost anything
+        raise LesionError(path, "is not a usable lesion checkpoint (not a readable PyTorch checkpoint file)",
                           "pass a checkpoint written by lesion's train.py") from None
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise LesionError(path, "is not a usable lesion checkpoint (no hyper_parameters or state_dict)",

@@ -13,9 +13,10 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from hydra.errors import InstantiationException
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from lesion.callbacks import RunCheckpoint
 from lesion.data.balance import plan_balance
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.layouts import LAYOUTS
@@ -48,11 +49,11 @@ def make_trainer(cfg: DictConfig, run_dir: Path, checkpoints: Path, log_version:
     to ``run_dir/logs/<log_version>``.
     """
     callbacks: list[pl.Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=MONITOR, mode="max",
-                        save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False),
+        RunCheckpoint(dirpath=checkpoints, filename="best", monitor=MONITOR, mode="max",
+                      save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False),
         # last.ckpt every epoch (save_last=True writes it only with another checkpoint or at the end).
-        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
-                        enable_version_counter=False),
+        RunCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                      enable_version_counter=False),
         Interruption(checkpoints),
     ]
     if cfg.patience is not None:
@@ -225,8 +226,7 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
     elif not Path(path).is_file():
         raise LesionError("ckpt_path", f"checkpoint {path} not found",
                           "pass an existing .ckpt file, or ckpt_path=last with hydra.run.dir=<the run to resume>")
-    contents, stored = read_checkpoint(path)
-    _check_callback_paths(contents, Path(path), fit_dir)
+    _, stored = read_checkpoint(path)
     runtime = ("weights", "channels_last", "compile")  # how the net starts or runs, not what it is
     model = {k: v for k, v in _container(cfg.model).items() if k not in runtime}
     differ = [f"model.{k}={stored['model'].get(k)} (this run: {v})" for k, v in model.items() if stored["model"].get(k) != v]
@@ -237,24 +237,6 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
         raise LesionError("ckpt_path", f"{path} was trained with {'; '.join(differ)}",
                           "resume with the overrides of the run that wrote it")
     return str(path)
-
-
-def _check_callback_paths(contents: dict, path: Path, fit_dir: Path) -> None:
-    """Refuse a checkpoint whose saved callback state names files outside this run's checkpoint folder.
-
-    Lightning restores ``ModelCheckpoint``'s paths from the file: they decide which checkpoint is
-    tested and which old ones are deleted, so a checkpoint must not choose them.
-    """
-    folder = fit_dir.resolve()
-    for state in (contents.get("callbacks") or {}).values():
-        if not isinstance(state, dict):
-            continue
-        named = [state.get(k) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
-        named += list(state.get("best_k_models") or {})
-        for name in named:
-            if name and Path(str(name)).resolve().parent != folder:
-                raise LesionError("ckpt_path", f"{path} refers to checkpoint {name}, outside {fit_dir}",
-                                  "resume in the run directory that wrote it (hydra.run.dir=<that run>)")
 
 
 def _check_backbone_source(path: str, backbone: str) -> None:
