@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lesion.data.cache import square_crop
+from lesion.data.cache import SquareImages
+from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.isic import read_groups, read_split
 from lesion.data.layouts import LAYOUTS
 from lesion.data.synthetic import LESIONS_CSV
@@ -288,7 +289,7 @@ def test_tiny_and_thin_images_become_the_centre_square(folders, size, fmt):
     values[max(0, cy - 20):cy + 20, max(0, cx - 20):cx + 20] = (30, 180, 60)
     _replace_image(folders, "ISIC_0000004", encoded(Image.fromarray(values), fmt, **({"quality": 95} if fmt == "JPEG" else {})))
     table = read_split("isic2018", folders, "train")
-    square = square_crop(table.images.read("ISIC_0000004", min_size=32), 32)
+    square = SquareImages(table, 32, None, DEFAULT_MAX_PIXELS).decode(table.ids.index("ISIC_0000004"))
     assert square.shape == (32, 32, 3)
     tolerance = 1 if fmt == "PNG" else 12
     assert np.abs(square.astype(int) - (30, 180, 60)).max() <= tolerance
