@@ -57,13 +57,38 @@ def build_loss(cfg: dict) -> nn.Module:
     return LOSSES[cfg["name"]](**settings)
 
 
+def check_weighting(loss_cfg: dict, num_classes: int, class_weight: bool, sampler: bool) -> None:
+    """Refuse class weights that cannot work: a list of the wrong length, weights given both in the
+    loss and by ``balance.class_weight``, or any class weights with a weighted sampler (each of these
+    corrects the imbalance twice).
+
+    Args:
+        loss_cfg: the loss config as a plain dict (``name`` plus arguments).
+        num_classes: K.
+        class_weight: whether ``balance.class_weight`` plans weights.
+        sampler: whether a weighted sampler is in use.
+    """
+    key = "alpha" if "alpha" in loss_cfg else "weight"
+    value = loss_cfg.get(key)
+    if class_weight and value is not None:
+        raise LesionError(f"loss.{key}", "is set and balance.class_weight is set too",
+                          f"use one of them (e.g. loss.{key}=null)")
+    if isinstance(value, (list, tuple)) and len(value) != num_classes:
+        raise LesionError(f"loss.{key}", f"has {len(value)} entries for {num_classes} classes",
+                          "give one weight per class in class order")
+    if sampler and (class_weight or value is not None):
+        source = "balance.class_weight" if class_weight else f"loss.{key}"
+        raise LesionError("balance.sampler", f"a weighted sampler together with class weights ({source}) "
+                          "corrects the imbalance twice", f"use balance.sampler or {source}, not both")
+
+
 def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: list[float] | None = None,
                           sampler: bool = False) -> dict:
     """Fill in the loss's class weights (``weight``, or ``alpha`` for focal loss).
 
     A named weighting in the loss config (e.g. ``weight: inverse_frequency``) is computed from the
     training counts; weights from ``balance.class_weight`` are put in place. Giving both, or class
-    weights together with a weighted sampler, corrects the imbalance twice and is refused.
+    weights together with a weighted sampler, is refused (:func:`check_weighting`).
 
     Args:
         loss_cfg: the loss config as a plain dict (``name`` plus arguments).
@@ -74,21 +99,13 @@ def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: 
     Returns:
         A copy of ``loss_cfg`` whose weight entry is a list of floats or ``None``.
     """
+    check_weighting(loss_cfg, len(counts), class_weights is not None, sampler)
     key = "alpha" if "alpha" in loss_cfg else "weight"
     resolved = dict(loss_cfg)
     value = resolved.get(key)
     if class_weights is not None:
-        if value is not None:
-            raise LesionError(f"loss.{key}", "is set and balance.class_weight is set too",
-                              f"use one of them (e.g. loss.{key}=null)")
         value = class_weights
     elif isinstance(value, str):
         value = balance.class_weights(value, counts, f"loss.{key}")
-    elif value is not None and len(value) != len(counts):
-        raise LesionError(f"loss.{key}", f"has {len(value)} entries for {len(counts)} classes",
-                          "give one weight per class in class order")
-    if sampler and value is not None:
-        raise LesionError("balance.sampler", f"a weighted sampler together with class weights (loss.{key}) "
-                          "corrects the imbalance twice", f"use balance.sampler or loss.{key}, not both")
     resolved[key] = None if value is None else [float(v) for v in value]
     return resolved

@@ -12,9 +12,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lesion.data.cache import square_size
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError
+from lesion.losses import check_weighting
 from lesion.models.backbone import NAMES as BACKBONES
 from lesion.models.backbone import STAGES as BACKBONE_STAGES
 from lesion.optim import SCHEDULERS
@@ -273,16 +275,10 @@ def _check_classes(where: str, value: object, classes: Sequence[str]) -> None:
 def check_train(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/train.yaml`` config (a plain dict), before any work."""
     dataset = DATASET.check("dataset", cfg["dataset"])
-    if dataset["cache_size"] is not None and dataset["cache_size"] < dataset["image_size"]:
-        raise LesionError("dataset.cache_size", f"{dataset['cache_size']} px is smaller than the "
-                          f"{dataset['image_size']} px input", "use a cache_size ≥ image_size (or null)")
+    square_size(dataset["image_size"], dataset["cache_size"])
     classes = LAYOUTS[dataset["layout"]].classes
     _named("model", cfg["model"], MODELS)
     loss = _named("loss", cfg["loss"], losses(resolved=False))
-    for key in ("weight", "alpha"):
-        if isinstance(loss.get(key), list) and len(loss[key]) != len(classes):
-            raise LesionError(f"loss.{key}", f"has {len(loss[key])} entries for {len(classes)} classes",
-                              "give one weight per class in class order")
     _named("optimizer", cfg["optimizer"], OPTIMIZER_SECTIONS)
     SCHEDULER.check("scheduler", cfg["scheduler"])
     balance = BALANCE.check("balance", cfg["balance"])
@@ -293,13 +289,7 @@ def check_train(cfg: Mapping) -> None:
     Value(int, 1, null=True, hint="a number of epochs ≥ 1, or null (no early stopping)").check("patience", cfg["patience"])
     Value(str, null=True).check("ckpt_path", cfg["ckpt_path"])
     smote = balance["smote_tomek"]
-    weight_key = "alpha" if "alpha" in loss else "weight"
-    if balance["class_weight"] and loss.get(weight_key) is not None:
-        raise LesionError(f"loss.{weight_key}", "is set and balance.class_weight is set too",
-                          f"use one of them (e.g. loss.{weight_key}=null)")
-    if balance["sampler"] and (balance["class_weight"] or loss.get(weight_key) is not None):
-        raise LesionError("balance.sampler", "a weighted sampler together with class weights corrects the imbalance "
-                          "twice", "use balance.sampler or class weights, not both")
+    check_weighting(loss, len(classes), bool(balance["class_weight"]), balance["sampler"])
     if balance["backbone_ckpt"] and not smote["enabled"]:
         raise LesionError("balance.backbone_ckpt", "only gives the SMOTE-Tomek embeddings a backbone, and "
                           "balance.smote_tomek.enabled is false", "drop it, or use balance=smote_tomek")
