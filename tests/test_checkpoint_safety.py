@@ -99,6 +99,16 @@ def test_a_checkpoint_does_not_choose_where_evaluation_writes(run_cli, trained_r
     assert not (tmp_path / "out").exists()
 
 
+def test_a_checkpoint_does_not_set_the_pixel_limit(run_cli, trained_run, tmp_path):
+    contents = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    contents["hyper_parameters"]["dataset"]["max_pixels"] = 1  # taken from the file, every image would be refused
+    torch.save(contents, tmp_path / "forged.ckpt")
+    # dataset.cache=false: every image is decoded, and so checked against the limit.
+    run_cli("evaluate.py", f"ckpt={tmp_path / 'forged.ckpt'}", f"out={tmp_path / 'out'}", "dataset.cache=false",
+            "gradcam.n=0", "plots=false", "num_workers=0")
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
 def test_backbone_ckpt_is_checked_like_every_checkpoint(run_cli, trained_run, tmp_path):
     victim = tmp_path / "victim.txt"
     forged = forge(trained_run / "checkpoints" / "best.ckpt", "loss.alpha", open_for_writing(victim), tmp_path / "forged.ckpt")
