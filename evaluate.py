@@ -5,7 +5,7 @@ from omegaconf import DictConfig
 
 from lesion.errors import LesionError, exit_with
 from lesion.hydra_record import discard_refused
-from lesion.evaluation import run
+from lesion.evaluate.run import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

@@ -17,8 +17,8 @@ ResNet-50, ``weights=none``) with a Lightning Trainer (one device, no validation
 checkpoints) for ``warm-up + steps`` steps; images per second are counted from the start of the
 first timed batch to the end of the last, with the device synchronised at both ends:
 
-- ``fp32``: ``trainer.precision=32-true``, ``model.channels_last=false``;
-- ``bf16-mixed + channels_last``: ``trainer.precision=bf16-mixed``, ``model.channels_last=true``.
+- ``fp32``: ``trainer.precision=32-true``, ``channels_last=false``;
+- ``bf16-mixed + channels_last``: ``trainer.precision=bf16-mixed``, ``channels_last=true``.
 
 Printed: the GPU, img/s and peak allocated memory (``torch.cuda.max_memory_allocated``) of each,
 and the speed-up. Without a CUDA GPU the script says so and exits 0, unless ``--allow-cpu``: then
@@ -43,8 +43,8 @@ import torch
 from lesion.data.cache import available_cores
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.synthetic import write_synthetic
-from lesion.module import LesionClassifier
-from lesion.training import compose_classifier
+from lesion.train.module import LesionClassifier
+from lesion.train.run import compose_classifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SOURCE_SIZE = (600, 450)  # width, height of the synthetic images
@@ -128,7 +128,7 @@ def main() -> None:
         pl.seed_everything(0, verbose=False)  # the same initial weights for every configuration
         modules[name] = compose_classifier(CONF, [
             f"model={args.net}", f"model.backbone={args.backbone}", "model.weights=none",
-            f"dataset.image_size={args.image_size}", "scheduler=null", f"model.channels_last={channels_last}"])
+            f"dataset.image_size={args.image_size}", "scheduler=null", f"channels_last={channels_last}"])
     hp = modules["fp32"].hparams
     device = torch.cuda.get_device_name() if gpu else "CPU (no GPU: code check only, not a GPU figure)"
     print(f"Training throughput from the image cache: {args.net} {args.backbone}, {args.image_size} px, "

@@ -1,4 +1,4 @@
-"""Inference overhead of ``lesion.evaluation.predict`` on the CPU versus a plain ``torch.no_grad()`` loop.
+"""Inference overhead of ``lesion.evaluate.run.predict`` on the CPU versus a plain ``torch.no_grad()`` loop.
 
     python benchmarks/infer.py [--quick] [--net barata|baseline] [--images 256] [--repeats 5]
 
@@ -29,9 +29,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lesion.evaluation import predict
-from lesion.module import LesionClassifier
-from lesion.training import compose_classifier
+from lesion.evaluate.run import predict
+from lesion.train.module import LesionClassifier
+from lesion.train.run import compose_classifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

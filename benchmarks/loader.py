@@ -33,7 +33,7 @@ from PIL import Image
 
 from lesion.data.cache import SquareImages, square_size
 from lesion.data.datamodule import LesionDataset
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import TrainPreset
 

@@ -4,7 +4,7 @@
 
 1. ISIC 2017 training labels (1372 NV / 254 SK / 374 MEL): plain imblearn ``SMOTETomek`` on
    flattened 224×224×3 images (the original notebooks' approach) versus
-   ``lesion.data.smote.smote_tomek`` with default settings on 2×2048 pooled embeddings. Each run
+   ``lesion.balance.smote.smote_tomek`` with default settings on 2×2048 pooled embeddings. Each run
    is a fresh subprocess; its memory is the child's peak RSS (``ru_maxrss``) minus that of a
    baseline child that imports the same modules and builds the same input, i.e. what resampling
    itself adds. Pixels are float32 by default, like the embeddings (float64, as ``images / 255.``
@@ -28,7 +28,7 @@ import time
 import numpy as np
 from imblearn.combine import SMOTETomek
 
-from lesion.data.smote import smote_tomek
+from lesion.balance.smote import smote_tomek
 
 ISIC2017 = {"NV": 1372, "SK": 254, "MEL": 374}
 ISIC2018 = {"MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142}

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from lesion.module import LesionClassifier
-from lesion.training import compose_classifier
+from lesion.train.module import LesionClassifier
+from lesion.train.run import compose_classifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

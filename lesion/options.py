@@ -16,10 +16,10 @@ from lesion.data.cache import square_size
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError
-from lesion.losses import check_weighting
+from lesion.train.losses import check_weighting
 from lesion.models.backbone import NAMES as BACKBONES
 from lesion.models.backbone import STAGES as BACKBONE_STAGES
-from lesion.optim import SCHEDULERS
+from lesion.train.optim import SCHEDULERS
 
 WEIGHTINGS = ("inverse_frequency", "effective_number")
 GRADCAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
@@ -172,8 +172,6 @@ _BACKBONE = {
     "weights": Value(str, hint="imagenet, none or the path of a .pth file"),
     "dropout": _number(0, 1, hi_open=True),
     "frozen_stages": _integer(0, len(BACKBONE_STAGES)),
-    "channels_last": Value(bool),
-    "compile": Value(bool),
 }
 MODELS = {
     "baseline": Section({**_NAME, **_BACKBONE}),
@@ -272,6 +270,19 @@ def _check_classes(where: str, value: object, classes: Sequence[str]) -> None:
         raise LesionError(where, f"unknown class '{value}'", f"use one of {', '.join(classes)}")
 
 
+def _check_objects(group: str, entries: object) -> None:
+    """A ``callbacks`` / ``logger`` group: each entry null or options with a ``_target_`` class path."""
+    if entries is None:
+        return
+    if not isinstance(entries, Mapping):
+        raise LesionError(group, f"is {_describe(entries)}, not a group of named entries",
+                          f"choose a file of conf/{group}/ ({group}=default) or set {group}.<name>.* entries")
+    for name, spec in entries.items():
+        if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("_target_"), str)):
+            raise LesionError(f"{group}.{name}", f"is {_describe(spec)}, not options with a _target_ class",
+                              f"give it a _target_ (see conf/{group}/), or set {group}.{name}=null to leave it out")
+
+
 def check_train(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/train.yaml`` config (a plain dict), before any work."""
     dataset = DATASET.check("dataset", cfg["dataset"])
@@ -288,6 +299,10 @@ def check_train(cfg: Mapping) -> None:
     Value(int, 0, null=True).check("seed", cfg["seed"])
     Value(int, 1, null=True, hint="a number of epochs ≥ 1, or null (no early stopping)").check("patience", cfg["patience"])
     Value(str, null=True).check("ckpt_path", cfg["ckpt_path"])
+    for key in ("channels_last", "compile"):
+        Value(bool).check(key, cfg[key])
+    for group in ("callbacks", "logger"):
+        _check_objects(group, cfg[group])
     smote = balance["smote_tomek"]
     check_weighting(loss, len(classes), bool(balance["class_weight"]), balance["sampler"])
     if balance["backbone_ckpt"] and not smote["enabled"]:

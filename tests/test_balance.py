@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lesion.data.balance import (augment_plan, downsample, effective_number, inverse_frequency, plan_balance,
+from lesion.balance.plan import (augment_plan, downsample, effective_number, inverse_frequency, plan_balance,
                                  sample_weights)
 from lesion.errors import LesionError
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import pytest
 from lesion.data import cache as cache_module
 from lesion.data.cache import SquareImages, square_crop
 from lesion.data.datamodule import IsicDataModule
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.errors import LesionError
 
 SIZE = 40
@@ -159,7 +159,7 @@ WAIT_FOR_CACHE = """
 import sys
 from pathlib import Path
 from lesion.data.cache import SquareImages
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 
 images = SquareImages(read_split("isic2018", Path(sys.argv[1]), "val"), int(sys.argv[3]), Path(sys.argv[2]), 10**9)
 print("building", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lesion.callbacks import RunCheckpoint
+from lesion.train.callbacks import RunCheckpoint
 
 
 def test_restored_paths_stay_in_the_callbacks_folder(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from lesion.errors import LesionError
-from lesion.module import load_classifier, read_checkpoint
+from lesion.checkpoint import read_checkpoint
+from lesion.train.module import LesionClassifier
 
 
 def open_for_writing(victim: Path) -> dict:
@@ -66,7 +67,7 @@ def test_forged_value_is_refused_before_anything_runs(trained_run, tmp_path, whe
     victim = tmp_path / "victim.txt"
     forged = forge(trained_run / "checkpoints" / "best.ckpt", where, FORGERIES[where](victim), tmp_path / "forged.ckpt")
     with pytest.raises(LesionError) as error:
-        load_classifier(forged)
+        LesionClassifier.load_from_checkpoint(forged)
     assert str(error.value).startswith(f"{forged}: "), str(error.value)
     assert not victim.exists()
 
@@ -146,7 +147,7 @@ def test_checkpoint_of_the_target_format_loads_through_the_registry(trained_run,
     assert hparams["scheduler"] == {"name": "cosine"} and hparams["split"] is None
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(load_classifier(legacy)(x), load_classifier(path)(x))
+        assert torch.equal(LesionClassifier.load_from_checkpoint(legacy)(x), LesionClassifier.load_from_checkpoint(path)(x))
 
 
 def test_legacy_target_outside_the_registry_is_refused(trained_run, tmp_path):

@@ -15,9 +15,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from lesion.data.synthetic import split_counts
-from lesion.gpu_slots import claimed_gpu
-from lesion.resampled_head import _unshard
-from lesion.training import devices_per_job
+from lesion.train.sweep import claimed_gpu
+from lesion.balance.ranks import unshard
+from lesion.train.sweep import devices_per_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,7 +63,7 @@ def test_smote_tomek_under_ddp_resamples_once_and_every_rank_trains_on_the_same_
 # Imported at start-up by every process (sitecustomize): resampling fails as a bad input would, on rank 0,
 # the only rank that resamples. (Every option is checked before training, so no option reaches it.)
 FAILING_RESAMPLING = """
-import lesion.data.smote
+import lesion.balance.smote
 from lesion.errors import LesionError
 
 
@@ -71,7 +71,7 @@ def smote_tomek(*args, **kwargs):
     raise LesionError("balance.smote_tomek", "resampling failed", "this is the test's own failure")
 
 
-lesion.data.smote.smote_tomek = smote_tomek
+lesion.balance.smote.smote_tomek = smote_tomek
 """
 
 
@@ -110,13 +110,13 @@ def test_devices_per_job(devices, expected):
 def test_unshard_restores_the_dataset_order():
     rows = np.arange(11)[:, None] * np.ones((1, 3))
     parts = [rows[rank::3] for rank in range(3)]
-    assert np.array_equal(_unshard(parts), rows)
+    assert np.array_equal(unshard(parts), rows)
 
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from lesion.gpu_slots import claimed_gpu
+from lesion.train.sweep import claimed_gpu
 with claimed_gpu(Path(sys.argv[1]), 2, poll_s=0.1) as index:
     print(index, flush=True)
     time.sleep(float(sys.argv[2]))

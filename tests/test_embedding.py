@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lesion import embedding
+from lesion.balance import embedding
 from lesion.data.cache import SquareImages
 from lesion.data.datamodule import LesionDataset
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.data.synthetic import write_synthetic
 from lesion.data.transforms import EvalPreset, TrainPreset
-from lesion.embedding import cached_embed
-from lesion.models.net import baseline_net
+from lesion.balance.embedding import cached_embed
+from lesion.models.registry import baseline_net
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.data.layouts import LAYOUTS
 
 pytestmark = pytest.mark.slow

@@ -79,7 +79,7 @@ def test_unknown_gradcam_target_is_refused_before_anything_is_written(run_cli, h
 def test_the_sweep_objective_is_the_validation_bacc(synthetic_root, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from lesion.training import run_job
+    from lesion.train.sweep import run_job
 
     with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["dataset=isic2018", f"dataset.root={synthetic_root('isic2018')}",

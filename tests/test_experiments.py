@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from lesion.training import compose_classifier
+from lesion.train.run import compose_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,15 +21,17 @@ from PIL import Image
 from lesion.data.cache import SquareImages, decode_square, square_crop, square_size
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.images import DEFAULT_MAX_PIXELS, decode
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.data.layouts import ISIC2018
 from lesion.data.synthetic import LESIONS_CSV, write_synthetic
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
-from lesion.evaluation import FolderImages, _explain, _predict_folder, predict
-from lesion.gradcam import GradCamExplainer, contact_sheet, square_box, to_original, write_gradcam
-from lesion.models.net import baseline_net, barata_net
-from lesion.module import load_classifier
+from lesion.data.unlabelled import FolderImages
+from lesion.evaluate.predict import predict
+from lesion.evaluate.run import _explain, _predict_folder
+from lesion.evaluate.gradcam import GradCamExplainer, contact_sheet, square_box, to_original, write_gradcam
+from lesion.models.registry import barata_net, baseline_net
+from lesion.train.module import LesionClassifier
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZE = 64
@@ -258,7 +260,7 @@ def test_folder_cams_explain_the_pixels_predicted(trained_run, tmp_path):
     out = tmp_path / "out"
     cfg = evaluate_cfg(f"ckpt={ckpt}", f"images={tmp_path / 'images'}", "gradcam.n=-1", "num_workers=0",
                        "batch_size=2", f"out={out}")
-    module = load_classifier(ckpt)
+    module = LesionClassifier.load_from_checkpoint(ckpt)
     with explained_logits(module.net) as seen:
         _predict_folder(module, cfg, out)
     table = pd.read_csv(out / "predictions.csv")
@@ -306,7 +308,7 @@ def test_uda1_cams_explain_the_pixels_predicted(trained_run, uda1, tmp_path):
     """Real full-resolution originals (up to 3072×2304): folder images decode exactly as the
     split's, and every CAM of the test split explains predict's logits and predicted class."""
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    module = load_classifier(ckpt)
+    module = LesionClassifier.load_from_checkpoint(ckpt)
     hp = module.hparams
     data = IsicDataModule("isic2017", str(uda1), image_size=hp.image_size, batch_size=16, num_workers=0,
                           mean=hp.mean, std=hp.std, cache_dir=str(tmp_path / "cache"))
@@ -391,7 +393,7 @@ def test_cam_peaks_fall_on_the_lesion(quickstart):
     hit 0.875 vs chance 0.15 (centre guess 0.99), mirror 0.81 (layer4: hit 0.10, mirror 0.71).
     """
     ckpt, root = quickstart
-    classifier = load_classifier(ckpt)
+    classifier = LesionClassifier.load_from_checkpoint(ckpt)
     backbone = classifier.net.backbone
     found = {name: localisation(classifier, root, layer)
              for name, layer in (("layer4", backbone.layer4), ("layer3", backbone.layer3))}

@@ -64,7 +64,7 @@ def test_draft_decodes_large_jpegs_smaller_but_not_below_the_request():
 
 
 def test_image_over_the_configured_pixel_limit_is_a_clear_error(synthetic_root):
-    from lesion.data.isic import read_split
+    from lesion.data.readers import read_split
     from lesion.errors import LesionError
 
     table = read_split("isic2018", synthetic_root("isic2018"), "train")
@@ -79,7 +79,7 @@ def test_image_over_the_configured_pixel_limit_is_a_clear_error(synthetic_root):
 
 
 def test_the_configured_limit_replaces_pils_global_one_without_changing_it(synthetic_root, monkeypatch):
-    from lesion.data.isic import read_split
+    from lesion.data.readers import read_split
 
     table = read_split("isic2018", synthetic_root("isic2018"), "train")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL alone would refuse these ~80×60 images

@@ -20,7 +20,7 @@ from PIL import Image
 
 from lesion.data.cache import SquareImages
 from lesion.data.images import DEFAULT_MAX_PIXELS
-from lesion.data.isic import read_groups, read_split
+from lesion.data.readers import read_groups, read_split
 from lesion.data.layouts import LAYOUTS
 from lesion.data.synthetic import LESIONS_CSV
 from lesion.errors import LesionError
@@ -116,7 +116,7 @@ def test_macos_zip_extras_are_not_images(root, caplog):
         if base:
             extras[f"__MACOSX/{folder}/._{base}"] = APPLE_DOUBLE
     write_zip(archive, {**members, **extras})
-    with caplog.at_level(logging.INFO, logger="lesion.data.isic"):
+    with caplog.at_level(logging.INFO, logger="lesion.data.readers"):
         assert_reads_truth(root)
     # Nothing but the CSV's images and the official side files is counted as an image.
     assert "have no row" not in caplog.text
@@ -134,7 +134,7 @@ def test_macos_files_in_an_extracted_folder_are_not_images(folders, caplog):
     (folders / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (split / "__MACOSX" / FILES.images).mkdir(parents=True)
     (split / "__MACOSX" / FILES.images / "._ISIC_0000000.jpg").write_bytes(APPLE_DOUBLE)
-    with caplog.at_level(logging.INFO, logger="lesion.data.isic"):
+    with caplog.at_level(logging.INFO, logger="lesion.data.readers"):
         assert_reads_truth(folders)
     assert "have no row" not in caplog.text
 

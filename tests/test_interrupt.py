@@ -12,7 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lesion.interrupt import EXIT_STATUS, AtomicCheckpointIO, Interruption, resume_command
+from lesion.train.callbacks import EXIT_STATUS, AtomicCheckpointIO, Interruption, resume_command
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2  # interrupted in epoch 1, the last
@@ -27,7 +27,7 @@ HOOK = '''
 import os
 import signal
 
-from lesion.module import LesionClassifier
+from lesion.train.module import LesionClassifier
 
 original = LesionClassifier.{step}
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.data.layouts import LAYOUTS, SPLITS
 from lesion.errors import LesionError
 

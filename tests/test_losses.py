@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from lesion.errors import LesionError
-from lesion.data.balance import inverse_frequency
-from lesion.losses import FocalLoss, WeightedCrossEntropy, resolve_class_weights
+from lesion.balance.plan import inverse_frequency, resolve_class_weights
+from lesion.train.losses import FocalLoss, WeightedCrossEntropy
 
 
 def test_focal_matches_hand_computed_value():

@@ -15,7 +15,8 @@ from lesion.errors import LesionError
 from lesion.models.attention import ChannelAttention
 from lesion.models.backbone import Backbone
 from lesion.models.decoder import LSTMDecoder
-from lesion.models.net import LesionNet, barata_net, baseline_net
+from lesion.models.net import LesionNet
+from lesion.models.registry import barata_net, baseline_net
 
 TAXONOMY = ISIC2018.taxonomy()
 K = ISIC2018.num_classes
@@ -236,14 +237,17 @@ def test_barata_net_rejects_mismatched_taxonomy():
 def test_channels_last_and_compile_options_keep_the_checkpoint_format():
     from omegaconf import OmegaConf
 
-    from lesion.module import build_net
+    from lesion.train.module import LesionClassifier
 
     conf = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/model/barata.yaml"))
     conf.update(backbone="resnet18", weights="none", hidden_size=32, embed_dim=8)
-    plain = build_net(conf, ISIC2018.classes, TAXONOMY)
-    fast = build_net({**conf, "channels_last": True, "compile": True}, ISIC2018.classes, TAXONOMY)
-    assert next(p for p in fast.backbone.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
-    assert not next(p for p in plain.backbone.parameters() if p.dim() == 4).is_contiguous(
+    settings = dict(model=conf, loss={"name": "ce", "weight": None}, optimizer={"name": "adam", "lr": 1e-3,
+                    "weight_decay": 0.0}, scheduler=None, classes=list(ISIC2018.classes), taxonomy=TAXONOMY, image_size=32)
+    plain = LesionClassifier(**settings)
+    fast = LesionClassifier(**settings, channels_last=True, compile=True)
+    assert next(p for p in fast.net.backbone.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    assert not next(p for p in plain.net.backbone.parameters() if p.dim() == 4).is_contiguous(
         memory_format=torch.channels_last)
-    assert fast.backbone._compiled_call_impl is not None and plain.backbone._compiled_call_impl is None
+    assert fast.net.backbone._compiled_call_impl is not None and plain.net.backbone._compiled_call_impl is None
     assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints load either way
+    assert dict(fast.hparams) == dict(plain.hparams)  # runtime switches are not hyper-parameters

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from scipy.special import softmax
 
-from lesion.plots import (plot_augmented_samples, plot_class_distribution, plot_confusion,
+from lesion.evaluate.plots import (plot_augmented_samples, plot_class_distribution, plot_confusion,
                           plot_reliability, plot_roc, plot_training_curves)
 
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]

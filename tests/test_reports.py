@@ -10,7 +10,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_score, recall_score, roc_auc_score)
 
-from lesion.reports import (_weighted_auc, apply_temperature, calibration_bins, evaluation_report,
+from lesion.evaluate.report import (_weighted_auc, apply_temperature, calibration_bins, evaluation_report,
                             fit_temperature, format_report)
 
 ISIC2018 = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]

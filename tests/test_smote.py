@@ -10,7 +10,7 @@ import pytest
 from imblearn.combine import SMOTETomek
 from imblearn.over_sampling import SMOTE
 
-from lesion.data.smote import smote_tomek
+from lesion.balance.smote import smote_tomek
 from lesion.errors import LesionError
 
 MODES = {"exact": None, "reduced": 8}
@@ -77,7 +77,7 @@ def test_every_synthetic_row_lies_on_a_segment_between_two_real_same_class_rows(
 
 def test_k_is_capped_by_the_smallest_oversampled_class(caplog):
     x, y = clustered([60, 20, 3])
-    with caplog.at_level(logging.WARNING, logger="lesion.data.smote"):
+    with caplog.at_level(logging.WARNING, logger="lesion.balance.smote"):
         _, _, report = smote_tomek(x, y, k_neighbors=5)
     assert report["k_neighbors"] == 2
     assert "capped from 5 to 2" in caplog.text
@@ -85,7 +85,7 @@ def test_k_is_capped_by_the_smallest_oversampled_class(caplog):
 
 def test_a_single_sample_class_is_excluded_and_passes_through(caplog):
     x, y = clustered([60, 20, 1])
-    with caplog.at_level(logging.WARNING, logger="lesion.data.smote"):
+    with caplog.at_level(logging.WARNING, logger="lesion.balance.smote"):
         out_x, out_y, report = smote_tomek(x, y)
     assert report["excluded_classes"] == [2]
     assert "class 2 has 1 sample" in caplog.text

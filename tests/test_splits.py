@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lesion.data.datamodule import IsicDataModule
-from lesion.data.isic import read_split
+from lesion.data.readers import read_split
 from lesion.data.layouts import LAYOUTS
 from lesion.errors import LesionError
 

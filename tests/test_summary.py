@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lesion.files import write_json
-from lesion.summary import _balancing, main, markdown, summarize
+from lesion.evaluate.summary import _balancing, main, markdown, summarize
 
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]  # DF is absent from the test split
 OFFSETS = [0.10, -0.20, 0.05, 0.05, -0.05, None, 0.05]  # per-class recall around the BACC

@@ -13,7 +13,7 @@ import torch
 
 from lesion.data.layouts import LAYOUTS
 from lesion.errors import LesionError
-from lesion.module import load_classifier
+from lesion.train.module import LesionClassifier
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_fast_dev_run_every_model_loss_and_dataset(run_cli, tmp_path):
     sweep = tmp_path / "sweep"
     run_cli("train.py", "-m", "model=baseline,barata", "loss=ce,focal,weighted_ce",
             "dataset=synthetic2017,synthetic2018", *SMALL, "trainer.fast_dev_run=true",
-            "model.channels_last=true",  # channels-last weights and batches through fit and test
+            "channels_last=true",  # channels-last weights and batches through fit and test
             f"hydra.sweep.dir={sweep}")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 12
@@ -80,7 +80,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_the_final_epoch(trained_ru
     assert hparams["taxonomy"] == LAYOUTS["isic2018"].taxonomy()
     assert isinstance(hparams["loss"]["alpha"], list) and len(hparams["loss"]["alpha"]) == 7
     assert hparams["model"]["hierarchical"] is True
-    module = load_classifier(trained_run / "checkpoints" / "last.ckpt")
+    module = LesionClassifier.load_from_checkpoint(trained_run / "checkpoints" / "last.ckpt")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert module(x).shape == (2, 7)
@@ -190,7 +190,7 @@ def test_checkpoint_naming_foreign_code_is_refused(trained_run, tmp_path):
     forged = tmp_path / "forged.ckpt"
     torch.save(checkpoint, forged)
     with pytest.raises(LesionError, match="os.system"):
-        load_classifier(forged)
+        LesionClassifier.load_from_checkpoint(forged)
 
 
 def test_checkpoint_of_another_class_count_is_a_clear_error(trained_run, tmp_path):
@@ -200,14 +200,14 @@ def test_checkpoint_of_another_class_count_is_a_clear_error(trained_run, tmp_pat
     other = tmp_path / "other.ckpt"
     torch.save(checkpoint, other)
     with pytest.raises(LesionError, match="not a usable lesion checkpoint"):
-        load_classifier(other)
+        LesionClassifier.load_from_checkpoint(other)
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(LesionError, match="text.ckpt"):
-        load_classifier(tmp_path / "text.ckpt")
+        LesionClassifier.load_from_checkpoint(tmp_path / "text.ckpt")
     # Damaged pickle bytes are not mistaken for a checkpoint that merely needs trust_checkpoint=true.
     (tmp_path / "noise.ckpt").write_bytes(bytes(range(256)) * 4)
     with pytest.raises(LesionError) as error:
-        load_classifier(tmp_path / "noise.ckpt")
+        LesionClassifier.load_from_checkpoint(tmp_path / "noise.ckpt")
     assert str(error.value) == (f"{tmp_path / 'noise.ckpt'}: is not a usable lesion checkpoint (not a readable "
                                 "PyTorch checkpoint file) — pass a checkpoint written by lesion's train.py")
 

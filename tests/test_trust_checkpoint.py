@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from lesion.data.layouts import LAYOUTS
-from lesion.module import LesionClassifier, build_net
+from lesion.train.module import LesionClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = list(LAYOUTS["isic2018"].classes)
@@ -31,9 +31,7 @@ def lightning_checkpoint() -> dict:
                                           "model.embed_dim=8", "dataset.image_size=32"])
     plain = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "loss", "optimizer", "scheduler")}
     taxonomy = LAYOUTS["isic2018"].taxonomy()
-    net = build_net(plain["model"], CLASSES, taxonomy)
-    module = LesionClassifier(net=net, classes=CLASSES, taxonomy=taxonomy, mean=list(net.backbone.mean),
-                              std=list(net.backbone.std), image_size=32, **plain)
+    module = LesionClassifier(classes=CLASSES, taxonomy=taxonomy, image_size=32, **plain)
     return {"state_dict": module.state_dict(), "hyper_parameters": copy.deepcopy(dict(module.hparams))}
 
 

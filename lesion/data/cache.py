@@ -34,7 +34,7 @@ from tqdm import tqdm
 from lesion.errors import LesionError
 
 if TYPE_CHECKING:
-    from lesion.data.isic import SplitTable
+    from lesion.data.readers import SplitTable
 
 log = logging.getLogger(__name__)
 

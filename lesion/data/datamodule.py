@@ -1,4 +1,4 @@
-"""LightningDataModule over an official ISIC layout (real or synthetic)."""
+"""LightningDataModule over an official ISIC layout (real or synthetic): reads, caches, splits, balances."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
 
-from lesion.data.balance import BalancePlan
+from lesion.balance.plan import BalancePlan, plan_balance
 from lesion.data.cache import SquareImages, available_cores, default_cache_dir, square_size
 from lesion.data.images import DEFAULT_MAX_PIXELS
-from lesion.data.isic import SplitTable, read_groups, read_split
+from lesion.data.readers import SplitTable, read_groups, read_split
 from lesion.data.layouts import LAYOUTS, counts_of
 from lesion.data.splits import parse_fold, split_indices
 from lesion.errors import LesionError
@@ -81,6 +81,9 @@ class IsicDataModule(pl.LightningDataModule):
 
     When the layout has no validation split on disk, a seeded stratified hold-out of the
     training split serves as validation; when it has no test split, testing uses validation.
+    The training split is then balanced as ``balance`` says (:func:`lesion.balance.plan.plan_balance`);
+    :attr:`plan` holds the per-class counts before and after every step, the class weights and
+    the sampler's weights. Validation and test are never touched.
 
     Args:
         layout: ``"isic2017"`` or ``"isic2018"``.
@@ -103,6 +106,8 @@ class IsicDataModule(pl.LightningDataModule):
         cache_dir: folder of the caches (``None``: ``$LESION_CACHE/images`` or ``~/.cache/lesion/images``).
         max_pixels: source images with more pixels are refused with a clear error.
         persistent_workers: keep loader workers alive between epochs.
+        balance: the ``balance`` config (downsample, augment, class_weight, sampler); ``None``
+            leaves the training split as it is.
     """
 
     def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
@@ -112,7 +117,8 @@ class IsicDataModule(pl.LightningDataModule):
                  synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0,
                  split_by: str = "auto", fold: str | None = None, cache: bool = True,
                  cache_size: int | None = None, cache_dir: str | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, persistent_workers: bool = True):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, persistent_workers: bool = True,
+                 balance: dict | None = None):
         super().__init__()
         self.layout = LAYOUTS[layout]
         self.root = Path(root).expanduser()
@@ -125,8 +131,9 @@ class IsicDataModule(pl.LightningDataModule):
         self.cache_size = square_size(image_size, cache_size)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
+        self.balance = balance or {}
         self.train_set = self.val_set = self.test_set = None
-        self.sample_weights: np.ndarray | None = None
+        self.plan: BalancePlan | None = None
         self.split: dict | None = None
 
     @property
@@ -184,22 +191,19 @@ class IsicDataModule(pl.LightningDataModule):
             if absent:
                 log.warning("%s split has no images of class %s; its recall and AUC are undefined "
                             "and left out of the averages", name, ", ".join(absent))
+        self.plan = plan_balance(self.train_set.labels, self.classes, self.balance, self.seed)
+        self.train_set.indices = self.train_set.indices[self.plan.indices]
 
     def class_counts(self, dataset: LesionDataset) -> dict[str, int]:
         """Images per class of ``dataset``, in class order."""
         return counts_of(dataset.labels, self.classes)
 
-    def balance_train(self, plan: BalancePlan) -> None:
-        """Replace the training set by the plan's (downsampled / augmented) entries and sampler."""
-        self.train_set.indices = self.train_set.indices[plan.indices]
-        self.sample_weights = plan.sample_weights
-
     def loader(self, dataset: LesionDataset, train: bool = False) -> DataLoader:
         """DataLoader over ``dataset`` (its image cache built first when enabled)."""
         dataset.images.build()
         sampler = None
-        if train and self.sample_weights is not None:
-            sampler = WeightedRandomSampler(self.sample_weights.tolist(), num_samples=len(dataset), replacement=True)
+        if train and self.plan.sample_weights is not None:
+            sampler = WeightedRandomSampler(self.plan.sample_weights.tolist(), num_samples=len(dataset), replacement=True)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

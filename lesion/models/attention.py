@@ -10,7 +10,7 @@ code (``catarina-barata/skin-hierarchy``, ``attention_modules.py``):
 
 Both read F only through its average- and max-pooled vectors, and their gates are positive, so
 ``avgpool(F ⊙ w) = avgpool(F) ⊙ w`` and ``maxpool(F ⊙ w) = maxpool(F) ⊙ w``: a head built from
-them can be run exactly on pooled embeddings (see ``lesion.models.net``).
+them can be run exactly on pooled embeddings (see ``lesion.models.heads``).
 
 Caveats: pooling uses ``mean``/``amax`` over the spatial dims, not adaptive pooling, whose CUDA
 backward is not deterministic. The reference code's MLP is a single ``Linear→ReLU``; ours adds a

@@ -78,6 +78,16 @@ def _frozen(module: nn.Module) -> nn.Module:
     return module.requires_grad_(False)
 
 
+def normalisation(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel input ``(mean, std)`` of backbone ``name``: those of its torchvision weights.
+
+    The same for every ``weights`` setting (``none`` and local files are assumed to continue
+    from ImageNet), so the data can be prepared before any net is built.
+    """
+    preset = get_model_weights(name).DEFAULT.transforms()
+    return tuple(float(v) for v in preset.mean), tuple(float(v) for v in preset.std)
+
+
 class Backbone(nn.Module):
     """Torchvision ResNet trunk: ``x`` (B×3×H×W) → ``F`` (B×C×H/32×W/32).
 
@@ -110,9 +120,7 @@ class Backbone(nn.Module):
                 self.add_module(key, module)
         self.name = name
         self.channels: int = resnet.fc.in_features
-        preset = get_model_weights(name).DEFAULT.transforms()
-        self.mean = tuple(float(v) for v in preset.mean)
-        self.std = tuple(float(v) for v in preset.std)
+        self.mean, self.std = normalisation(name)
         if weights == "imagenet":
             self._load(_imagenet_state_dict(name), f"torchvision {name} ImageNet weights")
         elif weights != "none":

@@ -9,7 +9,56 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from lesion.errors import LesionError
-from lesion.models.net import LesionNet, barata_net, baseline_net
+from lesion.models.backbone import Backbone
+from lesion.models.heads import BarataHead, LinearHead
+from lesion.models.net import LesionNet
+
+
+def baseline_net(
+    num_classes: int,
+    taxonomy: list[list[int]],
+    backbone: str = "resnet50",
+    weights: str = "imagenet",
+    dropout: float = 0.5,
+    frozen_stages: int = 0,
+) -> LesionNet:
+    """ResNet + ``LinearHead``. ``taxonomy`` is unused; it is accepted so that both builders take
+    the same arguments from the caller."""
+    trunk = Backbone(backbone, weights, frozen_stages)
+    return LesionNet(trunk, LinearHead(trunk.channels, num_classes, dropout))
+
+
+def barata_net(
+    num_classes: int,
+    taxonomy: list[list[int]],
+    backbone: str = "resnet50",
+    weights: str = "imagenet",
+    dropout: float = 0.5,
+    frozen_stages: int = 0,
+    hierarchical: bool = False,
+    hidden_size: int = 512,
+    embed_dim: int = 128,
+    rd_ratio: float = 0.0625,
+) -> LesionNet:
+    """ResNet + ``BarataHead``, decoding the class in one step or along ``taxonomy``.
+
+    Args:
+        num_classes: K.
+        taxonomy: K rows ``[level 0 token, …, k]`` (``Layout.taxonomy()``), used if hierarchical.
+        hierarchical: decode along the taxonomy (L steps) instead of in one step.
+        backbone, weights, frozen_stages: see ``Backbone``; the rest: see ``BarataHead``.
+    """
+    rows = [list(row) for row in taxonomy]
+    if len(rows) != num_classes or any(len(r) != len(rows[0]) or r[-1] != k for k, r in enumerate(rows)):
+        raise LesionError(
+            "model.taxonomy",
+            f"needs {num_classes} rows of equal length, row k ending in k; got {rows}",
+            "leave it to the dataset's taxonomy (Layout.taxonomy())",
+        )
+    paths = rows if hierarchical else [[k] for k in range(num_classes)]
+    trunk = Backbone(backbone, weights, frozen_stages)
+    return LesionNet(trunk, BarataHead(trunk.channels, paths, hidden_size, embed_dim, rd_ratio, dropout))
+
 
 NETS: dict[str, Callable[..., LesionNet]] = {"baseline": baseline_net, "barata": barata_net}
 

@@ -18,85 +18,24 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lesion import plots
+from lesion.data.cache import square_size
 from lesion.data.datamodule import IsicDataModule, default_workers
-from lesion.data.cache import decode_square, square_size
-from lesion.data.images import DEFAULT_MAX_PIXELS, DECODE_ERRORS, TooManyPixels, decode, is_image_name
+from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
 from lesion.data.transforms import EvalPreset
+from lesion.data.unlabelled import FolderImages
 from lesion.errors import LesionError
+from lesion.evaluate import plots
+from lesion.evaluate.calibration import apply_temperature, fit_temperature
+from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
+from lesion.evaluate.predict import predict
+from lesion.evaluate.report import evaluation_report, format_report
 from lesion.files import write_atomic, write_json
 from lesion.hydra_record import write_record
-from lesion.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
-from lesion.module import LesionClassifier, load_classifier
 from lesion.options import DATASET, check_evaluate
-from lesion.reports import apply_temperature, evaluation_report, fit_temperature, format_report
+from lesion.train.module import LesionClassifier
 
 log = logging.getLogger(__name__)
-
-
-class FolderImages(Dataset):
-    """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
-
-    Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
-    ``size``), then ``transform``; :meth:`read` gives the full-resolution original.
-    """
-
-    def __init__(self, folder: Path, transform: EvalPreset, size: int):
-        if not folder.is_dir():
-            raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
-        self.paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
-        if not self.paths:
-            raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
-        self.transform, self.size = transform, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def ids(self) -> list[str]:
-        return [p.stem for p in self.paths]
-
-    def read(self, item: int) -> Image.Image:
-        """The original image ``item``, full resolution, as upright 8-bit RGB."""
-        return self._decode(item)
-
-    def square(self, item: int) -> np.ndarray:
-        """The size×size×3 uint8 square of image ``item``, as a split's cache would hold it."""
-        return decode_square(lambda min_size: self._decode(item, min_size), self.size)
-
-    def _decode(self, item: int, min_size: int | None = None) -> Image.Image:
-        path = self.paths[item]
-        try:
-            return decode(path.read_bytes(), min_size)
-        except TooManyPixels as error:
-            raise LesionError(path, str(error), "downscale the image or remove it from the folder") from None
-        except DECODE_ERRORS as error:
-            raise LesionError(path, f"cannot be decoded as an image ({error})", "remove or replace the file") from None
-
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.square(item)), -1
-
-
-def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 flips/90° rotations of a batch (B×3×H×W, square)."""
-    rotations = [torch.rot90(x, k, (2, 3)) for k in range(4)]
-    return rotations + [torch.flip(r, (3,)) for r in rotations]
-
-
-@torch.no_grad()
-def predict(module: LesionClassifier, loader: DataLoader, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N×K) and labels (N, -1 when unlabelled) over ``loader``, in order.
-
-    With ``tta`` the probabilities are averaged over the 8 flips/90° rotations of each image.
-    """
-    probs, labels = [], []
-    for images, targets in tqdm(loader, desc="predict", unit="batch"):
-        images = images.to(module.device)
-        views = _dihedral(images) if tta else [images]
-        probs.append(torch.stack([module(v).float().softmax(1) for v in views]).mean(0).cpu())
-        labels.append(targets)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
 def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id_column: str,
@@ -230,7 +169,8 @@ def run(cfg: DictConfig) -> dict:
     """
     options = OmegaConf.to_container(cfg, resolve=True)
     check_evaluate(options)
-    module = load_classifier(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu", trust=cfg.trust_checkpoint)
+    module = LesionClassifier.load_from_checkpoint(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu",
+                                                   weights_only=not cfg.trust_checkpoint)
     classes = list(module.hparams.classes)
     if cfg.gradcam.target is not None and cfg.gradcam.target not in classes:
         raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")

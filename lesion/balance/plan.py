@@ -4,7 +4,7 @@ a weighted sampler. Each step is a pure function of the training labels.
 Steps run in a fixed order — downsample, then augment, then class weights or sampler — and the
 per-class counts before and after every step are logged and returned (saved as ``balance.json``
 in the run directory). Validation and test splits are never touched. SMOTE-Tomek on embeddings
-(``lesion.data.smote``) runs later, on the balanced set's embeddings.
+(``lesion.balance.smote``) runs later, on the balanced set's embeddings.
 
 Effective number of samples: Cui et al., "Class-Balanced Loss Based on Effective Number of
 Samples", CVPR 2019.
@@ -20,6 +20,7 @@ import numpy as np
 
 from lesion.data.layouts import counts_of
 from lesion.errors import LesionError
+from lesion.train.losses import check_weighting
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def effective_number(counts: Sequence[int], beta: float = 0.999) -> list[float]:
 CLASS_WEIGHTINGS = {"inverse_frequency": inverse_frequency, "effective_number": effective_number}
 
 
-def class_weights(mode: str, counts: Sequence[int], field_name: str = "balance.class_weight") -> list[float]:
+def named_weights(mode: str, counts: Sequence[int], field_name: str = "balance.class_weight") -> list[float]:
     """Class weights of a named weighting (``inverse_frequency`` or ``effective_number``)."""
     if mode not in CLASS_WEIGHTINGS:
         raise LesionError(field_name, f"unknown class weighting '{mode}'",
@@ -113,12 +114,14 @@ def sample_weights(labels: np.ndarray) -> np.ndarray:
 class BalancePlan:
     """The balanced training set.
 
-    ``indices`` index the training split (with repeats for augmented views); ``class_weights``
-    go to the loss; ``sample_weights`` (per entry of ``indices``) drive a weighted sampler;
-    ``steps`` records the per-class counts before and after every step.
+    ``indices`` index the training split (with repeats for augmented views); ``counts`` are its
+    images per class; ``class_weights`` go to the loss; ``sample_weights`` (per entry of
+    ``indices``) drive a weighted sampler; ``steps`` records the per-class counts before and
+    after every step.
     """
 
     indices: np.ndarray
+    counts: list[int] = field(default_factory=list)
     class_weights: list[float] | None = None
     sample_weights: np.ndarray | None = None
     steps: list[dict] = field(default_factory=list)
@@ -169,15 +172,43 @@ def plan_balance(labels: np.ndarray, classes: Sequence[str], cfg: dict, seed: in
         record("augment", labels[indices], labels[indices[expanded]])
         indices = indices[expanded]
 
-    if cfg.get("class_weight") and cfg.get("sampler"):
-        raise LesionError("balance", "a weighted sampler together with class weights corrects the imbalance twice",
-                          "use balance.class_weight or balance.sampler, not both")
+    check_weighting({}, len(classes), bool(cfg.get("class_weight")), bool(cfg.get("sampler")))
     plan.indices = indices
     counts = np.bincount(labels[indices], minlength=len(classes))
+    plan.counts = counts.tolist()
     if cfg.get("class_weight"):
-        plan.class_weights = class_weights(cfg["class_weight"], counts)
+        plan.class_weights = named_weights(cfg["class_weight"], counts)
         log.info("balance class weights: %s", dict(zip(classes, np.round(plan.class_weights, 4).tolist())))
     if cfg.get("sampler"):
         plan.sample_weights = sample_weights(labels[indices])
         log.info("balance: weighted sampler, every class drawn with probability 1/%d", int((counts > 0).sum()))
     return plan
+
+
+def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: list[float] | None = None,
+                          sampler: bool = False) -> dict:
+    """Fill in the loss's class weights (``weight``, or ``alpha`` for focal loss).
+
+    A named weighting in the loss config (e.g. ``weight: inverse_frequency``) is computed from the
+    training counts; weights from ``balance.class_weight`` are put in place. Giving both, or class
+    weights together with a weighted sampler, is refused (:func:`check_weighting`).
+
+    Args:
+        loss_cfg: the loss config as a plain dict (``name`` plus arguments).
+        counts: training images per class (after balancing).
+        class_weights: weights planned by ``balance.class_weight``, if any.
+        sampler: whether a weighted sampler is in use.
+
+    Returns:
+        A copy of ``loss_cfg`` whose weight entry is a list of floats or ``None``.
+    """
+    check_weighting(loss_cfg, len(counts), class_weights is not None, sampler)
+    key = "alpha" if "alpha" in loss_cfg else "weight"
+    resolved = dict(loss_cfg)
+    value = resolved.get(key)
+    if class_weights is not None:
+        value = class_weights
+    elif isinstance(value, str):
+        value = named_weights(value, counts, f"loss.{key}")
+    resolved[key] = None if value is None else [float(v) for v in value]
+    return resolved

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lesion.data import balance
 from lesion.errors import LesionError
 
 class FocalLoss(nn.Module):
@@ -80,32 +79,3 @@ def check_weighting(loss_cfg: dict, num_classes: int, class_weight: bool, sample
         source = "balance.class_weight" if class_weight else f"loss.{key}"
         raise LesionError("balance.sampler", f"a weighted sampler together with class weights ({source}) "
                           "corrects the imbalance twice", f"use balance.sampler or {source}, not both")
-
-
-def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: list[float] | None = None,
-                          sampler: bool = False) -> dict:
-    """Fill in the loss's class weights (``weight``, or ``alpha`` for focal loss).
-
-    A named weighting in the loss config (e.g. ``weight: inverse_frequency``) is computed from the
-    training counts; weights from ``balance.class_weight`` are put in place. Giving both, or class
-    weights together with a weighted sampler, is refused (:func:`check_weighting`).
-
-    Args:
-        loss_cfg: the loss config as a plain dict (``name`` plus arguments).
-        counts: training images per class (after balancing).
-        class_weights: weights planned by ``balance.class_weight``, if any.
-        sampler: whether a weighted sampler is in use.
-
-    Returns:
-        A copy of ``loss_cfg`` whose weight entry is a list of floats or ``None``.
-    """
-    check_weighting(loss_cfg, len(counts), class_weights is not None, sampler)
-    key = "alpha" if "alpha" in loss_cfg else "weight"
-    resolved = dict(loss_cfg)
-    value = resolved.get(key)
-    if class_weights is not None:
-        value = class_weights
-    elif isinstance(value, str):
-        value = balance.class_weights(value, counts, f"loss.{key}")
-    resolved[key] = None if value is None else [float(v) for v in value]
-    return resolved

@@ -1,7 +1,7 @@
 """Train the classification head on SMOTE-Tomek-resampled embeddings of the training set.
 
 The backbone is frozen; the training set (as balanced so far, optionally with augmented views)
-is embedded once (``lesion.embedding``), resampled in embedding space (``lesion.data.smote``)
+is embedded once (``lesion.balance.embedding``), resampled in embedding space (``lesion.balance.smote``)
 and the head is fitted on the result, validated on the embedded validation split. Since the
 heads see images only through their pooled embeddings, the checkpoint (backbone + new head)
 predicts on images exactly as the head did on embeddings.
@@ -18,13 +18,14 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lesion.balance.embedding import cached_embed
+from lesion.balance.ranks import on_every_rank, shard, unshard
+from lesion.balance.smote import smote_tomek
+from lesion.checkpoint import read_checkpoint
 from lesion.data.datamodule import IsicDataModule, LesionDataset
-from lesion.data.smote import smote_tomek
 from lesion.data.transforms import EvalPreset, TrainPreset
-from lesion.embedding import cached_embed
 from lesion.errors import LesionError
 from lesion.models.net import LesionNet
-from lesion.module import LesionClassifier, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 def load_backbone(net: LesionNet, checkpoint: str | Path) -> None:
     """Copy the backbone weights of a lesion training checkpoint into ``net``.
 
-    The checkpoint is read and checked as every checkpoint is (:func:`lesion.module.read_checkpoint`).
+    The checkpoint is read and checked as every checkpoint is (:func:`lesion.checkpoint.read_checkpoint`).
     """
     prefix = "net.backbone."
     contents, _ = read_checkpoint(checkpoint)
@@ -70,51 +71,6 @@ def _pooled_loader(avg: np.ndarray, mx: np.ndarray, labels: np.ndarray, batch_si
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size)
 
 
-def _shard(dataset: LesionDataset, rank: int, world: int) -> LesionDataset:
-    """Every ``world``-th entry of ``dataset`` from ``rank`` on (this rank's share of the embedding)."""
-    return LesionDataset(dataset.images, dataset.transform, dataset.indices[rank::world])
-
-
-def _unshard(parts: list[np.ndarray]) -> np.ndarray:
-    """Inverse of :func:`_shard` over all ranks' results: rows back in dataset order."""
-    out = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
-    for rank, part in enumerate(parts):
-        out[rank::len(parts)] = part
-    return out
-
-
-def _on_every_rank(trainer: pl.Trainer, compute, gather: bool):
-    """``compute()`` under DDP: on every rank with the results gathered (``gather``), or on rank 0
-    with its result broadcast. A failure on any rank is raised on every rank, so none waits forever.
-
-    Returns:
-        With ``gather``, a tuple of per-rank lists (one per element of ``compute()``'s tuple);
-        else ``compute()``'s result. Without DDP, the same shapes from this process alone.
-    """
-    rank, world = trainer.global_rank, trainer.world_size
-    outcome: tuple = ("ok", None)
-    if gather or rank == 0:
-        try:
-            outcome = ("ok", compute())
-        except Exception as error:  # noqa: BLE001 — re-raised below, on every rank
-            if world == 1:
-                raise
-            outcome = ("error", str(error) if isinstance(error, LesionError) else f"{type(error).__name__}: {error}")
-    if world > 1 and gather:
-        outcomes: list = [None] * world
-        torch.distributed.all_gather_object(outcomes, outcome)
-    elif world > 1:
-        outcomes = [outcome]
-        torch.distributed.broadcast_object_list(outcomes, src=0)
-    else:
-        outcomes = [outcome]
-    failed = [message for status, message in outcomes if status == "error"]
-    if failed:
-        raise LesionError(failed[0].splitlines()[0])
-    values = [value for _, value in outcomes]
-    return tuple(list(parts) for parts in zip(*values)) if gather else values[0]
-
-
 class ResampledEmbeddings(pl.LightningDataModule):
     """Data of the head stage: SMOTE-Tomek-resampled training embeddings, embedded validation split.
 
@@ -142,12 +98,17 @@ class ResampledEmbeddings(pl.LightningDataModule):
         seed = self.seed
         if world > 1:
             # The shard's rows and seed enter the cache key, so each rank caches its own share.
-            dataset, tag = _shard(dataset, rank, world), f"{tag} (rank {rank}/{world})"
+            dataset, tag = shard(dataset, rank, world), f"{tag} (rank {rank}/{world})"
             seed += rank  # each rank's shard gets its own augmentations
-        avg, mx = _on_every_rank(self.trainer, lambda: cached_embed(
+        avg, mx = on_every_rank(self.trainer, lambda: cached_embed(
             self.net, dataset, cache_dir=self.smote["cache_dir"], batch_size=data.batch_size,
             num_workers=data.num_workers, seed=seed, tag=tag), gather=True)
-        return _unshard(avg), _unshard(mx)
+        return unshard(avg), unshard(mx)
+
+    @property
+    def plan(self):
+        """The image DataModule's balance plan: the loss's class weights come from its counts."""
+        return self.datamodule.plan
 
     def setup(self, stage: str) -> None:
         if self.train is not None:
@@ -159,7 +120,7 @@ class ResampledEmbeddings(pl.LightningDataModule):
             avgs.append(avg)
             maxes.append(mx)
             labels.append(dataset.labels)
-        features, resampled_labels, report = _on_every_rank(self.trainer, lambda: smote_tomek(
+        features, resampled_labels, report = on_every_rank(self.trainer, lambda: smote_tomek(
             np.concatenate([np.concatenate(avgs), np.concatenate(maxes)], axis=1), np.concatenate(labels),
             k_neighbors=int(self.smote["k_neighbors"]), seed=self.seed, search_dims=self.smote["search_dims"]),
             gather=False)
@@ -180,7 +141,7 @@ class ResampledEmbeddings(pl.LightningDataModule):
         return _pooled_loader(*self.val, self.datamodule.val_set.labels, self.datamodule.batch_size, train=False)
 
 
-def fit_head_on_resampled(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule,
+def fit_head_on_resampled(trainer: pl.Trainer, module: pl.LightningModule, datamodule: IsicDataModule,
                           smote: dict, seed: int) -> dict:
     """Fit ``module``'s head with ``trainer`` on SMOTE-Tomek-resampled embeddings (:class:`ResampledEmbeddings`).
 

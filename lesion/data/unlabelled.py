@@ -1,0 +1,58 @@
+"""A folder of unlabelled images to predict, decoded exactly as a split's images are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from lesion.data.cache import decode_square
+from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, is_image_name
+from lesion.data.transforms import EvalPreset
+from lesion.errors import LesionError
+
+
+class FolderImages(Dataset):
+    """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
+
+    Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
+    ``size``), then ``transform``; :meth:`read` gives the full-resolution original.
+    """
+
+    def __init__(self, folder: Path, transform: EvalPreset, size: int):
+        if not folder.is_dir():
+            raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
+        self.paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
+        if not self.paths:
+            raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
+        self.transform, self.size = transform, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.stem for p in self.paths]
+
+    def read(self, item: int) -> Image.Image:
+        """The original image ``item``, full resolution, as upright 8-bit RGB."""
+        return self._decode(item)
+
+    def square(self, item: int) -> np.ndarray:
+        """The size×size×3 uint8 square of image ``item``, as a split's cache would hold it."""
+        return decode_square(lambda min_size: self._decode(item, min_size), self.size)
+
+    def _decode(self, item: int, min_size: int | None = None) -> Image.Image:
+        path = self.paths[item]
+        try:
+            return decode(path.read_bytes(), min_size)
+        except TooManyPixels as error:
+            raise LesionError(path, str(error), "downscale the image or remove it from the folder") from None
+        except DECODE_ERRORS as error:
+            raise LesionError(path, f"cannot be decoded as an image ({error})", "remove or replace the file") from None
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.square(item)), -1

@@ -1,0 +1,331 @@
+"""Sweep summary: one table of the runs in a Hydra multirun directory.
+
+``python -m lesion.summary MULTIRUN_DIR [--out DIR]`` writes ``summary.md`` and ``summary.csv``
+(to ``--out``, default the multirun directory) and prints the Markdown table.
+
+Every folder holding ``.hydra/config.yaml`` is a run (the outermost one, so an ``evaluate.py``
+output with its own ``.hydra`` inside a run folder stays part of that run). Runs whose configs agree
+on everything but the seed and run-specific paths are one *setting*, one row: metrics are the mean
+and sample standard deviation (ddof=1) over the seeds that finished. Rows are sorted by validation
+balanced accuracy (``val_metrics.json``, the value the tested checkpoint was selected on), never by a
+test metric, so a sweep is chosen on validation; ties keep the sweep's job order. Settings without
+validation metrics (runs older than that file) follow, by test balanced accuracy, and settings
+with no finished run come last with their error. ``config_diff`` lists the config keys whose values
+differ between the rows (unset, i.e. null, values are left out).
+
+Configs are read as saved, without resolving interpolations: ``${now:…}`` or ``${oc.env:…}`` would
+resolve to today's values, not the run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from omegaconf import OmegaConf
+
+from lesion.errors import LesionError, exit_with
+from lesion.files import write_atomic
+
+CONFIG = Path(".hydra") / "config.yaml"
+METRICS = "test_metrics.json"
+VAL_METRICS = "val_metrics.json"
+ERROR = "error.txt"
+
+
+@dataclass
+class _Run:
+    """One job of the sweep: its folder (relative to the sweep), config and outcome."""
+
+    path: Path
+    config: dict  # the saved config, unresolved
+    flat: dict  # the same, with dotted keys
+    choices: dict  # hydra.runtime.choices: config group → option
+    overrides: list[str]
+    metrics: dict | None
+    error: str | None
+    val_bacc: float | None  # best validation BACC, None for runs without val_metrics.json
+
+
+def _run_specific(key: str) -> bool:
+    """Seed and the run's own paths: they differ between runs of one setting."""
+    return key in ("seed", "ckpt_path") or key.rsplit(".", 1)[-1].endswith("_dir")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _text(value) -> str:
+    """A config value as written on the command line: ``null``, ``true``, ``1e-05``, ``[a, b]``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _natural(path: Path) -> list:
+    """Sort key that puts job ``10`` after job ``9``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
+
+
+def _job_dirs(root: Path) -> list[Path]:
+    found = {config.parent.parent for config in root.rglob(CONFIG.as_posix())}
+    return sorted((job for job in found if found.isdisjoint(job.parents)), key=_natural)
+
+
+def _load_yaml(path: Path):
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except (OSError, yaml.YAMLError) as exc:
+        raise LesionError(path, f"cannot read it ({exc})", "repair the file or remove the run folder") from None
+
+
+def _outcome(job: Path) -> tuple[dict | None, str | None]:
+    """Test metrics, or why there are none. Of ``error.txt`` and ``test_metrics.json`` the newer
+    one wins, so a run resumed to success after a failure counts as finished."""
+    metrics, error = job / METRICS, job / ERROR
+    if error.is_file() and (not metrics.is_file() or error.stat().st_mtime >= metrics.stat().st_mtime):
+        # The last line: the message itself, should the file hold a traceback.
+        lines = [line.strip() for line in error.read_text().splitlines() if line.strip()]
+        return None, lines[-1] if lines else f"failed ({ERROR} is empty)"
+    if not metrics.is_file():
+        return None, f"no {METRICS} (job did not finish)"
+    try:
+        return json.loads(metrics.read_text()), None
+    except ValueError as exc:
+        return None, f"unreadable {METRICS} ({exc})"
+
+
+def _val_bacc(job: Path) -> float | None:
+    """Best validation BACC from ``val_metrics.json``; ``None`` when absent (older runs) or unreadable."""
+    try:
+        return _number(json.loads((job / VAL_METRICS).read_text()).get("bacc"))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _load_run(job: Path, root: Path) -> _Run:
+    config = _load_yaml(job / CONFIG)
+    hydra_file, overrides_file = job / ".hydra" / "hydra.yaml", job / ".hydra" / "overrides.yaml"
+    hydra = _load_yaml(hydra_file)["hydra"] if hydra_file.is_file() else {}
+    if overrides_file.is_file():
+        overrides = _load_yaml(overrides_file)
+    else:
+        overrides = hydra.get("overrides", {}).get("task", [])
+    metrics, error = _outcome(job)
+    return _Run(path=job.relative_to(root), config=config, flat=_flatten(config),
+                choices=hydra.get("runtime", {}).get("choices", {}), overrides=list(overrides),
+                metrics=metrics, error=error, val_bacc=_val_bacc(job))
+
+
+def _experiment(run: _Run) -> str:
+    """``name`` (G9.3), else the ``experiment`` option, else the overrides other than the seed."""
+    if run.config.get("name"):
+        return str(run.config["name"])
+    if run.choices.get("experiment"):
+        return str(run.choices["experiment"])
+    overrides = [o for o in run.overrides if not _run_specific(o.split("=", 1)[0].lstrip("+~"))]
+    return " ".join(overrides) or "default"
+
+
+def _balancing(balance: dict | None) -> str:
+    """``augment 0.5 + downsample NV→50% + SMOTE-Tomek``, or ``none``.
+
+    A step is off while its block is null or, as in ``conf/balance/none.yaml``, while its switch
+    is unset: ``downsample.class``, ``augment.target``, ``smote_tomek.enabled``.
+    """
+    balance = balance or {}
+    steps = []
+    if (target := (balance.get("augment") or {}).get("target")) is not None:
+        steps.append(f"augment {_text(target)}")
+    down = balance.get("downsample") or {}
+    if down.get("class") is not None:
+        if down.get("to") is not None:
+            steps.append(f"downsample {down['class']}→{down['to']}")
+        else:
+            steps.append(f"downsample {down['class']}→{float(down.get('fraction', 0.5)) * 100:g}%")
+    if balance.get("class_weight"):
+        steps.append(f"class weights ({_text(balance['class_weight']).replace('_', ' ')})")
+    if balance.get("sampler"):
+        steps.append("weighted sampler")
+    smote = balance.get("smote_tomek")
+    if isinstance(smote, dict) and smote.get("enabled", True):
+        steps.append("SMOTE-Tomek")
+    return " + ".join(steps) or "none"
+
+
+def _loss(run: _Run) -> str:
+    """``loss.name`` with ``gamma=…`` for focal loss; older configs without it: the ``loss`` option,
+    else the class name of ``loss._target_``."""
+    loss = run.config.get("loss") or {}
+    name = loss.get("name") or run.choices.get("loss") or str(loss.get("_target_") or "").rsplit(".", 1)[-1]
+    return f"{name} gamma={_text(loss['gamma'])}" if loss.get("gamma") is not None else name
+
+
+def _setting(run: _Run) -> tuple:
+    return tuple(sorted((k, _text(v)) for k, v in run.flat.items() if not _run_specific(k)))
+
+
+def _varying_keys(configs: list[dict]) -> list[str]:
+    """Dotted keys whose value (or presence) differs between ``configs``; ``name`` is the row id."""
+    keys = dict.fromkeys(key for config in configs for key in config)
+    return [key for key in keys if key != "name" and not _run_specific(key)
+            and len({(key in config, _text(config.get(key))) for config in configs}) > 1]
+
+
+def _diff(flat: dict, keys: list[str]) -> str:
+    parts = []
+    for key in keys:
+        if flat.get(key) is None:
+            continue
+        value = _text(flat[key])
+        parts.append(f"{key}={value.rsplit('.', 1)[-1] if key.endswith('_target_') else value}")
+    return ", ".join(parts)
+
+
+def _status(runs: list[_Run]) -> str:
+    failed = [run for run in runs if run.error is not None]
+    if not failed:
+        return "ok"
+    if len(runs) == 1:
+        return failed[0].error
+    seeds_by_error: dict[str, list[str]] = {}
+    for run in failed:
+        seeds_by_error.setdefault(run.error, []).append(_text(run.config.get("seed")))
+    errors = "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: {error}"
+                       for error, seeds in seeds_by_error.items())
+    return f"{len(failed)} of {len(runs)} failed: {errors}"
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _row(runs: list[_Run], classes: list[str], diff_keys: list[str]) -> dict:
+    first, finished = runs[0], [run for run in runs if run.metrics is not None]
+    row = {"experiment": _experiment(first), "seeds": len(finished)}
+    validated = pd.Series([_number(run.val_bacc) for run in finished], dtype=float).dropna()
+    row["val_bacc_mean"], row["val_bacc_std"] = validated.mean(), validated.std(ddof=1)
+    for metric in ["bacc", "auc_macro", *(f"recall/{name}" for name in classes)]:
+        values = pd.Series([_number(run.metrics.get(metric)) for run in finished], dtype=float)
+        row[f"{metric}_mean"], row[f"{metric}_std"] = values.mean(), values.std(ddof=1)
+    row.update({
+        "balancing": _balancing(first.config.get("balance")),
+        "loss": _loss(first),
+        "batch": first.flat.get("dataset.batch_size"),
+        "lr": first.flat.get("optimizer.lr"),
+        "seed": ", ".join(_text(run.config.get("seed")) for run in runs),
+        "run_dir": ", ".join(run.path.as_posix() for run in runs),
+        "config_diff": _diff(first.flat, diff_keys),
+        "status": _status(runs),
+    })
+    return row
+
+
+def summarize(multirun_dir: str | Path) -> pd.DataFrame:
+    """One row per setting of a sweep, best validation balanced accuracy first, failed settings last.
+
+    Args:
+        multirun_dir: the folder ``python train.py -m …`` wrote.
+
+    Returns:
+        Columns ``experiment``, ``seeds`` (finished runs), ``val_bacc_mean``/``val_bacc_std`` (over
+        the finished runs with ``val_metrics.json``; NaN without any), ``bacc_mean``/``bacc_std``,
+        ``auc_macro_mean``/``_std``, ``recall/<CLASS>_mean``/``_std`` in class order, ``balancing``,
+        ``loss``, ``batch``, ``lr``, ``seed``, ``run_dir`` (relative, comma-separated per seed),
+        ``config_diff`` and ``status`` (``ok`` or the errors).
+
+    Raises:
+        LesionError: the folder does not exist or holds no run, or a run's YAML is unreadable.
+    """
+    root = Path(multirun_dir)
+    if not root.is_dir():
+        raise LesionError(root, "no such directory", "pass the folder a `python train.py -m …` sweep wrote")
+    jobs = _job_dirs(root)
+    if not jobs:
+        raise LesionError(root, f"no runs found (no folder holds {CONFIG.as_posix()})",
+                          "pass the folder a `python train.py -m …` sweep wrote")
+    groups: dict[tuple, list[_Run]] = {}
+    for job in jobs:
+        run = _load_run(job, root)
+        groups.setdefault(_setting(run), []).append(run)
+    classes = list(dict.fromkeys(name for runs in groups.values() for run in runs
+                                 if run.metrics for name in run.metrics.get("classes", [])))
+    diff_keys = _varying_keys([runs[0].flat for runs in groups.values()])
+    rows = [_row(runs, classes, diff_keys) for runs in groups.values()]
+    # Validation only ranks the validated settings (a test metric must not pick among them); the
+    # others keep the test ranking older sweeps had. Stable sort: ties keep the sweep's job order.
+    rows.sort(key=lambda row: (0, -row["val_bacc_mean"]) if not math.isnan(row["val_bacc_mean"])
+              else (1 + math.isnan(row["bacc_mean"]), -row["bacc_mean"]))
+    return pd.DataFrame(rows)
+
+
+def _mean_std(mean: float, std: float, finished: bool) -> str:
+    if math.isnan(mean):
+        return "n/a" if finished else ""
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|")
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """The :func:`summarize` table as Markdown: metrics as ``mean ± std`` with 3 decimals."""
+    metrics = [column[:-len("_mean")] for column in frame.columns if column.endswith("_mean")]
+    titles = {"val_bacc": "val BACC", "bacc": "BACC", "auc_macro": "AUC"}
+    others = [column for column in frame.columns
+              if column not in ("experiment", "seeds") and not column.endswith(("_mean", "_std"))]
+    header = ["experiment", "seeds", *(titles.get(m, m) for m in metrics),
+              *(column.replace("_", " ") for column in others)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in frame.to_dict("records"):
+        # A missing val_bacc is an older run's (no val_metrics.json): empty, not n/a (undefined).
+        cells = [_cell(row["experiment"]), str(row["seeds"]),
+                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"] > 0 and m != "val_bacc")
+                   for m in metrics),
+                 *(_cell(row[column]) for column in others)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: write ``summary.md`` and ``summary.csv`` and print the table."""
+    parser = argparse.ArgumentParser(prog="python -m lesion.summary", description=__doc__.splitlines()[0])
+    parser.add_argument("multirun_dir", type=Path, help="folder written by `python train.py -m …`")
+    parser.add_argument("--out", type=Path, help="where to write summary.md/.csv (default: MULTIRUN_DIR)")
+    args = parser.parse_args(argv)
+    try:
+        frame = summarize(args.multirun_dir)
+    except LesionError as error:
+        exit_with(error)
+    out = args.out or args.multirun_dir
+    table = markdown(frame)
+    write_atomic(out / "summary.md", table)
+    write_atomic(out / "summary.csv", frame.to_csv(index=False))
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""``run(cfg)``: one training run from a composed config (called by ``train.py`` and tests).
+
+The run reads top to bottom: options checked → training stages, each with its Trainer (so
+options that Lightning refuses stop the run before anything is written) → the run's record →
+the DataModule (reads, caches, splits, balances its training split) → the LightningModule →
+each stage fitted in turn → the best checkpoint of the last stage tested.
+
+Stages: ``fit`` trains the whole network (and resumes ``ckpt_path``); with
+``balance.smote_tomek.enabled`` the ``head`` stage then retrains the head on SMOTE-Tomek
+resampled embeddings (after ``fit`` only with ``smote_tomek.finetune``), and its checkpoints are
+the run's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from lesion.balance.head_stage import fit_head_on_resampled, load_backbone
+from lesion.checkpoint import read_checkpoint
+from lesion.data.datamodule import IsicDataModule
+from lesion.data.layouts import LAYOUTS
+from lesion.errors import LesionError
+from lesion.files import write_json
+from lesion.hydra_record import write_record
+from lesion.models.backbone import normalisation
+from lesion.options import check_train
+from lesion.train.module import LesionClassifier
+from lesion.train.trainer import best_callback, best_checkpoint, build_trainer
+
+log = logging.getLogger(__name__)
+
+# Model options that say how the net starts, not what it is: a resumed checkpoint may differ in them.
+_STARTING_POINT = ("weights",)
+
+
+def _container(cfg: DictConfig | None) -> dict | None:
+    return None if cfg is None else OmegaConf.to_container(cfg, resolve=True)
+
+
+def _split_seed(cfg: DictConfig) -> int:
+    return 0 if cfg.seed is None else int(cfg.seed)
+
+
+def build_datamodule(cfg: DictConfig) -> IsicDataModule:
+    """The DataModule of ``cfg.dataset``, balancing as ``cfg.balance`` says, seeded by ``cfg.seed`` (0 when null)."""
+    mean, std = normalisation(cfg.model.backbone)
+    return IsicDataModule(**_container(cfg.dataset), mean=mean, std=std, seed=_split_seed(cfg),
+                          balance=_container(cfg.balance))
+
+
+def build_classifier(cfg: DictConfig, split: dict | None = None) -> LesionClassifier:
+    """The (untrained) :class:`LesionClassifier` that a composed ``conf/train.yaml`` config describes.
+
+    Args:
+        cfg: the config.
+        split: the DataModule's :attr:`~lesion.data.datamodule.IsicDataModule.split` record.
+    """
+    layout = LAYOUTS[cfg.dataset.layout]
+    return LesionClassifier(
+        model=_container(cfg.model), loss=_container(cfg.loss), optimizer=_container(cfg.optimizer),
+        scheduler=_container(cfg.scheduler), classes=list(layout.classes), taxonomy=layout.taxonomy(),
+        image_size=cfg.dataset.image_size, dataset={**_container(cfg.dataset), "seed": _split_seed(cfg)},
+        split=split, channels_last=cfg.channels_last, compile=cfg.compile,
+    )
+
+
+def compose_classifier(config_dir: Path, overrides: list[str]) -> LesionClassifier:
+    """The classifier ``python train.py <overrides>`` would train, before training (benchmarks, tests)."""
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        return build_classifier(compose("train", overrides=overrides))
+
+
+@dataclass
+class Stage:
+    """One fit of the run: its Trainer, and ``fit(trainer, module, datamodule, previous_best) → best``."""
+
+    name: str
+    trainer: pl.Trainer
+    fit: Callable[[pl.Trainer, LesionClassifier, IsicDataModule, str | None], str | None]
+
+
+def _fit_network(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule, previous: str | None,
+                 resume: str | None) -> str | None:
+    """Stage ``fit``: train the whole network (from ``resume`` when given)."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    return best_checkpoint(trainer)
+
+
+def _fit_head(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule, previous: str | None,
+              smote: dict, backbone_ckpt: str | None, run_dir: Path) -> str | None:
+    """Stage ``head``: embed with the previous stage's best backbone (else ``balance.backbone_ckpt``,
+    else the model's own), SMOTE-Tomek the embeddings, train the head on them; ``balance.json``
+    gains the resampling report."""
+    source = previous or backbone_ckpt
+    if source:
+        load_backbone(module.net, source)
+    report = fit_head_on_resampled(trainer, module, datamodule, smote, datamodule.seed)
+    write_json(run_dir / "balance.json", {**datamodule.plan.report(), "smote_tomek": report})
+    return best_checkpoint(trainer)
+
+
+def training_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
+    """The stages ``cfg`` asks for, each with its Trainer; checks the checkpoints they start from."""
+    balance = _container(cfg.balance)
+    smote = balance["smote_tomek"]
+    checkpoints = run_dir / "checkpoints"
+    stages = []
+    if not smote["enabled"] or smote["finetune"]:
+        folder = checkpoints / "finetune" if smote["enabled"] else checkpoints
+        resume = _resume_checkpoint(cfg, folder)
+        trainer = build_trainer(cfg, folder, _log_version(run_dir, resume is not None))
+        stages.append(Stage("fit", trainer, partial(_fit_network, resume=resume)))
+    if smote["enabled"]:
+        if balance["backbone_ckpt"]:
+            _check_backbone_source(balance["backbone_ckpt"], cfg.model.backbone)
+        trainer = build_trainer(cfg, checkpoints, "head", max_epochs=smote["head_epochs"])
+        stages.append(Stage("head", trainer, partial(_fit_head, smote=smote, backbone_ckpt=balance["backbone_ckpt"],
+                                                     run_dir=run_dir)))
+    return stages
+
+
+def run(cfg: DictConfig) -> dict:
+    """Balance, train, checkpoint and test one configuration.
+
+    Every option is checked first (:func:`lesion.options.check_train`), and a checkpoint to
+    resume from must match the configured model, before anything is written.
+
+    Args:
+        cfg: the composed ``conf/train.yaml`` config.
+
+    Returns:
+        ``{"val": <validation metrics of the tested checkpoint>, "test": <test metrics>}``; the
+        test metrics are also written to ``<run_dir>/test_metrics.json``, the best validation
+        BACC to ``val_metrics.json``.
+    """
+    check_train(_container(cfg))
+    run_dir = Path(cfg.run_dir)
+    stages = training_stages(cfg, run_dir)
+    write_record(cfg, run_dir)
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    write_json(run_dir / "balance.json", datamodule.plan.report())
+    module = build_classifier(cfg, datamodule.split)
+
+    best = None
+    for stage in stages:
+        log.info("stage %s", stage.name)
+        best = stage.fit(stage.trainer, module, datamodule, best)
+
+    trainer = stages[-1].trainer
+    validation = _validation_of(trainer, module, datamodule, best)
+    if not best:
+        log.warning("no checkpoint was saved (fast_dev_run?): testing the current weights")
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    results = module.results["test"]
+    if trainer.is_global_zero:
+        write_json(run_dir / "val_metrics.json", validation)
+        write_json(run_dir / "test_metrics.json", results)
+        log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f → %s", validation["bacc"],
+                 validation["epoch"], results["bacc"], results["auc_macro"], run_dir / "test_metrics.json")
+    return {"val": validation, "test": results}
+
+
+def _validation_of(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule, best: str | None) -> dict:
+    """The validation BACC of the checkpoint to be tested, and its epoch.
+
+    The best checkpoint's own score when it was chosen on ``val/bacc``; under another monitored
+    metric the checkpoint is validated once more to learn its BACC.
+    """
+    callback = best_callback(trainer)
+    if not best or callback is None or callback.best_model_score is None:
+        return {"bacc": float(module.results.get("val", {}).get("bacc", float("nan"))), "epoch": None, "checkpoint": None}
+    epoch = int(torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    if callback.monitor == "val/bacc":
+        bacc = float(callback.best_model_score)
+    else:
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
+        bacc = float(module.results["val"]["bacc"])
+    return {"bacc": bacc, "epoch": epoch, "checkpoint": Path(best).name}
+
+
+def _log_version(run_dir: Path, resuming: bool) -> str:
+    """Log sub-folder: ``logs/`` itself, or ``logs/resume_<k>/`` so a resumed run keeps the history."""
+    if not resuming:
+        return ""
+    return f"resume_{len(list((run_dir / 'logs').glob('resume_*'))) + 1}"
+
+
+def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
+    """The checkpoint ``ckpt_path`` resumes, checked against the configured model and dataset.
+
+    ``last`` means ``<fit_dir>/last.ckpt``: the fit stage's own folder (``checkpoints/finetune/``
+    with SMOTE-Tomek fine-tuning). Lightning alone would silently start from scratch.
+    """
+    path = cfg.ckpt_path
+    if path is None:
+        return None
+    if path == "last":
+        path = fit_dir / "last.ckpt"
+        if not path.is_file():
+            raise LesionError("ckpt_path=last", f"no {path.relative_to(cfg.run_dir)} in {cfg.run_dir}",
+                              "add hydra.run.dir=<the run directory to resume>")
+    elif not Path(path).is_file():
+        raise LesionError("ckpt_path", f"checkpoint {path} not found",
+                          "pass an existing .ckpt file, or ckpt_path=last with hydra.run.dir=<the run to resume>")
+    _, stored = read_checkpoint(path)
+    model = {k: v for k, v in _container(cfg.model).items() if k not in _STARTING_POINT}
+    differ = [f"model.{k}={stored['model'].get(k)} (this run: {v})" for k, v in model.items() if stored["model"].get(k) != v]
+    classes = list(LAYOUTS[cfg.dataset.layout].classes)
+    if stored["classes"] != classes:
+        differ.append(f"classes {stored['classes']} (this run: {classes})")
+    if differ:
+        raise LesionError("ckpt_path", f"{path} was trained with {'; '.join(differ)}",
+                          "resume with the overrides of the run that wrote it")
+    return str(path)
+
+
+def _check_backbone_source(path: str, backbone: str) -> None:
+    """Refuse, before any work, a ``balance.backbone_ckpt`` that is not a lesion checkpoint of ``backbone``."""
+    _, stored = read_checkpoint(path)
+    if stored["model"]["backbone"] != backbone:
+        raise LesionError("balance.backbone_ckpt", f"{path} has a {stored['model']['backbone']} backbone, this model "
+                          f"a {backbone}", "pass the best.ckpt of a run with the same model.backbone")
