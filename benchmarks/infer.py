@@ -29,7 +29,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lesion.evaluate.run import predict
+from lesion.evaluate.predict import predict
 from lesion.train.module import LesionClassifier
 from lesion.train.run import compose_classifier
 

@@ -157,3 +157,22 @@ def test_legacy_target_outside_the_registry_is_refused(trained_run, tmp_path):
     torch.save(contents, tmp_path / "legacy.ckpt")
     with pytest.raises(LesionError, match="its optimizer names 'shutil.rmtree', which lesion does not build"):
         read_checkpoint(tmp_path / "legacy.ckpt")
+
+
+def test_checkpoint_with_the_former_model_switches_loads(trained_run, tmp_path):
+    """Checkpoints stored ``model.channels_last`` / ``model.compile`` before they became run options."""
+    path = trained_run / "checkpoints" / "best.ckpt"
+    contents = torch.load(path, map_location="cpu", weights_only=True)
+    contents["hyper_parameters"]["model"].update(channels_last=False, compile=True)
+    torch.save(contents, tmp_path / "switches.ckpt")
+    _, hparams = read_checkpoint(tmp_path / "switches.ckpt")
+    assert "channels_last" not in hparams["model"] and "compile" not in hparams["model"]
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(LesionClassifier.load_from_checkpoint(tmp_path / "switches.ckpt")(x),
+                           LesionClassifier.load_from_checkpoint(path)(x))
+    contents["hyper_parameters"]["model"]["compile"] = open_for_writing(tmp_path / "victim.txt")
+    torch.save(contents, tmp_path / "forged.ckpt")
+    with pytest.raises(LesionError, match="model.compile: is not an option"):
+        read_checkpoint(tmp_path / "forged.ckpt")
+    assert not (tmp_path / "victim.txt").exists()

@@ -70,6 +70,9 @@ REFUSED_TRAIN = {
     "balance.backbone_ckpt=a.ckpt": "balance.backbone_ckpt: only gives the SMOTE-Tomek embeddings a backbone",
     "seed=-1": "seed: -1 is out of range",
     "patience=0": "patience: 0 is out of range",
+    "channels_last=maybe": "channels_last: is 'maybe', not true or false",
+    "+callbacks.extra=3": "callbacks.extra: is 3, not options with a _target_ class",
+    "+logger.extra={save_dir:x}": "logger.extra: is a mapping, not options with a _target_ class",
     # Options that used to be silently ignored together.
     "balance=smote_tomek balance.smote_tomek.finetune=true balance.backbone_ckpt=a.ckpt":
         "balance.backbone_ckpt: is set together with balance.smote_tomek.finetune=true",
@@ -93,6 +96,7 @@ TRAINERS = sorted(p.stem for p in (REPO / "conf" / "trainer").glob("*.yaml"))
     *([f"experiment={name}", f"trainer={trainer}"] for name in EXPERIMENTS for trainer in TRAINERS),
     ["loss=focal", "loss.alpha=inverse_frequency"], ["optimizer.name=sgd", "+optimizer.momentum=0.9"],
     ["dataset.fold=2/5"], ["scheduler=null"], ["trainer.limit_train_batches=3"], ["trainer.precision=16"],
+    ["callbacks=none", "logger=none"], ["logger=csv"], ["callbacks.early_stopping=null"], ["patience=null"],
 ], ids=str)
 def test_shipped_configs_are_accepted(overrides):
     check_train(composed("train", overrides))
@@ -152,6 +156,19 @@ def test_lightning_refusal_is_one_line_before_any_work(run_cli, tmp_path):
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and errors[0].startswith("lesion: error: trainer: Lightning refuses these options ("), errors
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("overrides, refusal", [
+    (["callbacks.best_checkpoint.mode=sideways"], "callbacks.best_checkpoint: Lightning refuses these options ("),
+    (["logger=none"], "logger: is empty, and the learning-rate monitor (callbacks.lr_monitor) needs a logger"),
+], ids=str)
+def test_callback_and_logger_refusals_are_one_line_before_any_work(run_cli, tmp_path, overrides, refusal):
+    result = run_cli("train.py", "experiment=quickstart", *overrides, "trainer.fast_dev_run=true",
+                     f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"lesion: error: {refusal}"), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_schema_names_exactly_the_registered_builders():

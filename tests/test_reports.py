@@ -10,8 +10,8 @@ from scipy.special import log_softmax, softmax
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_score, recall_score, roc_auc_score)
 
-from lesion.evaluate.report import (_weighted_auc, apply_temperature, calibration_bins, evaluation_report,
-                            fit_temperature, format_report)
+from lesion.evaluate.calibration import apply_temperature, calibration_bins, fit_temperature
+from lesion.evaluate.report import _weighted_auc, evaluation_report, format_report
 
 ISIC2018 = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 ISIC2017 = ["NV", "SK", "MEL"]

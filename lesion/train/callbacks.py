@@ -76,7 +76,7 @@ class Interruption(pl.Callback):
         self.dirpath = Path(dirpath)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Here rather than Trainer(plugins=…): every trainer make_trainer builds gets this callback.
+        # Here rather than Trainer(plugins=…): every trainer built with this callback gets atomic writes.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.is_global_zero:  # temporary files of a save cut short by SIGKILL (as large as a checkpoint)

@@ -4,7 +4,8 @@ Each entry of ``callbacks`` and ``logger`` is a Lightning object named by ``_tar
 user's own config (never in a checkpoint). A stage fills in what depends on it: ``dirpath`` (its
 checkpoint folder) for callbacks that have that option, ``version`` (its log sub-folder) for
 loggers that have it. An entry set to null is left out, and so is early stopping when
-``patience`` is null.
+``patience`` is null. Checkpoints come from the ``callbacks`` group alone: without a checkpoint
+callback there, Lightning adds none of its own.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def build_trainer(cfg: DictConfig, checkpoints: Path, log_version: str, **overri
     if monitors and not loggers:
         raise LesionError("logger", "is empty, and the learning-rate monitor (callbacks.lr_monitor) needs a logger",
                           "keep a logger, or add callbacks.lr_monitor=null")
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     return _build("trainer", cfg.trainer, "fix the trainer.* override (see conf/trainer/default.yaml)",
-                  callbacks=callbacks, logger=loggers or False, default_root_dir=cfg.run_dir, **overrides)
+                  callbacks=callbacks, logger=loggers or False, enable_checkpointing=checkpointing,
+                  default_root_dir=cfg.run_dir, **overrides)
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
