@@ -16,7 +16,7 @@ from lesion.models.attention import ChannelAttention
 from lesion.models.backbone import Backbone
 from lesion.models.decoder import LSTMDecoder
 from lesion.models.net import LesionNet
-from lesion.models.registry import barata_net, baseline_net
+from lesion.models.registry import barata_net, baseline_net, build_backbone
 
 TAXONOMY = ISIC2018.taxonomy()
 K = ISIC2018.num_classes
@@ -40,7 +40,7 @@ def _seed():
 
 @pytest.mark.parametrize(("name", "channels"), [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)])
 def test_backbone_shapes(name, channels):
-    backbone = Backbone(name, weights="none").eval()
+    backbone = Backbone(name).eval()
     with torch.no_grad():
         fmap = backbone(torch.randn(2, 3, 32, 32))
     assert backbone.channels == channels
@@ -52,13 +52,13 @@ def test_backbone_shapes(name, channels):
 
 def test_unknown_backbone():
     with pytest.raises(LesionError) as err:
-        Backbone("vgg16", weights="none")
+        Backbone("vgg16")
     assert str(err.value).startswith("model.backbone:") and "resnet50" in str(err.value)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_frozen_stages_keep_batchnorm_statistics_whatever_the_flags(training):
-    backbone = Backbone("resnet18", weights="none", frozen_stages=2)
+    backbone = Backbone("resnet18", frozen_stages=2)
     # Lightning restores modes flag by flag (module.training = …), never through train().
     for module in backbone.modules():
         module.training = training
@@ -80,7 +80,7 @@ def test_frozen_stages_keep_batchnorm_statistics_whatever_the_flags(training):
 
 
 def test_frozen_stages_keep_the_state_dict_of_a_plain_trunk():
-    frozen, plain = Backbone("resnet18", weights="none", frozen_stages=5), Backbone("resnet18", weights="none")
+    frozen, plain = Backbone("resnet18", frozen_stages=5), Backbone("resnet18")
     assert list(frozen.state_dict()) == list(plain.state_dict())  # checkpoints load whatever the freezing
     plain.load_state_dict(frozen.state_dict())
     assert [n for n, _ in frozen.named_parameters()] == [n for n, _ in plain.named_parameters()]
@@ -88,34 +88,34 @@ def test_frozen_stages_keep_the_state_dict_of_a_plain_trunk():
 
 def test_weights_from_trunk_and_full_resnet_files(tmp_path):
     x = torch.randn(2, 3, 32, 32)
-    source = Backbone("resnet18", weights="none").eval()
+    source = Backbone("resnet18").eval()
     torch.save(source.state_dict(), tmp_path / "trunk.pth")
     resnet = torchvision.models.resnet18()
     torch.save(resnet.state_dict(), tmp_path / "full.pth")
 
     with torch.no_grad():
-        loaded = Backbone("resnet18", weights=str(tmp_path / "trunk.pth")).eval()
+        loaded = build_backbone("resnet18", weights=str(tmp_path / "trunk.pth")).eval()
         assert torch.equal(loaded(x), source(x))
-        full = Backbone("resnet18", weights=str(tmp_path / "full.pth")).eval()
+        full = build_backbone("resnet18", weights=str(tmp_path / "full.pth")).eval()
         assert torch.equal(full.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
 
 
 def test_weights_file_errors(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(LesionError) as err:
-        Backbone("resnet18", weights=str(missing))
+        build_backbone("resnet18", weights=str(missing))
     assert str(err.value).startswith(f"{missing}:")
 
     other = tmp_path / "resnet34.pth"
-    torch.save(Backbone("resnet34", weights="none").state_dict(), other)
+    torch.save(Backbone("resnet34").state_dict(), other)
     with pytest.raises(LesionError, match="unexpected") as err:
-        Backbone("resnet18", weights=str(other))
+        build_backbone("resnet18", weights=str(other))
     assert str(err.value).startswith(f"{other}:")
 
     junk = tmp_path / "junk.pth"
     junk.write_text("not a checkpoint")
     with pytest.raises(LesionError, match="cannot be read") as err:
-        Backbone("resnet18", weights=str(junk))
+        build_backbone("resnet18", weights=str(junk))
     assert str(err.value).startswith(f"{junk}:")
 
 
@@ -129,7 +129,7 @@ def test_imagenet_offline_and_uncached(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
     url = torchvision.models.ResNet18_Weights.DEFAULT.url
     with pytest.raises(LesionError) as err:
-        Backbone("resnet18", weights="imagenet")
+        build_backbone("resnet18", weights="imagenet")
     assert str(err.value).startswith(f"{tmp_path / 'hub' / 'checkpoints' / url.rsplit('/', 1)[1]}:")
     assert f"download {url}" in str(err.value)
 
@@ -141,7 +141,7 @@ def test_imagenet_from_cache(tmp_path, monkeypatch):
     resnet = torchvision.models.resnet18()
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save(resnet.state_dict(), tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1])
-    backbone = Backbone("resnet18", weights="imagenet")
+    backbone = build_backbone("resnet18", weights="imagenet")
     assert torch.equal(backbone.conv1.weight, resnet.conv1.weight)
 
 
@@ -251,3 +251,20 @@ def test_channels_last_and_compile_options_keep_the_checkpoint_format():
     assert fast.net.backbone._compiled_call_impl is not None and plain.net.backbone._compiled_call_impl is None
     assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints load either way
     assert dict(fast.hparams) == dict(plain.hparams)  # runtime switches are not hyper-parameters
+
+
+PURE_MODULES = ("attention", "backbone", "decoder", "heads", "net")
+
+
+@pytest.mark.parametrize("name", PURE_MODULES)
+def test_nn_module_files_import_no_lightning_hydra_or_file_access(name):
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "lesion" / "models" / f"{name}.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"pytorch_lightning", "lightning", "lightning_fabric", "hydra", "omegaconf", "os", "pathlib",
+                           "shutil", "io"}, imported
+    called = {node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+              for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    assert not called & {"open", "load", "save", "get_state_dict", "read_bytes", "read_text"}, called

@@ -1,15 +1,12 @@
 """ResNet trunk: a torchvision ResNet without its pooling and classifier, giving the feature map F.
 
-ResNet: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016. Weights are
-``none`` (random init), ``imagenet`` (torchvision's DEFAULT weights, cached under ``TORCH_HOME``)
-or the path of a local ``.pth`` state dict.
+ResNet: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016. The trunk starts
+at random or from a given state dict; where weights come from (ImageNet, a ``.pth`` file) is
+:mod:`lesion.models.weights`'.
 
-Caveats: torchvision's DEFAULT for resnet50 is ``IMAGENET1K_V2`` (a newer training recipe whose
-reference evaluation resizes to 232 px), for resnet18/34 it is ``IMAGENET1K_V1``; only the
-normalisation is taken from the weights, the image size stays the dataset's choice. The download
-of ``imagenet`` weights goes through ``torch.hub`` without a socket timeout: on an offline machine
-name resolution fails at once, behind a firewall that drops packets it fails only at the TCP
-connect timeout.
+Caveat: only the normalisation is taken from torchvision's weights, the image size stays the
+dataset's choice (torchvision's DEFAULT for resnet50 is ``IMAGENET1K_V2``, whose reference
+evaluation resizes to 232 px; for resnet18/34 it is ``IMAGENET1K_V1``).
 
 Frozen stages get no gradient and their BatchNorms become :class:`FrozenBatchNorm2d`, which
 always normalises with the stored running statistics and never updates them, whatever the
@@ -19,10 +16,7 @@ override of ``train()`` cannot keep frozen BatchNorms in eval mode.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -96,8 +90,10 @@ class Backbone(nn.Module):
 
     Args:
         name: ``resnet18``, ``resnet34`` or ``resnet50``.
-        weights: ``none``, ``imagenet`` or the path of a ``.pth`` state dict of the full
-            torchvision ResNet or of this trunk.
+        frozen_stages: see Attributes.
+        state_dict: weights of the full torchvision ResNet (its ``fc.*`` keys are dropped) or of
+            this trunk; ``None`` keeps the random initialisation.
+        source: where ``state_dict`` comes from, named in a mismatch error.
 
     Attributes:
         channels: C, the number of feature-map channels (512 for resnet18/34, 2048 for resnet50).
@@ -108,7 +104,8 @@ class Backbone(nn.Module):
             eval mode alike (0 = train all, 3 = train layer3 and layer4, 5 = freeze the trunk).
     """
 
-    def __init__(self, name: str = "resnet50", weights: str = "imagenet", frozen_stages: int = 0):
+    def __init__(self, name: str = "resnet50", frozen_stages: int = 0, state_dict: Mapping[str, torch.Tensor] | None = None,
+                 source: str = "state_dict"):
         super().__init__()
         if name not in NAMES:
             raise LesionError(
@@ -121,10 +118,8 @@ class Backbone(nn.Module):
         self.name = name
         self.channels: int = resnet.fc.in_features
         self.mean, self.std = normalisation(name)
-        if weights == "imagenet":
-            self._load(_imagenet_state_dict(name), f"torchvision {name} ImageNet weights")
-        elif weights != "none":
-            self._load(_file_state_dict(Path(weights)), weights)
+        if state_dict is not None:
+            self._load(state_dict, source)
         if not 0 <= frozen_stages <= len(STAGES):
             raise LesionError("model.frozen_stages", f"must be 0–{len(STAGES)}, got {frozen_stages}",
                               "0 trains every stage; 4 trains only layer4 (and the head)")
@@ -144,7 +139,7 @@ class Backbone(nn.Module):
             x = stage(x)
         return x
 
-    def _load(self, state: Mapping[str, torch.Tensor], source: str | Path) -> None:
+    def _load(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         """Load a full-ResNet or trunk state dict, naming ``source`` in any mismatch."""
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         own = self.state_dict()
@@ -165,43 +160,3 @@ class Backbone(nn.Module):
                 f"Backbone({self.name!r}), or pass model.weights=imagenet or model.weights=none",
             )
         self.load_state_dict(state)
-
-
-def _imagenet_state_dict(name: str) -> Mapping[str, torch.Tensor]:
-    """Torchvision's DEFAULT ImageNet weights of ``name``, from the hub cache or downloaded there."""
-    weights = get_model_weights(name).DEFAULT
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
-    was_cached = cached.is_file()
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError, a bad hash a RuntimeError
-        if was_cached:
-            raise LesionError(
-                cached,
-                f"the cached ImageNet weights for {name} are unreadable ({err})",
-                "delete the file and run again on a machine with internet, or pass model.weights=none",
-            ) from err
-        raise LesionError(
-            cached,
-            f"ImageNet weights for {name} are not cached and could not be downloaded",
-            f"download {weights.url} to that path on a machine with internet, "
-            "or pass model.weights=PATH.pth or model.weights=none",
-        ) from err
-
-
-def _file_state_dict(path: Path) -> Mapping[str, torch.Tensor]:
-    """The state dict stored in ``path`` (tensors only: ``weights_only=True``)."""
-    if not path.is_file():
-        raise LesionError(
-            path,
-            "weights file not found",
-            "pass model.weights=imagenet, model.weights=none or the path of an existing .pth file",
-        )
-    fix = "save it with torch.save(model.state_dict(), PATH)"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - a foreign file makes torch.load raise almost anything
-        raise LesionError(path, f"cannot be read as a torch state dict ({err})", fix) from err
-    if not isinstance(state, Mapping):
-        raise LesionError(path, f"holds a {type(state).__name__}, not a state dict", fix)
-    return state

@@ -12,6 +12,13 @@ from lesion.errors import LesionError
 from lesion.models.backbone import Backbone
 from lesion.models.heads import BarataHead, LinearHead
 from lesion.models.net import LesionNet
+from lesion.models.weights import pretrained_state_dict
+
+
+def build_backbone(name: str = "resnet50", weights: str = "imagenet", frozen_stages: int = 0) -> Backbone:
+    """The ResNet trunk ``name`` starting from ``weights`` (``none``, ``imagenet`` or a ``.pth`` path)."""
+    source = f"torchvision {name} ImageNet weights" if weights == "imagenet" else weights
+    return Backbone(name, frozen_stages, pretrained_state_dict(name, weights), source)
 
 
 def baseline_net(
@@ -24,7 +31,7 @@ def baseline_net(
 ) -> LesionNet:
     """ResNet + ``LinearHead``. ``taxonomy`` is unused; it is accepted so that both builders take
     the same arguments from the caller."""
-    trunk = Backbone(backbone, weights, frozen_stages)
+    trunk = build_backbone(backbone, weights, frozen_stages)
     return LesionNet(trunk, LinearHead(trunk.channels, num_classes, dropout))
 
 
@@ -46,7 +53,7 @@ def barata_net(
         num_classes: K.
         taxonomy: K rows ``[level 0 token, …, k]`` (``Layout.taxonomy()``), used if hierarchical.
         hierarchical: decode along the taxonomy (L steps) instead of in one step.
-        backbone, weights, frozen_stages: see ``Backbone``; the rest: see ``BarataHead``.
+        backbone, weights, frozen_stages: see ``build_backbone``; the rest: see ``BarataHead``.
     """
     rows = [list(row) for row in taxonomy]
     if len(rows) != num_classes or any(len(r) != len(rows[0]) or r[-1] != k for k, r in enumerate(rows)):
@@ -56,7 +63,7 @@ def barata_net(
             "leave it to the dataset's taxonomy (Layout.taxonomy())",
         )
     paths = rows if hierarchical else [[k] for k in range(num_classes)]
-    trunk = Backbone(backbone, weights, frozen_stages)
+    trunk = build_backbone(backbone, weights, frozen_stages)
     return LesionNet(trunk, BarataHead(trunk.channels, paths, hidden_size, embed_dim, rd_ratio, dropout))
 
 

@@ -25,6 +25,8 @@ from lesion.options import STORED_KEYS, check_stored
 from lesion.train.losses import build_loss
 from lesion.train.optim import build_optimizer, build_scheduler
 
+# Checkpoint entry holding the validation BACC of its weights (LesionClassifier.on_save_checkpoint).
+VAL_BACC_KEY = "val_bacc"
 # Metric sets of the Trainer's stages (not the training stages of lesion.train.run).
 METRIC_STAGES = ("train", "val", "test")
 
@@ -155,6 +157,13 @@ class LesionClassifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the latest validation BACC (as logged) with the weights: for a checkpoint saved after
+        validation, such as ``best.ckpt``, the BACC of those very weights."""
+        score = self.trainer.callback_metrics.get("val/bacc")
+        if score is not None:
+            checkpoint[VAL_BACC_KEY] = float(score)
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.parameters(), dict(self.hparams.optimizer))

@@ -33,7 +33,7 @@ from lesion.files import write_json
 from lesion.hydra_record import write_record
 from lesion.models.backbone import normalisation
 from lesion.options import check_train
-from lesion.train.module import LesionClassifier
+from lesion.train.module import VAL_BACC_KEY, LesionClassifier
 from lesion.train.trainer import best_callback, best_checkpoint, build_trainer
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def run(cfg: DictConfig) -> dict:
         best = stage.fit(stage.trainer, module, datamodule, best)
 
     trainer = stages[-1].trainer
-    validation = _validation_of(trainer, module, datamodule, best)
+    validation = _validation_of(trainer, module, best)
     if not best:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the current weights")
     trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
@@ -173,22 +173,21 @@ def run(cfg: DictConfig) -> dict:
     return {"val": validation, "test": results}
 
 
-def _validation_of(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule, best: str | None) -> dict:
-    """The validation BACC of the checkpoint to be tested, and its epoch.
+def _validation_of(trainer: pl.Trainer, module: LesionClassifier, best: str | None) -> dict:
+    """The validation BACC of the checkpoint to be tested, and its epoch, whichever metric chose it.
 
-    The best checkpoint's own score when it was chosen on ``val/bacc``; under another monitored
-    metric the checkpoint is validated once more to learn its BACC.
+    Read from the checkpoint (:data:`~lesion.train.module.VAL_BACC_KEY`); a checkpoint written
+    before it was stored gives its callback's best score, when that score is ``val/bacc``.
     """
-    callback = best_callback(trainer)
-    if not best or callback is None or callback.best_model_score is None:
+    if not best:
         return {"bacc": float(module.results.get("val", {}).get("bacc", float("nan"))), "epoch": None, "checkpoint": None}
-    epoch = int(torch.load(best, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    if callback.monitor == "val/bacc":
+    contents = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
+    bacc = contents.get(VAL_BACC_KEY)
+    callback = best_callback(trainer)
+    if bacc is None and callback is not None and callback.monitor == "val/bacc" and callback.best_model_score is not None:
         bacc = float(callback.best_model_score)
-    else:
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
-        bacc = float(module.results["val"]["bacc"])
-    return {"bacc": bacc, "epoch": epoch, "checkpoint": Path(best).name}
+    return {"bacc": float("nan") if bacc is None else float(bacc), "epoch": int(contents["epoch"]),
+            "checkpoint": Path(best).name}
 
 
 def _log_version(run_dir: Path, resuming: bool) -> str:
