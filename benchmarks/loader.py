@@ -53,7 +53,7 @@ def subset_copy(source: Path, dest: Path, ids: list[str], upscale: tuple[int, in
     bytes, or re-encoded (JPEG q90) at ``upscale`` = (width, height)."""
     layout = LAYOUTS["isic2017"]
     table = read_split(layout, source, "train")
-    folder = dest / layout.splits["train"].images
+    folder = dest / layout.splits["train"].images[0]
     folder.mkdir(parents=True)
     for image_id in ids:
         if upscale is None:
@@ -62,7 +62,7 @@ def subset_copy(source: Path, dest: Path, ids: list[str], upscale: tuple[int, in
             table.images.read(image_id).resize(upscale, Image.Resampling.BICUBIC).save(
                 folder / f"{image_id}.jpg", quality=90)
     csv = pd.read_csv(table.csv_path, dtype={layout.id_column: str})
-    csv[csv[layout.id_column].isin(ids)].to_csv(dest / layout.splits["train"].csv, index=False)
+    csv[csv[layout.id_column].isin(ids)].to_csv(dest / layout.splits["train"].csv[0], index=False)
     return dest
 
 

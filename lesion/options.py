@@ -206,7 +206,7 @@ _DATASET = {
     "num_workers": _integer(0, null=True),
     "persistent_workers": Value(bool),
     "val_fraction": _number(0, 1, lo_open=True, hi_open=True),
-    "split_by": Value(str, choices=("auto", "lesion", "image")),
+    "split_by": Value(str, choices=("auto", "lesion", "patient", "image")),
     "fold": Value("fold", null=True),
     "synthetic": Value(bool),
     "synthetic_n": _integer(1),
@@ -223,7 +223,7 @@ STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=
 SPLIT = Section({
     "validation": Value(str, choices=("official", "holdout", "fold")),
     "seed": _integer(0), "val_fraction": _DATASET["val_fraction"], "fold": Value("fold", null=True),
-    "grouped_by": Value(str, choices=("image", "lesion")), "val_images": _integer(0),
+    "grouped_by": Value(str, choices=("image", "lesion", "patient")), "val_images": _integer(0),
     "val_ids_sha256": Value(str), "test": Value(str, choices=("official", "validation")),
 })
 
@@ -287,8 +287,12 @@ def check_train(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/train.yaml`` config (a plain dict), before any work."""
     dataset = DATASET.check("dataset", cfg["dataset"])
     square_size(dataset["image_size"], dataset["cache_size"])
-    classes = LAYOUTS[dataset["layout"]].classes
-    _named("model", cfg["model"], MODELS)
+    layout = LAYOUTS[dataset["layout"]]
+    classes = layout.classes
+    model = _named("model", cfg["model"], MODELS)
+    if model.get("hierarchical") and not layout.has_taxonomy:
+        raise LesionError("model.hierarchical", f"decodes the lesion taxonomy, and the {layout.name} classes "
+                          f"({', '.join(classes)}) have none", "use model.hierarchical=false")
     loss = _named("loss", cfg["loss"], losses(resolved=False))
     _named("optimizer", cfg["optimizer"], OPTIMIZER_SECTIONS)
     SCHEDULER.check("scheduler", cfg["scheduler"])

@@ -70,8 +70,8 @@ def test_eval_transform_is_deterministic_and_sized(synthetic_root):
 def test_holdout_when_there_is_no_validation_split(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
     files = LAYOUTS["isic2018"].splits["val"]
-    (root / files.csv).unlink()
-    (root / f"{files.images}.zip").unlink()
+    (root / files.csv[0]).unlink()
+    (root / f"{files.images[0]}.zip").unlink()
     dm = make_datamodule(root, val_fraction=0.2)
     train_ids, val_ids = set(dm.train_set.ids), set(dm.val_set.ids)
     assert not train_ids & val_ids

@@ -107,10 +107,10 @@ def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def test_macos_zip_extras_are_not_images(root, caplog):
     """Finder's "Compress" adds __MACOSX/ with an AppleDouble ._ file per member, and .DS_Store."""
-    archive = root / f"{FILES.images}.zip"
+    archive = root / f"{FILES.images[0]}.zip"
     members = zip_members(archive)
-    extras = {"__MACOSX/": b"", f"{FILES.images}/.DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(32),
-              f"__MACOSX/{FILES.images}/._.DS_Store": APPLE_DOUBLE}
+    extras = {"__MACOSX/": b"", f"{FILES.images[0]}/.DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(32),
+              f"__MACOSX/{FILES.images[0]}/._.DS_Store": APPLE_DOUBLE}
     for name in members:
         folder, _, base = name.rpartition("/")
         if base:
@@ -127,13 +127,13 @@ def test_macos_zip_extras_are_not_images(root, caplog):
 
 def test_macos_files_in_an_extracted_folder_are_not_images(folders, caplog):
     """A folder copied by macOS onto a non-Apple disk: ._ files next to every image, .DS_Store."""
-    split = folders / FILES.images
+    split = folders / FILES.images[0]
     for image in list(split.glob("*.jpg")):
         (image.parent / f"._{image.name}").write_bytes(APPLE_DOUBLE)
     (split / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (folders / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    (split / "__MACOSX" / FILES.images).mkdir(parents=True)
-    (split / "__MACOSX" / FILES.images / "._ISIC_0000000.jpg").write_bytes(APPLE_DOUBLE)
+    (split / "__MACOSX" / FILES.images[0]).mkdir(parents=True)
+    (split / "__MACOSX" / FILES.images[0] / "._ISIC_0000000.jpg").write_bytes(APPLE_DOUBLE)
     with caplog.at_level(logging.INFO, logger="lesion.data.readers"):
         assert_reads_truth(folders)
     assert "have no row" not in caplog.text
@@ -141,7 +141,7 @@ def test_macos_files_in_an_extracted_folder_are_not_images(folders, caplog):
 
 def test_zip_with_windows_separators(root):
     """Old Windows tools store member names with backslashes."""
-    archive = root / f"{FILES.images}.zip"
+    archive = root / f"{FILES.images[0]}.zip"
     members = {name.replace("/", "\\"): data for name, data in zip_members(archive).items() if not name.endswith("/")}
     before = read_split("isic2018", root, "train")
     expected = pixels(before, before.ids[0])
@@ -168,7 +168,7 @@ SPREADSHEET = {
 
 @pytest.mark.parametrize("kind", list(SPREADSHEET))
 def test_ground_truth_csv_saved_by_a_spreadsheet(root, kind):
-    csv_path = root / FILES.csv
+    csv_path = root / FILES.csv[0]
     lines = csv_path.read_text().splitlines()
     assert lines[1].split(",")[1] in ("1.0", "0.0")  # labels written as floats, as the official CSVs do
     csv_path.write_bytes(SPREADSHEET[kind](lines).encode())
@@ -202,7 +202,7 @@ def _edit_cells(csv_path: Path, row: int, cells: dict[str, str]) -> str:
     ({"BCC": "yes"}, ["column BCC", "'yes'"]),
 ], ids=["empty", "half", "soft_pair", "word"])
 def test_label_cell_that_is_not_0_or_1_names_row_and_column(root, cells, fragments):
-    csv_path = root / FILES.csv
+    csv_path = root / FILES.csv[0]
     image_id = _edit_cells(csv_path, 4, cells)
     with pytest.raises(LesionError) as info:
         read_split("isic2018", root, "train")
@@ -210,7 +210,7 @@ def test_label_cell_that_is_not_0_or_1_names_row_and_column(root, cells, fragmen
 
 
 def test_empty_id_cell_names_the_row(root):
-    csv_path = root / FILES.csv
+    csv_path = root / FILES.csv[0]
     _edit_cells(csv_path, 2, {SPEC.id_column: ""})
     with pytest.raises(LesionError) as info:
         read_split("isic2018", root, "train")
@@ -225,7 +225,7 @@ def test_empty_id_cell_names_the_row(root):
     lambda name: "download/ISIC2018/" + name,
 ], ids=["top_level", "renamed_folder", "nested_deeper"])
 def test_zip_remade_by_hand(root, rename):
-    archive = root / f"{FILES.images}.zip"
+    archive = root / f"{FILES.images[0]}.zip"
     before = read_split("isic2018", root, "train")
     expected = {i: pixels(before, i) for i in before.ids[:3]}
     members = {rename(name): data for name, data in zip_members(archive).items() if not name.endswith("/")}
@@ -238,9 +238,9 @@ def test_zip_remade_by_hand(root, rename):
 
 def test_zip_holding_an_image_twice_is_refused(root):
     """Re-zipped with both the inner folder and a top-level copy: which one is meant is unclear."""
-    archive = root / f"{FILES.images}.zip"
+    archive = root / f"{FILES.images[0]}.zip"
     members = zip_members(archive)
-    twice = f"{FILES.images}/ISIC_0000003.jpg"
+    twice = f"{FILES.images[0]}/ISIC_0000003.jpg"
     write_zip(archive, {**members, "ISIC_0000003.jpg": members[twice]})
     with pytest.raises(LesionError) as info:
         read_split("isic2018", root, "train")
@@ -250,7 +250,7 @@ def test_zip_holding_an_image_twice_is_refused(root):
 # --- image formats hiding behind .jpg -----------------------------------------------------------
 
 def _replace_image(folders: Path, image_id: str, data: bytes) -> None:
-    (folders / FILES.images / f"{image_id}.jpg").write_bytes(data)
+    (folders / FILES.images[0] / f"{image_id}.jpg").write_bytes(data)
 
 
 def test_webp_named_jpg(folders):
@@ -298,7 +298,7 @@ def test_tiny_and_thin_images_become_the_centre_square(folders, size, fmt):
 # --- links and things that are not files -------------------------------------------------------
 
 def test_symlinked_image_is_followed(folders, tmp_path):
-    image = folders / FILES.images / "ISIC_0000005.jpg"
+    image = folders / FILES.images[0] / "ISIC_0000005.jpg"
     expected = pixels(read_split("isic2018", folders, "train"), "ISIC_0000005")
     elsewhere = tmp_path / "elsewhere" / "lesion.jpg"
     elsewhere.parent.mkdir()
@@ -309,8 +309,8 @@ def test_symlinked_image_is_followed(folders, tmp_path):
 
 
 def test_symlinked_split_folder_is_followed(folders, tmp_path):
-    split = folders / FILES.images
-    moved = tmp_path / "disk" / FILES.images
+    split = folders / FILES.images[0]
+    moved = tmp_path / "disk" / FILES.images[0]
     moved.parent.mkdir()
     split.rename(moved)
     split.symlink_to(moved, target_is_directory=True)
@@ -318,7 +318,7 @@ def test_symlinked_split_folder_is_followed(folders, tmp_path):
 
 
 def test_dangling_symlink_is_a_clear_error(folders, tmp_path):
-    image = folders / FILES.images / "ISIC_0000005.jpg"
+    image = folders / FILES.images[0] / "ISIC_0000005.jpg"
     image.unlink()
     image.symlink_to(tmp_path / "unplugged-disk" / "ISIC_0000005.jpg")
     with pytest.raises(LesionError) as info:
@@ -327,7 +327,7 @@ def test_dangling_symlink_is_a_clear_error(folders, tmp_path):
 
 
 def test_folder_in_place_of_an_image_is_a_clear_error(folders):
-    image = folders / FILES.images / "ISIC_0000006.jpg"
+    image = folders / FILES.images[0] / "ISIC_0000006.jpg"
     image.unlink()
     image.mkdir()
     with pytest.raises(LesionError) as info:

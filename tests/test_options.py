@@ -35,7 +35,7 @@ REFUSED_TRAIN = {
     "dataset.val_fraction=0": "dataset.val_fraction: 0 is out of range",
     "dataset.fold=6/5": "dataset.fold: '6/5' is not k/K",
     "dataset.fold=garbage": "dataset.fold: 'garbage' is not k/K",
-    "dataset.split_by=patient": "dataset.split_by: 'patient' is not one of auto, lesion, image",
+    "dataset.split_by=person": "dataset.split_by: 'person' is not one of auto, lesion, patient, image",
     "dataset.cache_size=100": "dataset.cache_size: 100 px is smaller than dataset.image_size=224",
     "dataset.max_pixels=0": "dataset.max_pixels: 0 is out of range",
     "optimizer.lr=-1": "optimizer.lr: -1 is out of range",

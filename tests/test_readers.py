@@ -35,7 +35,7 @@ def test_reads_every_split_with_official_class_order(layout, packing, synthetic_
     spec = LAYOUTS[layout]
     for split in SPLITS:
         table = read_split(layout, root, split)
-        csv_path = root / spec.splits[split].csv
+        csv_path = root / spec.splits[split].csv[0]
         assert table.ids == pd.read_csv(csv_path, dtype=str)[spec.id_column].tolist()
         assert [spec.classes[i] for i in table.labels] == expected_labels(layout, csv_path)
         assert all(v > 0 for v in table.class_counts().values())
@@ -66,7 +66,7 @@ def test_zip_is_never_extracted(synthetic_root, tmp_path):
 
 def test_label_values_may_be_integers(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
-    csv_path = root / LAYOUTS["isic2018"].splits["train"].csv
+    csv_path = root / LAYOUTS["isic2018"].splits["train"].csv[0]
     frame = pd.read_csv(csv_path)
     classes = list(LAYOUTS["isic2018"].classes)
     frame[classes] = frame[classes].astype(int)
@@ -79,8 +79,8 @@ def test_label_values_may_be_integers(synthetic_root, tmp_path):
 def test_missing_validation_split_is_optional(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
     files = LAYOUTS["isic2018"].splits["val"]
-    (root / files.csv).unlink()
-    (root / f"{files.images}.zip").unlink()
+    (root / files.csv[0]).unlink()
+    (root / f"{files.images[0]}.zip").unlink()
     assert read_split("isic2018", root, "val") is None
 
 
@@ -88,15 +88,15 @@ def corrupt(root: Path, layout: str, how: str) -> str:
     """Damage the training split of a dataset copy; return a fragment the error must contain."""
     spec = LAYOUTS[layout]
     files = spec.splits["train"]
-    csv_path, archive = root / files.csv, root / f"{files.images}.zip"
+    csv_path, archive = root / files.csv[0], root / f"{files.images[0]}.zip"
     frame = pd.read_csv(csv_path, dtype={spec.id_column: str})
     label_cols = list(spec.label_columns)
     if how == "missing_csv":
         csv_path.unlink()
-        return files.csv
+        return files.csv[0]
     if how == "missing_images":
         archive.unlink()
-        return files.images
+        return files.images[0]
     if how == "missing_column":
         frame.drop(columns=[label_cols[0]]).to_csv(csv_path, index=False)
         return label_cols[0]
@@ -164,7 +164,7 @@ def test_reads_the_real_uda1_layout(uda1):
 
 def test_labels_written_as_booleans_and_extra_columns_are_accepted(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2017"), tmp_path / "copy")
-    csv_path = root / LAYOUTS["isic2017"].splits["train"].csv
+    csv_path = root / LAYOUTS["isic2017"].splits["train"].csv[0]
     frame = pd.read_csv(csv_path)
     expected = read_split("isic2017", root, "train").labels
     booleans = frame.assign(melanoma=frame["melanoma"].astype(bool), seborrheic_keratosis=frame["seborrheic_keratosis"].astype(bool))
@@ -176,7 +176,7 @@ def test_labels_written_as_booleans_and_extra_columns_are_accepted(synthetic_roo
 
 def test_header_only_csv_is_an_error(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
-    csv_path = root / LAYOUTS["isic2018"].splits["train"].csv
+    csv_path = root / LAYOUTS["isic2018"].splits["train"].csv[0]
     csv_path.write_text(csv_path.read_text().splitlines()[0] + "\n")
     with pytest.raises(LesionError, match="has no rows"):
         read_split("isic2018", root, "train")
@@ -184,7 +184,7 @@ def test_header_only_csv_is_an_error(synthetic_root, tmp_path):
 
 def test_zip_with_a_parent_path_member_is_refused(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
-    archive = root / f"{LAYOUTS['isic2018'].splits['train'].images}.zip"
+    archive = root / f"{LAYOUTS['isic2018'].splits['train'].images[0]}.zip"
     with zipfile.ZipFile(archive, "a") as z:
         z.writestr("../evil.jpg", b"x")
     with pytest.raises(LesionError, match=r"'\.\.' path"):

@@ -22,8 +22,8 @@ def grouped_root(synthetic_root, tmp_path) -> Path:
     """Synthetic ISIC 2018 without a validation split, with a groupings file: 2–3 images per lesion."""
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
     files = LAYOUTS["isic2018"].splits["val"]
-    (root / files.csv).unlink()
-    (root / f"{files.images}.zip").unlink()
+    (root / files.csv[0]).unlink()
+    (root / f"{files.images[0]}.zip").unlink()
     table = read_split("isic2018", root, "train")
     rows = []
     for cls in np.unique(table.labels):

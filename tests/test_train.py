@@ -131,7 +131,7 @@ def test_missing_dataset_folder_is_one_line_error(run_cli, tmp_path):
 
 def test_bad_csv_is_one_line_error(run_cli, synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2017"), tmp_path / "copy")
-    csv_path = root / LAYOUTS["isic2017"].splits["train"].csv
+    csv_path = root / LAYOUTS["isic2017"].splits["train"].csv[0]
     pd.read_csv(csv_path).drop(columns=["melanoma"]).to_csv(csv_path, index=False)
     result = run_cli("train.py", "dataset=isic2017", f"dataset.root={root}", *SMALL_REAL, check=False)
     assert_one_line_error(result, "melanoma")
@@ -140,7 +140,7 @@ def test_bad_csv_is_one_line_error(run_cli, synthetic_root, tmp_path):
 def test_unreadable_image_inside_a_worker_is_one_line_error(run_cli, synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root("isic2018"), tmp_path / "copy")
     files = LAYOUTS["isic2018"].splits["train"]
-    archive = root / f"{files.images}.zip"
+    archive = root / f"{files.images[0]}.zip"
     with zipfile.ZipFile(archive) as z:
         members = {name: z.read(name) for name in z.namelist()}
     victim = sorted(name for name in members if name.endswith(".jpg"))[0]

@@ -86,14 +86,8 @@ def decode_square(read: Callable[[int], Image.Image], size: int) -> np.ndarray:
 def cache_key(table: SplitTable, size: int) -> str:
     """SHA-256 of what the cached pixels depend on: source files, ids in order, size, versions."""
     archive = table.images
-    if archive.path.is_dir():
-        stats = {m: os.stat(archive.path / m) for m in (archive.members[i] for i in table.ids)}
-        sources = [[m, s.st_size, s.st_mtime_ns] for m, s in stats.items()]
-    else:
-        stat = archive.path.stat()
-        sources = [[archive.path.name, stat.st_size, stat.st_mtime_ns], [archive.members[i] for i in table.ids]]
     payload = {"version": CACHE_VERSION, "pillow": PIL.__version__, "size": size, "path": str(archive.path.resolve()),
-               "ids": table.ids, "sources": sources}
+               "ids": table.ids, "sources": archive.key_sources(table.ids)}
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_wor
 from lesion.balance.plan import BalancePlan, plan_balance
 from lesion.data.cache import SquareImages, available_cores, default_cache_dir, square_size
 from lesion.data.images import DEFAULT_MAX_PIXELS
-from lesion.data.readers import SplitTable, read_groups, read_split
+from lesion.data.readers import SplitTable, find_grouping, read_groups, read_split
 from lesion.data.layouts import LAYOUTS, counts_of
 from lesion.data.splits import parse_fold, split_indices
 from lesion.errors import LesionError
@@ -97,8 +97,9 @@ class IsicDataModule(pl.LightningDataModule):
         seed: seed of the hold-out and of the augmentation in the main process.
         synthetic: generate a synthetic dataset at ``root`` on first use (else real data).
         synthetic_n, synthetic_seed: its number of training images and its seed.
-        split_by: ``auto`` (by lesion when a lesion-grouping file is present, else by image),
-            ``lesion`` (requires the file) or ``image``; applies to every split made here.
+        split_by: ``auto`` (by lesion or patient when the layout's grouping file is present, else
+            by image), ``lesion`` / ``patient`` (requires that file) or ``image``; applies to every
+            split made here.
         fold: ``"k/K"`` validates on fold k of a K-fold split of the training split (the
             official validation split is then not used), or ``None``.
         cache: read images from the pre-resized cache (built on first use), else decode each time.
@@ -156,16 +157,17 @@ class IsicDataModule(pl.LightningDataModule):
         train, val, test = (None if t is None else SquareImages(t, self.cache_size, self.cache_dir, self.max_pixels)
                             for t in (train, val, test))
         if val is None or self.fold is not None:
-            groups = None if self.split_by == "image" else read_groups(self.layout, self.root, train.table.ids)
-            if self.split_by == "lesion" and groups is None:
-                raise LesionError("dataset.split_by", f"lesion needs a lesion-grouping file in {self.root}",
-                                  f"add one of {', '.join(g.file for g in self.layout.groupings) or '(none for this layout)'}"
-                                  " or use dataset.split_by=image")
+            grouping = None if self.split_by == "image" else find_grouping(self.layout, self.root)
+            if self.split_by in ("lesion", "patient") and (grouping is None or grouping.kind != self.split_by):
+                files = [g.file for g in self.layout.groupings if g.kind == self.split_by]
+                raise LesionError("dataset.split_by", f"{self.split_by} needs a {self.split_by}-grouping file in {self.root}",
+                                  f"add one of {', '.join(files) or '(none for this layout)'} or use dataset.split_by=image")
+            groups = None if grouping is None else read_groups(self.layout, self.root, train.table.ids)
             keep, held = split_indices(train.table.labels, self.seed, self.val_fraction, self.fold, groups)
-            validation, grouped_by = ("fold" if self.fold else "holdout"), ("image" if groups is None else "lesion")
+            validation, grouped_by = ("fold" if self.fold else "holdout"), ("image" if groups is None else grouping.kind)
             how = f"fold {self.fold[0]}/{self.fold[1]}" if self.fold else f"{self.val_fraction:.0%} hold-out"
             log.warning("%s: validating on a %s of the %d training images, by %s (seed %d)%s", self.root, how,
-                        len(train), "lesion" if groups is not None else "image", self.seed,
+                        len(train), grouped_by, self.seed,
                         "; the official validation split is not used" if val is not None else "")
             self.train_set = LesionDataset(train, train_preset, keep)
             self.val_set = LesionDataset(train, eval_preset, held)

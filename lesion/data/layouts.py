@@ -1,15 +1,22 @@
-"""The official ISIC file layouts: file names, CSV headers, class orders and the taxonomy.
+"""The official file layouts: file names, CSV headers, class orders and the taxonomy.
+
+ISIC 2017 Part 3, ISIC 2018 Task 3, ISIC 2019, SIIM-ISIC 2020 and HAM10000, as their archives
+name them (sources: the ISIC challenge data pages, challenge.isic-archive.com/data, and the
+HAM10000 release, Tschandl et al., Sci. Data 5, 180161 (2018), doi:10.7910/DVN/DBW86T).
 
 This module is the one source of truth for class names, ``num_classes`` and the lesion
 taxonomy (melanocytic vs non-melanocytic, then benign vs malignant, then the class) used by the
 hierarchical decoder of Barata et al., "Explainable skin lesion diagnosis using taxonomies",
-Pattern Recognition 110 (2021).
+Pattern Recognition 110 (2021). Caveats: ISIC 2019's AK (actinic keratosis) and SCC count as
+malignant, as ISIC 2018's AKIEC does; its UNK ("none of the others", no training image) counts
+as non-melanocytic and benign. ISIC 2020's two classes (benign, melanoma) have no taxonomy:
+its benign class mixes melanocytic and other lesions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,43 +27,67 @@ def counts_of(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
     """Images per class (class index per image → ``{class name: count}``, in class order)."""
     return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
-MALIGNANT = frozenset({"MEL", "BCC", "AKIEC"})
+MALIGNANT = frozenset({"MEL", "BCC", "AKIEC", "AK", "SCC"})
 MELANOCYTIC = frozenset({"NV", "MEL"})
 
 
 @dataclass(frozen=True)
 class SplitFiles:
-    """Official names of one split: the image archive/folder and the ground-truth CSV."""
+    """Official names of one split: its image archives/folders and its ground-truth CSV.
 
-    images: str  # zip stem == folder name
-    csv: str
+    ``images``: zip stems (== folder names), all read (HAM10000 comes in two parts). ``csv``: the
+    candidates in order of preference (ISIC 2020's ``_v2`` first). ``labels_optional``: the
+    images may come without ground truth (ISIC 2019's test split before its labels were
+    released); the split is then unlabelled and not used.
+    """
+
+    images: tuple[str, ...]
+    csv: tuple[str, ...]
+    labels_optional: bool = False
 
 
 @dataclass(frozen=True)
 class Grouping:
-    """A CSV that maps image ids to lesion ids (several images may show one lesion)."""
+    """A CSV that maps image ids to lesion or patient ids (several images per lesion or patient)."""
 
     file: str
     id_column: str
     group_column: str
+    kind: str = "lesion"  # or "patient"
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """A CSV listing pairs of images of one lesion published twice: the second of each pair is dropped."""
+
+    file: str
+    columns: tuple[str, str]
 
 
 @dataclass(frozen=True)
 class Layout:
-    """One challenge's official layout.
+    """One dataset's official layout.
 
-    ``label_columns`` maps each CSV label column to a class name; ``implicit_class`` is the class
-    of a row whose label columns are all 0 (ISIC 2017's benign nevus), else ``None``.
-    ``groupings`` are the optional lesion-grouping files, in order of preference.
+    Labels are one-hot or one column: ``label_columns`` maps each one-hot CSV column to a class
+    name (``implicit_class`` is the class of a row whose label columns are all 0, ISIC 2017's
+    benign nevus); ``label_column`` names a single column whose values ``label_values`` maps to
+    class names. ``splits`` lists the splits the layout has (missing ones are made from the
+    training split). ``groupings`` are the optional grouping files, in order of preference;
+    ``duplicates`` an optional list of images published twice. ``has_taxonomy``: the classes
+    have a place in the lesion taxonomy (hierarchical decoding).
     """
 
     name: str
     id_column: str
     classes: tuple[str, ...]
-    label_columns: dict[str, str]
-    implicit_class: str | None
     splits: dict[str, SplitFiles]
+    label_columns: dict[str, str] = field(default_factory=dict)
+    implicit_class: str | None = None
+    label_column: str | None = None
+    label_values: dict[str, str] = field(default_factory=dict)
     groupings: tuple[Grouping, ...] = ()
+    duplicates: Duplicates | None = None
+    has_taxonomy: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -74,6 +105,10 @@ class Layout:
         return [[*self.taxonomy_path(c), k] for k, c in enumerate(self.classes)]
 
 
+def _split(images: str | tuple[str, ...], *csv: str, labels_optional: bool = False) -> SplitFiles:
+    return SplitFiles((images,) if isinstance(images, str) else images, csv, labels_optional)
+
+
 ISIC2017 = Layout(
     name="isic2017",
     id_column="image_id",
@@ -81,28 +116,72 @@ ISIC2017 = Layout(
     label_columns={"melanoma": "MEL", "seborrheic_keratosis": "SK"},
     implicit_class="NV",
     splits={
-        "train": SplitFiles("ISIC-2017_Training_Data", "ISIC-2017_Training_Part3_GroundTruth.csv"),
-        "val": SplitFiles("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part3_GroundTruth.csv"),
-        "test": SplitFiles("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part3_GroundTruth.csv"),
+        "train": _split("ISIC-2017_Training_Data", "ISIC-2017_Training_Part3_GroundTruth.csv"),
+        "val": _split("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part3_GroundTruth.csv"),
+        "test": _split("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part3_GroundTruth.csv"),
     },
 )
+
+ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+HAM10000_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata")
 
 ISIC2018 = Layout(
     name="isic2018",
     id_column="image",
-    classes=("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"),
-    label_columns={c: c for c in ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")},
-    implicit_class=None,
+    classes=ISIC2018_CLASSES,
+    label_columns={c: c for c in ISIC2018_CLASSES},
     splits={
-        "train": SplitFiles("ISIC2018_Task3_Training_Input", "ISIC2018_Task3_Training_GroundTruth.csv"),
-        "val": SplitFiles("ISIC2018_Task3_Validation_Input", "ISIC2018_Task3_Validation_GroundTruth.csv"),
-        "test": SplitFiles("ISIC2018_Task3_Test_Input", "ISIC2018_Task3_Test_GroundTruth.csv"),
+        "train": _split("ISIC2018_Task3_Training_Input", "ISIC2018_Task3_Training_GroundTruth.csv"),
+        "val": _split("ISIC2018_Task3_Validation_Input", "ISIC2018_Task3_Validation_GroundTruth.csv"),
+        "test": _split("ISIC2018_Task3_Test_Input", "ISIC2018_Task3_Test_GroundTruth.csv"),
     },
     groupings=(
         Grouping("ISIC2018_Task3_Training_LesionGroupings.csv", "image", "lesion_id"),
-        Grouping("HAM10000_metadata.csv", "image_id", "lesion_id"),
-        Grouping("HAM10000_metadata", "image_id", "lesion_id"),
+        *(Grouping(name, "image_id", "lesion_id") for name in HAM10000_METADATA),
     ),
 )
 
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (ISIC2017, ISIC2018)}
+ISIC2019_CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
+
+# No official validation split. Many training ids carry a "_downsampled" suffix (images shrunk
+# before publication); the suffix is part of the id, in the CSVs and the file names alike.
+ISIC2019 = Layout(
+    name="isic2019",
+    id_column="image",
+    classes=ISIC2019_CLASSES,
+    label_columns={c: c for c in ISIC2019_CLASSES},
+    splits={
+        "train": _split("ISIC_2019_Training_Input", "ISIC_2019_Training_GroundTruth.csv"),
+        "test": _split("ISIC_2019_Test_Input", "ISIC_2019_Test_GroundTruth.csv", labels_optional=True),
+    },
+    groupings=(Grouping("ISIC_2019_Training_Metadata.csv", "image", "lesion_id"),),
+)
+
+# Training images only (the test images have no public labels); the zip's images are in train/.
+ISIC2020 = Layout(
+    name="isic2020",
+    id_column="image_name",
+    classes=("benign", "melanoma"),
+    label_column="target",
+    label_values={"0": "benign", "1": "melanoma"},
+    splits={"train": _split("ISIC_2020_Training_JPEG", "ISIC_2020_Training_GroundTruth_v2.csv",
+                            "ISIC_2020_Training_GroundTruth.csv")},
+    groupings=tuple(Grouping(name, "image_name", "patient_id", "patient")
+                    for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv")),
+    duplicates=Duplicates("ISIC_2020_Training_Duplicates.csv", ("image_name_1", "image_name_2")),
+    has_taxonomy=False,
+)
+
+# The ISIC 2018 training images as the HAM10000 release publishes them: two image parts and one
+# metadata CSV (also the label source: dx), grouped by lesion.
+HAM10000 = Layout(
+    name="ham10000",
+    id_column="image_id",
+    classes=ISIC2018_CLASSES,
+    label_column="dx",
+    label_values={c.lower(): c for c in ISIC2018_CLASSES},
+    splits={"train": _split(("HAM10000_images_part_1", "HAM10000_images_part_2"), *HAM10000_METADATA)},
+    groupings=tuple(Grouping(name, "image_id", "lesion_id") for name in HAM10000_METADATA),
+)
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (ISIC2017, ISIC2018, ISIC2019, ISIC2020, HAM10000)}

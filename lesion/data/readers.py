@@ -1,4 +1,4 @@
-"""Read ISIC 2017 Part 3 / ISIC 2018 Task 3 splits from their official files.
+"""Read the splits of an official layout (ISIC 2017–2020, HAM10000) from its official files.
 
 Each split's images are read from the official ``.zip`` or from the extracted folder, without
 extracting anything to disk. Images are selected by the ids of the ground-truth CSV, never by
@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 
 from lesion.data.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, TooManyPixels, decode, is_image_name
-from lesion.data.layouts import LAYOUTS, Layout, counts_of
+from lesion.data.layouts import LAYOUTS, Grouping, Layout, counts_of
 from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,15 @@ class ImageArchive:
             self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
         return self._zip.read(member)
 
+    def key_sources(self, ids: list[str]) -> list:
+        """What the image cache's key hashes for ``ids``: each file's name, size and mtime (a folder),
+        or the zip's with the member names (a zip)."""
+        if self.path.is_dir():
+            stats = {m: os.stat(self.path / m) for m in (self.members[i] for i in ids)}
+            return [[m, s.st_size, s.st_mtime_ns] for m, s in stats.items()]
+        stat = self.path.stat()
+        return [[self.path.name, stat.st_size, stat.st_mtime_ns], [self.members[i] for i in ids]]
+
     def read(self, image_id: str, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         """Decode image ``image_id`` as upright 8-bit RGB (see :func:`lesion.data.images.decode`)."""
         where = f"{self.path}:{self.members[image_id]}"
@@ -79,6 +88,31 @@ class ImageArchive:
                               "re-download the archive or remove this id from the CSV") from None
 
 
+class ImageParts:
+    """The images of one split spread over several archives (HAM10000's two parts), addressed by id.
+
+    Reads as :class:`ImageArchive` does; ``members`` names each image as ``<part>/<member>``.
+    """
+
+    def __init__(self, parts: list[ImageArchive]):
+        self.parts = parts
+        self.path = parts[0].path.parent
+        self._part = {i: k for k, part in enumerate(parts) for i in part.members}
+        self.members = {i: f"{parts[k].path.name}/{parts[k].members[i]}" for i, k in self._part.items()}
+
+    def read_bytes(self, image_id: str) -> bytes:
+        """Raw file bytes of image ``image_id``."""
+        return self.parts[self._part[image_id]].read_bytes(image_id)
+
+    def read(self, image_id: str, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Decode image ``image_id`` (see :meth:`ImageArchive.read`)."""
+        return self.parts[self._part[image_id]].read(image_id, min_size, max_pixels)
+
+    def key_sources(self, ids: list[str]) -> list:
+        """:meth:`ImageArchive.key_sources` of every part, for the ids it holds."""
+        return [part.key_sources([i for i in ids if self._part[i] == k]) for k, part in enumerate(self.parts)]
+
+
 @dataclass
 class SplitTable:
     """One split: its image ids, integer labels (index into ``layout.classes``) and images."""
@@ -87,7 +121,7 @@ class SplitTable:
     split: str
     ids: list[str]
     labels: np.ndarray
-    images: ImageArchive
+    images: ImageArchive | ImageParts
     csv_path: Path
 
     def __len__(self) -> int:
@@ -98,12 +132,13 @@ class SplitTable:
         return counts_of(self.labels, self.layout.classes)
 
 
-def _find(root: Path, name: str) -> Path | None:
-    """First existing candidate for an official file ``name``: the file, or inside its folder."""
-    stem = Path(name).stem
-    for candidate in (root / name, root / stem / name):
-        if candidate.is_file():
-            return candidate
+def _find(root: Path, names: str | tuple[str, ...]) -> Path | None:
+    """First existing official file of ``names`` (in order of preference): the file, or inside its folder."""
+    for name in (names,) if isinstance(names, str) else names:
+        stem = Path(name).stem
+        for candidate in (root / name, root / stem / name):
+            if candidate.is_file():
+                return candidate
     return None
 
 
@@ -129,7 +164,7 @@ def _read_csv(path: Path, what: str) -> pd.DataFrame:
 def read_labels(layout: Layout, csv_path: Path) -> tuple[list[str], np.ndarray]:
     """Parse an official ground-truth CSV into ids and class indices, validating every cell."""
     frame = _read_csv(csv_path, f"{layout.name} ground-truth CSV")
-    needed = [layout.id_column, *layout.label_columns]
+    needed = [layout.id_column, *(layout.label_columns or [layout.label_column])]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise LesionError(csv_path, f"missing column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))})",
@@ -144,6 +179,8 @@ def read_labels(layout: Layout, csv_path: Path) -> tuple[list[str], np.ndarray]:
     if len(duplicated):
         raise LesionError(csv_path, f"id {duplicated.iloc[0]} appears more than once",
                           "keep one row per image")
+    if layout.label_column is not None:
+        return ids.tolist(), _column_labels(layout, frame, csv_path)
     cells = frame[list(layout.label_columns)]
     # Labels may be written 1, 1.0 or True; anything else (empty, soft 0.7, a word) is refused.
     values = cells.apply(lambda column: pd.to_numeric(column.str.lower().replace({"true": "1", "false": "0"}),
@@ -169,6 +206,19 @@ def read_labels(layout: Layout, csv_path: Path) -> tuple[list[str], np.ndarray]:
     if layout.implicit_class:
         labels[positives == 0] = layout.classes.index(layout.implicit_class)
     return ids.tolist(), labels
+
+
+def _column_labels(layout: Layout, frame: pd.DataFrame, csv_path: Path) -> np.ndarray:
+    """Class indices from the single label column of ``layout`` (e.g. HAM10000's ``dx``)."""
+    values = frame[layout.label_column]
+    known = values.isin(list(layout.label_values))
+    if not known.all():
+        row = values.index[~known][0]
+        text = values[row]
+        problem = "empty cell" if text == "" else f"{text!r} is not one of {', '.join(layout.label_values)}"
+        raise LesionError(csv_path, f"row {row} (id {frame.at[row, layout.id_column]}), column {layout.label_column}: "
+                          f"{problem}", "give every image one of those diagnoses, or remove the row")
+    return np.array([layout.classes.index(layout.label_values[v]) for v in values], dtype=np.int64)
 
 
 def _parts(name: str) -> tuple[str, ...]:
@@ -255,8 +305,24 @@ def _check_file(path: Path) -> None:
     raise LesionError(path, problem, fix)
 
 
-def _members(path: Path, index: dict[str, list[str]], ids: list[str], csv_path: Path) -> dict[str, str]:
-    """The one name holding each listed id's image (files checked in a folder archive)."""
+def _members(path: Path, index: dict[str, list[str]], ids: list[str], csv_path: Path,
+             part: bool = False) -> dict[str, str]:
+    """The one name holding each listed id's image (files checked in a folder archive).
+
+    With ``part``, ``path`` is one part of a split's images (:class:`ImageParts`) and ``ids`` the
+    ids it holds: the check over all parts (:func:`_check_listed`) has been made already.
+    """
+    if not part:
+        _check_listed(path, index, ids, csv_path)
+    members = {i: index[i][0] for i in ids}
+    if path.is_dir():
+        for member in members.values():
+            _check_file(path / member)
+    return members
+
+
+def _check_listed(path: Path, index: dict[str, list[str]], ids: list[str], csv_path: Path) -> None:
+    """Refuse a listed id without an image or with two; log the images no row lists."""
     missing = [i for i in ids if i not in index]
     if missing:
         raise LesionError(path, f"no image for id {missing[0]} listed in {csv_path.name} ({len(missing)} missing in all)",
@@ -265,27 +331,24 @@ def _members(path: Path, index: dict[str, list[str]], ids: list[str], csv_path: 
     if twice is not None:
         raise LesionError(path, f"holds {len(index[twice])} images for id {twice} ({', '.join(sorted(index[twice]))})",
                           "keep one image per id")
-    members = {i: index[i][0] for i in ids}
-    if path.is_dir():
-        for member in members.values():
-            _check_file(path / member)
     unlisted = len(index) - len(ids)
     if unlisted:
         log.info("%s: %d images have no row in %s and are ignored", path, unlisted, csv_path.name)
-    return members
 
 
 def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable | None:
-    """Read one split of an official ISIC layout.
+    """Read one split of an official layout.
 
     Args:
-        layout: ``"isic2017"``, ``"isic2018"`` or a :class:`Layout`.
+        layout: a name of :data:`~lesion.data.layouts.LAYOUTS` or a :class:`Layout`.
         root: the folder holding the official zips/folders and ground-truth CSVs.
         split: ``"train"``, ``"val"`` or ``"test"``.
 
     Returns:
-        The split, or ``None`` when neither its images nor its CSV exist (e.g. no validation
-        download). The training split is required.
+        The split, or ``None`` when the layout has no such split, when neither its images nor
+        its CSV exist (e.g. no validation download), or when its images come without the ground
+        truth the layout lets them lack. The training split is required. Images listed in the
+        layout's duplicates file are read once (the second of each pair is dropped, counted).
 
     Raises:
         LesionError: a missing training split, images without a CSV (or the reverse), a bad CSV,
@@ -296,34 +359,80 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
     if not root.is_dir():
         raise LesionError(root, "dataset folder not found",
                           f"download the {layout.name} files into it or set dataset.root=DIR")
+    if split not in layout.splits:
+        return None
     files = layout.splits[split]
     csv_path = _find(root, files.csv)
-    archive = _index_archive(root, files.images)
-    if csv_path is None and archive is None and split != "train":
+    archives = [a for a in (_index_archive(root, stem) for stem in files.images) if a is not None]
+    if csv_path is None and not archives and split != "train":
+        return None
+    if csv_path is None and files.labels_optional and archives:
+        log.warning("%s: %s images without ground truth (%s): no labelled %s split", root, split, files.csv[0], split)
         return None
     if csv_path is None:
-        raise LesionError(root / files.csv, "ground-truth CSV not found",
+        raise LesionError(root / files.csv[0], "ground-truth CSV not found",
                           f"download the official {layout.name} {split} ground truth into {root}")
-    if archive is None:
-        raise LesionError(root / f"{files.images}.zip", "image archive not found (neither the zip nor the extracted folder)",
+    if len(archives) < len(files.images):
+        missing = next(stem for stem in files.images if _index_archive(root, stem) is None)
+        raise LesionError(root / f"{missing}.zip", "image archive not found (neither the zip nor the extracted folder)",
                           f"download the official {layout.name} {split} images into {root}")
     ids, labels = read_labels(layout, csv_path)
-    path, index = archive
-    return SplitTable(layout, split, ids, labels, ImageArchive(path, _members(path, index, ids, csv_path)), csv_path)
+    ids, labels = _without_duplicates(layout, root, ids, labels)
+    if len(archives) == 1:
+        path, index = archives[0]
+        images = ImageArchive(path, _members(path, index, ids, csv_path))
+    else:
+        images = _parts_of(archives, ids, csv_path)
+    return SplitTable(layout, split, ids, labels, images, csv_path)
+
+
+def _parts_of(archives: list[tuple[Path, dict[str, list[str]]]], ids: list[str], csv_path: Path) -> ImageParts:
+    """The split's images over several archives: each id in exactly one of them."""
+    merged: dict[str, list[str]] = defaultdict(list)
+    for path, index in archives:
+        for image_id, names in index.items():
+            merged[image_id] += [f"{path.name}/{name}" for name in names]
+    _check_listed(archives[0][0].parent, dict(merged), ids, csv_path)  # every id once, over all parts
+    parts = []
+    for path, index in archives:
+        held = [i for i in ids if i in index]
+        parts.append(ImageArchive(path, _members(path, index, held, csv_path, part=True)))
+    return ImageParts(parts)
+
+
+def _without_duplicates(layout: Layout, root: Path, ids: list[str], labels: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """``ids`` and ``labels`` without the second image of each pair the layout's duplicates file lists."""
+    if layout.duplicates is None or (path := _find(root, layout.duplicates.file)) is None:
+        return ids, labels
+    frame = _read_csv(path, f"{layout.name} duplicates CSV")
+    missing = [c for c in layout.duplicates.columns if c not in frame.columns]
+    if missing:
+        raise LesionError(path, f"missing column(s) {', '.join(missing)}",
+                          f"use the official duplicates CSV with columns {','.join(layout.duplicates.columns)}")
+    first, second = (frame[c].tolist() for c in layout.duplicates.columns)
+    listed = set(ids)
+    dropped = {b for a, b in zip(first, second) if a in listed and b in listed and a != b}
+    keep = [k for k, i in enumerate(ids) if i not in dropped]
+    if dropped:
+        log.warning("%s: %d duplicate images dropped (the second of each listed pair)", path, len(dropped))
+    return [ids[k] for k in keep], labels[keep]
+
+
+def find_grouping(layout: str | Layout, root: str | Path) -> Grouping | None:
+    """The first of the layout's grouping files present in ``root``, else ``None``."""
+    layout = LAYOUTS[layout] if isinstance(layout, str) else layout
+    return next((g for g in layout.groupings if (Path(root).expanduser() / g.file).is_file()), None)
 
 
 def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.ndarray | None:
-    """Lesion id of every image in ``ids``, from the layout's grouping file (``None`` if absent).
+    """Lesion (or patient) id of every image in ``ids``, from the layout's grouping file (``None`` if absent).
 
-    Images missing from the file count as lesions of their own (logged).
+    Images missing from the file count as groups of their own (logged).
     """
-    layout = LAYOUTS[layout] if isinstance(layout, str) else layout
-    root = Path(root).expanduser()
-    for grouping in layout.groupings:
-        path = root / grouping.file
-        if not path.is_file():
-            continue
-        frame = _read_csv(path, "lesion groupings CSV")
+    grouping = find_grouping(layout, root)
+    if grouping is not None:
+        path = Path(root).expanduser() / grouping.file
+        frame = _read_csv(path, f"{grouping.kind} groupings CSV")
         missing = [c for c in (grouping.id_column, grouping.group_column) if c not in frame.columns]
         if missing:
             raise LesionError(path, f"missing column(s) {', '.join(missing)}",
@@ -331,7 +440,8 @@ def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.nd
         lesion_of = {i: g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
         unknown = [i for i in ids if i not in lesion_of]
         if unknown:
-            log.warning("%s: %d images have no lesion id; each counts as its own lesion", path, len(unknown))
-        log.info("lesion groupings from %s", path)
+            log.warning("%s: %d images have no %s id; each counts as its own %s", path, len(unknown),
+                        grouping.kind, grouping.kind)
+        log.info("%s groupings from %s", grouping.kind, path)
         return np.array([lesion_of.get(i, f"image:{i}") for i in ids], dtype=object)
     return None

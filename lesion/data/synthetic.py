@@ -1,4 +1,4 @@
-"""Synthetic ISIC data: fake dermoscopy images in the exact official ISIC 2017 / 2018 file layouts.
+"""Synthetic data: fake dermoscopy images in the exact official file layouts (ISIC 2017–2020, HAM10000).
 
 Lets the whole pipeline (loader, cache, balancing, training, evaluation, Grad-CAM) run offline
 and in seconds, on data whose answer is known.
@@ -9,15 +9,23 @@ What matches the real challenges:
       ISIC 2017 zips also hold ``*_superpixels.png`` and ``<images>_metadata.csv``, ISIC 2018 zips
       ``ATTRIBUTION.txt`` and ``LICENSE.txt`` — present, as in the official archives, so that a
       loader is forced to ignore them;
-    * the training-set class imbalance (e.g. ISIC 2018: NV ≈ 67 %, DF ≈ 1 %), scaled to ``n``;
-      val and test get the same proportions (the real ones differ a little);
+    * the training-set class imbalance (e.g. ISIC 2018: NV ≈ 67 %, DF ≈ 1 %; ISIC 2020: melanoma
+      ≈ 1.8 %; ISIC 2019's UNK has no image), scaled to ``n``; val and test get the same
+      proportions (the real ones differ a little);
+    * ISIC 2019: about a third of the training ids carry the ``_downsampled`` suffix, and the
+      metadata CSV (``image,age_approx,anatom_site_general,lesion_id,sex``) groups some images
+      into one lesion; ISIC 2020: images in the zip's ``train/`` folder, the v2 ground truth with
+      every official column, several images per patient, and a duplicates list whose pairs are
+      byte-identical copies; HAM10000: the images split over its two parts and the metadata CSV
+      (``lesion_id,image_id,dx,dx_type,age,sex,localization``) with several images per lesion;
     * JPEG, RGB, varying non-square sizes.
 
 What is layout only:
     * the pixels: a skin-coloured background with noise and one procedurally drawn lesion whose
       class is chosen to be learnable from colour, shape (round / elongated / irregular border)
       and texture (dots, streaks, uniform). They look nothing like real lesions beyond that;
-    * superpixel PNGs (8×8, a fixed grid), metadata (random age/sex), attribution/licence texts.
+    * superpixel PNGs (8×8, a fixed grid), metadata (random age, sex, site; some missing, as in
+      the real files), attribution/licence texts.
 
 Two files are not part of the official layout: ``synthetic_lesions.csv``
 (``split,image_id,label,cx,cy,radius``, the lesion centre and mean radius in pixels of the written
@@ -55,6 +63,10 @@ LESIONS_CSV = "synthetic_lesions.csv"
 TRAIN_COUNTS = {
     "isic2017": {"NV": 1372, "SK": 254, "MEL": 374},
     "isic2018": {"MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142},
+    "isic2019": {"MEL": 4522, "NV": 12875, "BCC": 3323, "AK": 867, "BKL": 2624, "DF": 239, "VASC": 253, "SCC": 628,
+                 "UNK": 0},
+    "isic2020": {"benign": 32542, "melanoma": 584},
+    "ham10000": {"MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142},
 }
 SPLIT_SHARE = {"train": 1.0, "val": 1 / 4, "test": 1 / 3}  # split size relative to n
 MIN_PER_CLASS = {"train": 3, "val": 1, "test": 1}  # 3 lets stratified k-fold / SMOTE k=2 work
@@ -89,7 +101,10 @@ _LOOKS = {
     "BKL": _Look((175, 135, 95), (130, 95, 65), 0.95, 0.55, 0.1, 0.25, 0, 0.0, 10),
     "DF": _Look((120, 85, 95), (100, 70, 80), 1.25, 0.95, 0.05, 0.17, 0, 0.0, 0),
     "VASC": _Look((150, 40, 60), (90, 20, 50), 0.9, 0.9, 0.05, 0.22, 8, 0.13, 0),
+    "SCC": _Look((205, 150, 120), (180, 60, 50), 1.1, 0.8, 0.25, 0.26, 6, 0.09, 4),
 }
+# Classes drawn as another class's look: the same diagnosis under another name.
+_SAME_LOOK = {"AK": "AKIEC", "benign": "NV", "melanoma": "MEL"}
 
 
 @dataclass(frozen=True)
@@ -120,15 +135,15 @@ def _layout(name: str) -> Layout:
 
 
 def _class_counts(weights: dict[str, int], total: int, minimum: int) -> dict[str, int]:
-    """Split ``total`` in proportion to ``weights`` by largest remainder; raise small classes to
-    ``minimum`` at the expense of the majority class (enough whenever ``total >= minimum·classes``)."""
+    """Split ``total`` in proportion to ``weights`` by largest remainder; raise small classes (not
+    those of weight 0, which stay empty) to ``minimum`` at the expense of the majority class."""
     quotas = {c: total * w / sum(weights.values()) for c, w in weights.items()}
     counts = {c: int(q) for c, q in quotas.items()}
     by_remainder = sorted(weights, key=lambda c: counts[c] - quotas[c])  # stable: ties keep order
     for c in by_remainder[: total - sum(counts.values())]:
         counts[c] += 1
-    deficit = sum(max(0, minimum - k) for k in counts.values())
-    counts = {c: max(k, minimum) for c, k in counts.items()}
+    deficit = sum(max(0, minimum - k) for c, k in counts.items() if weights[c])
+    counts = {c: max(k, minimum) if weights[c] else 0 for c, k in counts.items()}
     counts[max(weights, key=weights.get)] -= deficit
     return counts
 
@@ -144,13 +159,14 @@ def split_counts(layout: str, n: int) -> dict[str, dict[str, int]]:
         ``{split: {class: count}}``.
     """
     spec = _layout(layout)
-    need = spec.num_classes * MIN_PER_CLASS["train"]
+    weights = {c: TRAIN_COUNTS[spec.name][c] for c in spec.classes}
+    present = sum(1 for w in weights.values() if w)
+    need = present * MIN_PER_CLASS["train"]
     if n < need:
         raise LesionError("n", f"{n} is too small for {layout}", f"use n >= {need}")
-    weights = {c: TRAIN_COUNTS[spec.name][c] for c in spec.classes}
     counts = {}
-    for split in SPLITS:
-        total = max(round(n * SPLIT_SHARE[split]), spec.num_classes * MIN_PER_CLASS[split])
+    for split in (s for s in SPLITS if s in spec.splits):
+        total = max(round(n * SPLIT_SHARE[split]), present * MIN_PER_CLASS[split])
         counts[split] = _class_counts(weights, total, MIN_PER_CLASS[split])
     return counts
 
@@ -272,6 +288,8 @@ def _isic2018_side_files(stem: str, ids: list[str], rng: np.random.Generator) ->
 
 # Members of the official zips that are not lesion images, by layout: name inside the top folder -> bytes.
 _SIDE_FILES = {"isic2017": _isic2017_side_files, "isic2018": _isic2018_side_files}
+# Folder inside the zip that holds the images, when it is not the zip's own name.
+_INNER_FOLDER = {"isic2020": "train"}
 
 
 def _write_split(
@@ -282,34 +300,143 @@ def _write_split(
     folder: Path,
     image_size: tuple[int, int] | None,
     rng: np.random.Generator,
-) -> list[list]:
-    """Write one split's zip and ground-truth CSV; return its rows for ``synthetic_lesions.csv``."""
+) -> tuple[list[str], list[list]]:
+    """Write one split's zips and ground-truth CSV; return its ids and its rows for ``synthetic_lesions.csv``."""
     files = spec.splits[split]
-    ids = [f"ISIC_{first_id + k:07d}" for k in range(len(labels))]
-    lesions = []
-    with zipfile.ZipFile(folder / f"{files.images}.zip", "w") as archive:
-        archive.writestr(_zip_info(f"{files.images}/"), b"")
-        side = _SIDE_FILES[spec.name](files.images, ids, rng)
-        for image_id, label in zip(ids, labels):
-            size = image_size or (
-                int(rng.integers(DEFAULT_WIDTH[0], DEFAULT_WIDTH[1] + 1)),
-                int(rng.integers(DEFAULT_HEIGHT[0], DEFAULT_HEIGHT[1] + 1)),
-            )
-            image, lesion = _draw(_LOOKS[label], size, rng)
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=90)
-            archive.writestr(_zip_info(f"{files.images}/{image_id}.jpg"), buffer.getvalue())
-            where = (f"{v:.1f}" for v in (lesion.cx, lesion.cy, lesion.radius))
-            lesions.append([split, image_id, label, *where])
-        for name, data in side.items():
-            compress = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
-            archive.writestr(_zip_info(f"{files.images}/{name}", compress), data)
+    ids = _ids(spec, split, first_id, len(labels), rng)
+    side = _SIDE_FILES.get(spec.name, lambda *args: {})(files.images[0], ids, rng)
+    lesions, parts = [], np.array_split(np.arange(len(ids)), len(files.images))
+    for stem, rows in zip(files.images, parts):
+        inner = _INNER_FOLDER.get(spec.name, stem)
+        with zipfile.ZipFile(folder / f"{stem}.zip", "w") as archive:
+            archive.writestr(_zip_info(f"{inner}/"), b"")
+            for k in rows:
+                image_id, label = ids[k], labels[k]
+                size = image_size or (
+                    int(rng.integers(DEFAULT_WIDTH[0], DEFAULT_WIDTH[1] + 1)),
+                    int(rng.integers(DEFAULT_HEIGHT[0], DEFAULT_HEIGHT[1] + 1)),
+                )
+                image, lesion = _draw(_LOOKS[_SAME_LOOK.get(label, label)], size, rng)
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=90)
+                archive.writestr(_zip_info(f"{inner}/{image_id}.jpg"), buffer.getvalue())
+                where = (f"{v:.1f}" for v in (lesion.cx, lesion.cy, lesion.radius))
+                lesions.append([split, image_id, label, *where])
+            for name, data in side.items():
+                compress = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
+                archive.writestr(_zip_info(f"{inner}/{name}", compress), data)
+    if spec.label_columns:  # one-hot; the implicit class (ISIC 2017 NV) is the all-zero row
+        columns = list(spec.label_columns)
+        rows = [[i, *(f"{float(spec.label_columns[c] == y):.1f}" for c in columns)] for i, y in zip(ids, labels)]
+        (folder / files.csv[0]).write_text(_csv_text([spec.id_column, *columns], rows))
+    for name, text in _TABLES.get(spec.name, lambda *args: {})(spec, split, ids, labels, rng).items():
+        (folder / name).write_text(text)
+    return ids, lesions
 
-    # One-hot over the label columns; the implicit class (ISIC 2017 NV) is the all-zero row.
-    columns = list(spec.label_columns)
-    rows = [[i, *(f"{float(spec.label_columns[c] == y):.1f}" for c in columns)] for i, y in zip(ids, labels)]
-    (folder / files.csv).write_text(_csv_text([spec.id_column, *columns], rows))
-    return lesions
+
+def _ids(spec: Layout, split: str, first_id: int, n: int, rng: np.random.Generator) -> list[str]:
+    """ISIC ids; about a third of ISIC 2019's training ids carry the ``_downsampled`` suffix."""
+    ids = [f"ISIC_{first_id + k:07d}" for k in range(n)]
+    if spec.name == "isic2019" and split == "train":
+        ids = [f"{i}_downsampled" if shrunk else i for i, shrunk in zip(ids, rng.random(n) < 1 / 3)]
+    return ids
+
+
+def _groups(prefix: str, n: int, mean_size: float, rng: np.random.Generator) -> list[str]:
+    """Group ids for ``n`` images in order, groups of 1 + Poisson(``mean_size`` − 1) images."""
+    out, k = [], 0
+    while len(out) < n:
+        out += [f"{prefix}_{k:07d}"] * (1 + int(rng.poisson(mean_size - 1)))
+        k += 1
+    return out[:n]
+
+
+def _ages(n: int, rng: np.random.Generator, missing: float = 0.02) -> list[str]:
+    ages = rng.choice(np.arange(0, 90, 5), n, p=_AGE_WEIGHTS)
+    return ["" if gone else f"{a:.1f}" for a, gone in zip(ages, rng.random(n) < missing)]
+
+
+def _choice(values: tuple[str, ...], weights: tuple[float, ...], n: int, rng: np.random.Generator) -> list[str]:
+    return rng.choice(values, n, p=np.asarray(weights) / sum(weights)).tolist()
+
+
+_AGE_WEIGHTS = np.array([1, 1, 2, 3, 5, 7, 8, 9, 10, 10, 10, 9, 8, 7, 5, 3, 1, 1], dtype=float)
+_AGE_WEIGHTS /= _AGE_WEIGHTS.sum()
+_SEXES, _SEX_WEIGHTS = ("male", "female", ""), (52, 46, 2)
+_SITES_2019 = ("anterior torso", "upper extremity", "posterior torso", "lower extremity", "head/neck",
+               "palms/soles", "oral/genital", "lateral torso", "")
+_SITE_WEIGHTS_2019 = (27, 18, 13, 20, 12, 2, 1, 1, 6)
+_SITES_2020 = ("torso", "lower extremity", "upper extremity", "head/neck", "palms/soles", "oral/genital", "")
+_SITE_WEIGHTS_2020 = (51, 25, 15, 5, 1, 0.4, 2.6)
+_BENIGN_2020 = ("unknown", "nevus", "seborrheic keratosis", "lentigo NOS", "lichenoid keratosis", "solar lentigo")
+_BENIGN_WEIGHTS_2020 = (82, 16, 0.4, 0.1, 0.1, 0.02)
+_SITES_HAM = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face", "chest", "foot", "unknown",
+              "neck", "scalp", "hand", "ear", "genital", "acral")
+_SITE_WEIGHTS_HAM = (22, 21, 14, 11, 10, 7, 4, 3, 2, 2, 1, 1, 0.6, 0.5, 0.1)
+
+
+def _isic2019_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator) -> dict:
+    n = len(ids)
+    sites = _choice(_SITES_2019, _SITE_WEIGHTS_2019, n, rng)
+    sexes = _choice(_SEXES, _SEX_WEIGHTS, n, rng)
+    ages = _ages(n, rng)
+    if split == "train":
+        lesions = _groups("BCN", n, 1.3, rng)
+        rows = [list(row) for row in zip(ids, ages, sites, lesions, sexes)]
+        return {"ISIC_2019_Training_Metadata.csv": _csv_text(["image", "age_approx", "anatom_site_general",
+                                                              "lesion_id", "sex"], rows)}
+    rows = [list(row) for row in zip(ids, ages, sites, sexes)]
+    return {"ISIC_2019_Test_Metadata.csv": _csv_text(["image", "age_approx", "anatom_site_general", "sex"], rows)}
+
+
+def _isic2020_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator) -> dict:
+    n = len(ids)
+    patients = _groups("IP", n, 4.0, rng)
+    sexes = _choice(("male", "female", ""), (51, 48.8, 0.2), n, rng)
+    ages = _ages(n, rng, missing=0.002)
+    sites = _choice(_SITES_2020, _SITE_WEIGHTS_2020, n, rng)
+    benign = _choice(_BENIGN_2020, _BENIGN_WEIGHTS_2020, n, rng)
+    rows = [[i, p, f"IL_{k:07d}", sex, age, site, "melanoma" if y == "melanoma" else b,
+             "malignant" if y == "melanoma" else "benign", int(y == "melanoma")]
+            for k, (i, p, sex, age, site, b, y) in enumerate(zip(ids, patients, sexes, ages, sites, benign, labels))]
+    header = ["image_name", "patient_id", "lesion_id", "sex", "age_approx", "anatom_site_general_challenge",
+              "diagnosis", "benign_malignant", "target"]
+    return {name: _csv_text(header, rows) for name in spec.splits["train"].csv}
+
+
+def _ham10000_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator) -> dict:
+    n = len(ids)
+    order = np.argsort(np.array(labels), kind="stable")  # a lesion's images share its diagnosis
+    lesion_of = dict(zip(order.tolist(), _groups("HAM", n, 1.5, rng)))
+    dx_type = _choice(("histo", "follow_up", "consensus", "confocal"), (53, 37, 9, 1), n, rng)
+    sexes = _choice(("male", "female", "unknown"), (54, 45.5, 0.5), n, rng)
+    ages = _ages(n, rng, missing=0.006)
+    sites = _choice(_SITES_HAM, _SITE_WEIGHTS_HAM, n, rng)
+    dx = {c: v for v, c in spec.label_values.items()}
+    rows = [[lesion_of[k], ids[k], dx[labels[k]], dx_type[k], ages[k], sexes[k], sites[k]] for k in range(n)]
+    header = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+    return {spec.splits["train"].csv[0]: _csv_text(header, rows)}
+
+
+# The CSVs a layout has besides one-hot ground truth, by layout: name -> text.
+_TABLES = {"isic2019": _isic2019_tables, "isic2020": _isic2020_tables, "ham10000": _ham10000_tables}
+
+
+def _write_duplicates(spec: Layout, folder: Path, ids: list[str], labels: list[str], rng: np.random.Generator) -> None:
+    """List a few pairs of benign images as duplicates and make the second of each a copy of the first."""
+    benign = [k for k, y in enumerate(labels) if y == spec.classes[0]]
+    pairs = rng.choice(benign, size=(max(1, len(ids) // 30), 2), replace=False) if len(benign) >= 4 else []
+    stem, inner = spec.splits["train"].images[0], _INNER_FOLDER.get(spec.name, spec.splits["train"].images[0])
+    archive = folder / f"{stem}.zip"
+    with zipfile.ZipFile(archive) as source:
+        members = {info.filename: source.read(info) for info in source.infolist()}
+    for a, b in pairs:
+        members[f"{inner}/{ids[b]}.jpg"] = members[f"{inner}/{ids[a]}.jpg"]
+    with zipfile.ZipFile(archive, "w") as rewritten:
+        for name, data in members.items():
+            rewritten.writestr(_zip_info(name), data)
+    rows = [[ids[a], ids[b]] for a, b in pairs]
+    (folder / spec.duplicates.file).write_text(_csv_text(list(spec.duplicates.columns), rows))
 
 
 def _params(layout: str, n: int, seed: int, image_size: tuple[int, int] | None) -> dict:
@@ -364,11 +491,14 @@ def write_synthetic(
     tmp.mkdir(parents=True)
     try:
         lesions, first_id = [], 0
-        for split in SPLITS:
+        for split in counts:
             labels = [c for c, k in counts[split].items() for _ in range(k)]
             labels = [labels[k] for k in rng.permutation(len(labels))]  # interleave classes like real ids
-            lesions += _write_split(spec, split, labels, first_id, tmp, image_size, rng)
+            ids, rows = _write_split(spec, split, labels, first_id, tmp, image_size, rng)
+            lesions += rows
             first_id += len(labels)
+            if spec.duplicates is not None and split == "train":
+                _write_duplicates(spec, tmp, ids, labels, rng)
         header = ["split", "image_id", "label", "cx", "cy", "radius"]
         (tmp / LESIONS_CSV).write_text(_csv_text(header, lesions))
         (tmp / MARKER).write_text(json.dumps(_params(layout, n, seed, image_size), indent=2) + "\n")
@@ -420,7 +550,7 @@ def ensure_synthetic(layout: str, root: str | Path, n: int = 120, seed: int = 0)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m lesion.data.synthetic",
-        description="Write a synthetic dataset in the official ISIC 2017 / 2018 file layout.",
+        description="Write a synthetic dataset in an official file layout (ISIC 2017–2020, HAM10000).",
     )
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
     parser.add_argument("--out", required=True, type=Path, help="target folder (must not exist or be empty)")

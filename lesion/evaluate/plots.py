@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from lesion.files import atomic_path
-from lesion.evaluate.report import calibration_bins
+from lesion.evaluate.calibration import calibration_bins
 
 DPI = 110
 

@@ -1,0 +1,209 @@
+"""The exploratory data analysis report as Markdown: what a reader needs before training on a dataset.
+
+Sections: images per class and split, source image sizes, colour per class, images per lesion,
+metadata per class (a place kept for it: lesion reads no metadata table yet), sample images and
+near-duplicate images across splits. Figures are linked by paths relative to the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lesion.eda.duplicates import Duplicates, Pair
+from lesion.eda.hashing import BITS
+from lesion.eda.statistics import CHANNELS, Colour, Groups, Sizes
+
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+@dataclass
+class Findings:
+    """Everything the report shows, computed before any file is written.
+
+    ``figures``: figure name → path relative to the report (absent: not drawn). ``pair_images``:
+    thumbnail path of each of the first shown cross-split pairs. ``metadata``: per-class
+    metadata distributions, ``None`` until lesion reads a metadata table.
+    """
+
+    layout: str
+    root: str
+    square: int
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    missing_splits: list[str]
+    sizes: dict[str, Sizes]
+    colour: dict[str, Colour]
+    colour_by_split: dict[str, Colour]
+    groups: Groups | None
+    grouping_files: list[str]
+    duplicates: Duplicates
+    shown: int
+    figures: dict[str, str] = field(default_factory=dict)
+    pair_images: list[str] = field(default_factory=list)
+    metadata: None = None
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _number(value: float, digits: int = 1) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _figure(findings: Findings, name: str, alt: str) -> list[str]:
+    return [f"![{alt}]({findings.figures[name]})", ""] if name in findings.figures else []
+
+
+def _counts(f: Findings) -> list[str]:
+    splits = list(f.counts)
+    total = {c: sum(f.counts[s][c] for s in splits) for c in f.classes}
+    everything = sum(total.values())
+    rows = [[c, *(f.counts[s][c] for s in splits), total[c], f"{100 * total[c] / max(everything, 1):.1f} %"]
+            for c in f.classes]
+    rows.append(["**all**", *(sum(f.counts[s].values()) for s in splits), everything, "100.0 %"])
+    lines = ["## Images per class and split", "", _table(["class", *splits, "all", "share"], rows), ""]
+    largest = max(total.values()) if total else 0
+    smallest = min(total.values()) if total else 0
+    if smallest:
+        lines += [f"Largest to smallest class: {largest / smallest:.1f} : 1.", ""]
+    for split in splits:
+        absent = [c for c in f.classes if f.counts[split][c] == 0]
+        if absent:
+            lines += [f"No {SPLIT_NAMES.get(split, split)} images of {', '.join(absent)}: its recall and AUC on "
+                      "that split are undefined.", ""]
+    for split in f.missing_splits:
+        lines += [f"No {SPLIT_NAMES.get(split, split)} split on disk"
+                  + (": training holds out `dataset.val_fraction` of the training split (stratified, seeded)."
+                     if split == "val" else ": testing uses the validation split." if split == "test" else "."), ""]
+    return lines + _figure(f, "counts", "Images per class and split")
+
+
+def _range(values: tuple, digits: int = 0) -> str:
+    low, high, median = values
+    return f"{_number(low, digits)}–{_number(high, digits)} ({_number(median, digits)})"
+
+
+def _sizes(f: Findings) -> list[str]:
+    rows = []
+    for split, s in f.sizes.items():
+        common = ", ".join(f"{w}×{h} ({k})" for (w, h), k in s.common)
+        rows.append([split, s.images, _range(s.width), _range(s.height), _range(s.megapixels, 2),
+                     _range(s.aspect, 2), common])
+    header = ["split", "images", "width px", "height px", "megapixels", "aspect w/h", "most common sizes (images)"]
+    return ["## Source image sizes", "", "Minimum–maximum (median) of the original files, as decoded upright.", "",
+            _table(header, rows), ""] + _figure(f, "sizes", "Source image sizes")
+
+
+def _colour_row(name: str, c: Colour) -> list:
+    return [name, c.images, *(f"{_number(m)} ± {_number(s)}" for m, s in zip(c.mean, c.std))]
+
+
+def _colour(f: Findings) -> list[str]:
+    header = ["", "images", *(f"{ch} mean ± std" for ch in CHANNELS)]
+    return ["## Colour per class", "",
+            f"Pixel values 0–255 pooled over every pixel of the {f.square}×{f.square} cached centred squares "
+            "(all splits); the standard deviation is over pixels, so it mixes variation within and between images.", "",
+            _table(["class", *header[1:]], [_colour_row(c, f.colour[c]) for c in f.classes]), "",
+            "Per split (all classes):", "",
+            _table(["split", *header[1:]], [_colour_row(s, c) for s, c in f.colour_by_split.items()]), ""] \
+        + _figure(f, "colour", "Colour per class")
+
+
+def _groups(f: Findings) -> list[str]:
+    g = f.groups
+    if g is None:
+        if f.grouping_files:
+            what = f"No lesion-grouping file ({', '.join(f'`{n}`' for n in f.grouping_files)}) in `{f.root}`"
+        else:
+            what = f"The {f.layout} layout has no lesion-grouping file"
+        return ["## Images per lesion", "", f"{what}: images per lesion unknown, and splits made from the training "
+                "split (hold-out, folds) are by image, so images of one lesion may fall on both sides.", ""]
+    title = f"Images per {g.kind}"
+    rows = [[c, images, groups, _number(images / groups, 2) if groups else "n/a"] for c, (images, groups) in g.by_class.items()]
+    rows.append(["**all**", g.images, g.groups, _number(g.images / max(g.groups, 1), 2)])
+    several = sum(k for n, k in g.per_group.items() if n > 1)
+    lines = [f"## {title}", "",
+             f"Training split, from `{g.file}`: {g.images} images of {g.groups} {g.kind}s; {several} {g.kind}s have "
+             f"more than one image. Splits made here (hold-out, folds) keep each {g.kind} on one side.", "",
+             _table(["class", "images", f"{g.kind}s", f"images per {g.kind}"], rows), "",
+             _table([f"images per {g.kind}", f"{g.kind}s"], list(g.per_group.items())), ""]
+    if g.mixed:
+        lines += [f"{g.mixed} {g.kind}s have images with different labels.", ""]
+    return lines + _figure(f, "groups", title)
+
+
+def _metadata(f: Findings) -> list[str]:
+    # The place for per-class distributions of age, sex and anatomical site, once lesion reads a
+    # metadata table; nothing is estimated here until then.
+    return ["## Metadata per class", "",
+            "Not available: lesion does not read a metadata table (age, sex, anatomical site) yet, so no "
+            "per-class metadata distributions are shown.", ""]
+
+
+def _samples(f: Findings) -> list[str]:
+    if "samples" not in f.figures:
+        return []
+    return ["## Sample images", "", "A seeded random draw per class from all splits, as cached (centred squares).",
+            ""] + _figure(f, "samples", "Sample images per class")
+
+
+def _image(i) -> str:
+    return f"{i.split} `{i.id}` ({i.label})"
+
+
+def _duplicates(f: Findings) -> list[str]:
+    d = f.duplicates
+    across, within = d.across, d.within
+    lines = ["## Near-duplicate images", "",
+             f"Each image's {BITS * BITS}-bit DCT perceptual hash (pHash, Zauner 2010) of its cached square; a pair is "
+             f"two images whose hashes differ in at most {d.max_distance} bits (`duplicates.max_distance`). "
+             "Copies, re-encoded and resized copies and small brightness changes are found; other crops, "
+             "mirrored or rotated copies are not.", ""]
+    rows = [[f"{a}–{b}" if a != b else f"within {a}", n, "leak" if a != b and n else ""] for (a, b), n in d.counts.items()]
+    lines += [_table(["splits", "pairs", ""], rows), ""]
+    if not across:
+        lines += ["No pair across splits.", ""]
+    else:
+        shown = across[:f.shown]
+        lines += [f"**{len(across)} pairs across splits**" + (f" (the first {len(shown)} shown)" if len(shown) < len(across)
+                                                             else "") + "; all pairs are in `duplicates.csv`.", ""]
+        rows = []
+        for k, pair in enumerate(shown):
+            picture = f"![pair {k + 1}]({f.pair_images[k]})" if k < len(f.pair_images) else ""
+            labels = "same" if pair.first.label == pair.second.label else "**differ**"
+            rows.append([k + 1, pair.distance, _image(pair.first), _image(pair.second), labels, picture])
+        lines += [_table(["#", "distance", "first", "second", "labels", "images"], rows), ""]
+    if within:
+        lines += [f"{len(within)} pairs within splits (several images of one lesion, or one image published twice); "
+                  "listed in `duplicates.csv`.", ""]
+    return lines
+
+
+def format_report(f: Findings) -> str:
+    """The report as Markdown text."""
+    splits = ", ".join(f"{s} {sum(c.values())}" for s, c in f.counts.items())
+    total = sum(sum(c.values()) for c in f.counts.values())
+    lines = [f"# Exploratory data analysis: {f.layout}", "",
+             f"Dataset `{f.layout}` in `{f.root}`: {total} images ({splits}), {len(f.classes)} classes "
+             f"({', '.join(f.classes)}). Colour, samples and hashes come from the {f.square}×{f.square} image cache.", ""]
+    for section in (_counts, _sizes, _colour, _groups, _metadata, _samples, _duplicates):
+        lines += section(f)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def duplicates_csv(pairs: Sequence[Pair]) -> str:
+    """Every pair as CSV: ``kind`` (across / within), both images' split, id and label, distance."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["kind", "distance", "split_1", "id_1", "label_1", "split_2", "id_2", "label_2"])
+    writer.writerows(["across" if p.across else "within", p.distance, p.first.split, p.first.id, p.first.label,
+                      p.second.split, p.second.id, p.second.label] for p in pairs)
+    return buffer.getvalue()
+

@@ -1,0 +1,129 @@
+"""Descriptive statistics of a dataset: colour per class, source image sizes, images per lesion.
+
+Colour statistics are pooled over every pixel of a class's cached squares (the centred square of
+each image, resized as training sees it), from exact per-image sums and sums of squares, in
+0–255 units. They describe the squares, not the full images (borders and vignetting outside the
+square are not counted).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CHANNELS = ("R", "G", "B")
+
+
+def colour_sums(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image channel sums and sums of squares of a batch (exact: float32 holds 255² exactly).
+
+    Args:
+        images: B×S×S×3, uint8 values (any numeric type).
+
+    Returns:
+        Two B×3 float64 arrays: Σx and Σx² over each image's pixels.
+    """
+    pixels = np.asarray(images, dtype=np.float32).reshape(len(images), -1, 3)
+    return pixels.sum(axis=1, dtype=np.float64), np.einsum("bpc,bpc->bc", pixels, pixels, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Colour:
+    """Pixel colour of a group of images: mean and standard deviation per channel (R, G, B)."""
+
+    images: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def pooled_colour(sums: np.ndarray, squares: np.ndarray, pixels_per_image: int) -> Colour:
+    """Mean and (population) standard deviation over every pixel of the images given.
+
+    Args:
+        sums, squares: K×3 per-image Σx and Σx² (:func:`colour_sums`).
+        pixels_per_image: pixels of each image (S²).
+    """
+    n = len(sums) * pixels_per_image
+    if n == 0:
+        nan = (float("nan"),) * 3
+        return Colour(0, nan, nan)
+    mean = sums.sum(0) / n
+    variance = np.clip(squares.sum(0) / n - mean**2, 0, None)
+    return Colour(len(sums), tuple(mean.tolist()), tuple(np.sqrt(variance).tolist()))
+
+
+def colour_by_class(sums: np.ndarray, squares: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                    pixels_per_image: int) -> dict[str, Colour]:
+    """:func:`pooled_colour` of each class (in class order; a class without images has NaN figures)."""
+    labels = np.asarray(labels)
+    return {name: pooled_colour(sums[labels == k], squares[labels == k], pixels_per_image)
+            for k, name in enumerate(classes)}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Source image sizes of a split: ranges, median and the most common sizes."""
+
+    images: int
+    width: tuple[int, int, float]  # min, max, median
+    height: tuple[int, int, float]
+    megapixels: tuple[float, float, float]
+    aspect: tuple[float, float, float]  # width / height
+    common: list[tuple[tuple[int, int], int]]  # (width, height), images; most common first
+
+
+def size_summary(sizes: np.ndarray, top: int = 5) -> Sizes:
+    """Summary of N×2 (width, height) sizes; ``top`` most common sizes."""
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    w, h = sizes[:, 0], sizes[:, 1]
+
+    def spread(values: np.ndarray) -> tuple:
+        if len(values) == 0:
+            return (0, 0, float("nan"))
+        return (values.min().item(), values.max().item(), float(np.median(values)))
+
+    common = Counter(map(tuple, sizes.tolist())).most_common(top)
+    return Sizes(len(sizes), spread(w), spread(h), spread(w * h / 1e6), spread(w / np.maximum(h, 1)),
+                 [((int(a), int(b)), k) for (a, b), k in common])
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Images per lesion (or per patient) of a split, from a grouping file.
+
+    ``per_group``: how many groups have k images, for every k present. ``by_class``: per class,
+    ``(images, groups)``. ``mixed``: groups whose images carry more than one label.
+    """
+
+    kind: str
+    file: str
+    images: int
+    groups: int
+    per_group: dict[int, int]
+    by_class: dict[str, tuple[int, int]]
+    mixed: int
+
+
+def group_summary(groups: np.ndarray, labels: np.ndarray, classes: Sequence[str], kind: str, file: str) -> Groups:
+    """How the images of a split fall into lesions (or patients).
+
+    Args:
+        groups: group id of every image (:func:`lesion.data.readers.read_groups`).
+        labels: class index of every image.
+        classes: class names.
+        kind: ``"lesion"`` or ``"patient"``.
+        file: the grouping file's name (for the report).
+    """
+    groups, labels = np.asarray(groups, dtype=object), np.asarray(labels)
+    codes, sizes = np.unique(groups.astype(str), return_inverse=True, return_counts=True)[1:]
+    per_group = Counter(sizes.tolist())
+    by_class = {}
+    for k, name in enumerate(classes):
+        mine = labels == k
+        by_class[name] = (int(mine.sum()), len(np.unique(codes[mine])))
+    pairs = np.unique(np.stack([codes, labels]), axis=1)  # distinct (group, label)
+    mixed = int((np.bincount(pairs[0], minlength=len(sizes)) > 1).sum())
+    return Groups(kind, file, len(groups), len(sizes), dict(sorted(per_group.items())), by_class, mixed)
