@@ -29,8 +29,9 @@ BITS = 8  # 8×8 low-frequency coefficients: 64-bit hashes
 LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 grey, as PIL's convert("L")
 
 
-def _box_filter(size: int, side: int = SIDE) -> np.ndarray:
-    """side×size matrix averaging each of ``side`` equal stretches of ``size`` pixels (area weights)."""
+def box_filter(size: int, side: int = SIDE) -> np.ndarray:
+    """The side×size matrix ``W`` averaging each of ``side`` equal stretches of ``size`` pixels
+    (area weights), so that ``W·G·Wᵀ`` is the size×size image ``G`` reduced to side×side."""
     edges = np.arange(side + 1) * (size / side)
     pixels = np.arange(size)
     overlap = np.minimum(edges[1:, None], pixels[None, :] + 1) - np.maximum(edges[:-1, None], pixels[None, :])
@@ -45,7 +46,7 @@ def _dct_rows(side: int = SIDE) -> np.ndarray:
 
 def projection(size: int) -> np.ndarray:
     """The BITS×size matrix ``P`` taking an image side to its low DCT frequencies (box filter, then DCT)."""
-    return (_dct_rows() @ _box_filter(size)).astype(np.float32)
+    return (_dct_rows() @ box_filter(size)).astype(np.float32)
 
 
 def phash(images: np.ndarray) -> np.ndarray:
