@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lesion.data.cache import square_size
+from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError
@@ -54,6 +55,8 @@ class Value:
                 return Value(kind, self.lo, self.hi, self.lo_open, self.hi_open, self.choices, hint=self.hint).check(where, value)
         if not _is(self.kind, value):
             self._refuse(where, f"is {_describe(value)}, not {_KIND_NAMES[self.kind]}")
+        if self.kind == "strings":
+            return [str(v) for v in value]
         if self.kind == "floats":
             for item in value:
                 Value(float, self.lo, self.hi, self.lo_open, self.hi_open, hint=self.hint).check(where, item)
@@ -99,7 +102,8 @@ class Value:
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               "floats": "a list of numbers", "fold": "k/K (e.g. 1/5)", "batches": "a number"}
+               "floats": "a list of numbers", "strings": "a list of names", "fold": "k/K (e.g. 1/5)",
+               "batches": "a number"}
 
 
 def _is(kind: object, value: object) -> bool:
@@ -115,6 +119,8 @@ def _is(kind: object, value: object) -> bool:
         return isinstance(value, (list, tuple)) and all(_is(float, v) for v in value)
     if kind == "fold":
         return isinstance(value, str)
+    if kind == "strings":
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
     if kind == "batches":
         return _is(float, value)
     raise AssertionError(kind)
@@ -199,7 +205,7 @@ OPTIMIZER_SECTIONS = {"adamw": Section(_ADAM), "adam": Section(_ADAM),
 SCHEDULER = Section({"name": Value(str, choices=tuple(SCHEDULERS))}, null=True)
 
 _DATASET = {
-    "layout": Value(str, choices=tuple(LAYOUTS)),
+    "layout": Value(str, choices=(*LAYOUTS, *CUSTOM_LAYOUTS)),
     "root": Value(str),
     "image_size": _integer(32, hint="an image_size ≥ 32 (pixels; ResNets downsample by 32)"),
     "batch_size": _integer(1),
@@ -215,11 +221,16 @@ _DATASET = {
     "cache_size": _integer(32, null=True),
     "cache_dir": Value(str, null=True),
     "max_pixels": _integer(1),
+    # Your own data (dataset=folder / dataset=csv, lesion.data.custom); absent from the official layouts' configs.
+    "classes": Value("strings", null=True), "csv": Value(str, null=True), "images": Value(str, null=True),
+    "image_column": Value(str), "label_column": Value(str, null=True), "label_columns": Value("strings", null=True),
+    "group_column": Value(str, null=True),
 }
-DATASET = Section(_DATASET)
+_CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column"})
+DATASET = Section(_DATASET, optional=_CUSTOM_KEYS)
 # The dataset config stored in a checkpoint also records the seed of the splits made from it
 # (checkpoints written before the split record have none).
-STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=frozenset({"seed"}))
+STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=_CUSTOM_KEYS | {"seed"})
 SPLIT = Section({
     "validation": Value(str, choices=("official", "holdout", "fold")),
     "seed": _integer(0), "val_fraction": _DATASET["val_fraction"], "fold": Value("fold", null=True),
@@ -287,7 +298,7 @@ def check_train(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/train.yaml`` config (a plain dict), before any work."""
     dataset = DATASET.check("dataset", cfg["dataset"])
     square_size(dataset["image_size"], dataset["cache_size"])
-    layout = LAYOUTS[dataset["layout"]]
+    layout = layout_of(dataset)
     classes = layout.classes
     model = _named("model", cfg["model"], MODELS)
     if model.get("hierarchical") and not layout.has_taxonomy:

@@ -61,7 +61,7 @@ def class_counts(report: str) -> dict[str, dict[str, int]]:
 def pair_counts(report: str) -> dict[str, int]:
     """``{"train–test": pairs, "within train": pairs, …}`` from the near-duplicate section."""
     header, *rows = tables(section(report, "Near-duplicate images"))[0]
-    return {row[0]: int(row[1]) for row in rows}
+    return {row[0]: int(row[1].strip("*")) for row in rows}
 
 
 def linked_files(report: str, out: Path) -> list[Path]:

@@ -16,7 +16,8 @@ from lesion.balance.plan import BalancePlan, plan_balance
 from lesion.data.cache import SquareImages, available_cores, default_cache_dir, square_size
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.readers import SplitTable, find_grouping, read_groups, read_split
-from lesion.data.layouts import LAYOUTS, counts_of
+from lesion.data.custom import layout_of
+from lesion.data.layouts import counts_of
 from lesion.data.splits import parse_fold, split_indices
 from lesion.errors import LesionError
 from lesion.data.synthetic import ensure_synthetic
@@ -109,6 +110,8 @@ class IsicDataModule(pl.LightningDataModule):
         persistent_workers: keep loader workers alive between epochs.
         balance: the ``balance`` config (downsample, augment, class_weight, sampler); ``None``
             leaves the training split as it is.
+        classes, csv, images, image_column, label_column, label_columns, group_column: your own
+            data (``layout`` ``folder`` or ``csv``), see :mod:`lesion.data.custom`.
     """
 
     def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
@@ -119,9 +122,13 @@ class IsicDataModule(pl.LightningDataModule):
                  split_by: str = "auto", fold: str | None = None, cache: bool = True,
                  cache_size: int | None = None, cache_dir: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, persistent_workers: bool = True,
-                 balance: dict | None = None):
+                 balance: dict | None = None, classes: Sequence[str] | None = None, csv: str | None = None,
+                 images: str | None = None, image_column: str = "image", label_column: str | None = None,
+                 label_columns: Sequence[str] | None = None, group_column: str | None = None):
         super().__init__()
-        self.layout = LAYOUTS[layout]
+        self.layout = layout_of({"layout": layout, "root": root, "classes": classes, "csv": csv, "images": images,
+                                 "image_column": image_column, "label_column": label_column,
+                                 "label_columns": label_columns, "group_column": group_column})
         self.root = Path(root).expanduser()
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, default_workers(num_workers)
         self.val_fraction, self.seed = val_fraction, seed

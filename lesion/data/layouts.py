@@ -74,7 +74,8 @@ class Layout:
     class names. ``splits`` lists the splits the layout has (missing ones are made from the
     training split). ``groupings`` are the optional grouping files, in order of preference;
     ``duplicates`` an optional list of images published twice. ``has_taxonomy``: the classes
-    have a place in the lesion taxonomy (hierarchical decoding).
+    have a place in the lesion taxonomy (hierarchical decoding). ``source``: ``official`` files,
+    or the user's own (``folder`` / ``csv``, built by :mod:`lesion.data.custom`).
     """
 
     name: str
@@ -88,6 +89,7 @@ class Layout:
     groupings: tuple[Grouping, ...] = ()
     duplicates: Duplicates | None = None
     has_taxonomy: bool = True
+    source: str = "official"  # "folder": one sub-folder per class; "csv": the user's CSV (lesion.data.custom)
 
     @property
     def num_classes(self) -> int:

@@ -142,7 +142,7 @@ def _find(root: Path, names: str | tuple[str, ...]) -> Path | None:
     return None
 
 
-def _read_csv(path: Path, what: str) -> pd.DataFrame:
+def read_csv(path: Path, what: str) -> pd.DataFrame:
     """Every cell of a CSV as stripped text (``""`` when empty), indexed by line number.
 
     Reads what spreadsheets save: a UTF-8 byte-order mark, CRLF line ends, spaces around headers
@@ -163,7 +163,7 @@ def _read_csv(path: Path, what: str) -> pd.DataFrame:
 
 def read_labels(layout: Layout, csv_path: Path) -> tuple[list[str], np.ndarray]:
     """Parse an official ground-truth CSV into ids and class indices, validating every cell."""
-    frame = _read_csv(csv_path, f"{layout.name} ground-truth CSV")
+    frame = read_csv(csv_path, f"{layout.name} ground-truth CSV")
     needed = [layout.id_column, *(layout.label_columns or [layout.label_column])]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
@@ -361,6 +361,8 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
                           f"download the {layout.name} files into it or set dataset.root=DIR")
     if split not in layout.splits:
         return None
+    if layout.source == "folder":
+        return _read_class_folders(layout, root)
     files = layout.splits[split]
     csv_path = _find(root, files.csv)
     archives = [a for a in (_index_archive(root, stem) for stem in files.images) if a is not None]
@@ -377,6 +379,8 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         raise LesionError(root / f"{missing}.zip", "image archive not found (neither the zip nor the extracted folder)",
                           f"download the official {layout.name} {split} images into {root}")
     ids, labels = read_labels(layout, csv_path)
+    if layout.source == "csv":
+        ids = _ids_from_names(ids, csv_path)
     ids, labels = _without_duplicates(layout, root, ids, labels)
     if len(archives) == 1:
         path, index = archives[0]
@@ -384,6 +388,38 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
     else:
         images = _parts_of(archives, ids, csv_path)
     return SplitTable(layout, split, ids, labels, images, csv_path)
+
+
+def _ids_from_names(names: list[str], csv_path: Path) -> list[str]:
+    """Image ids from a user's image column: names with an image extension (and folders) lose them."""
+    ids = [PurePosixPath(n.replace("\\", "/")).stem if is_image_name(n) else n for n in names]
+    seen: dict[str, str] = {}
+    for name, image_id in zip(names, ids):
+        if image_id in seen:
+            raise LesionError(csv_path, f"names {seen[image_id]} and {name}, one image id ({image_id})",
+                              "give every image a name of its own, or remove one of the rows")
+        seen[image_id] = name
+    return ids
+
+
+def _read_class_folders(layout: Layout, root: Path) -> SplitTable:
+    """The images of ``root/<class>/`` (any depth) as one training split, labelled by folder."""
+    index: dict[str, list[str]] = defaultdict(list)
+    label_of: dict[str, int] = {}
+    for k, cls in enumerate(layout.classes):
+        if not (root / cls).is_dir():
+            log.warning("%s: no folder for class %s; it has no training images", root, cls)
+            continue
+        for image_id, names in _index_folder(root / cls).items():
+            index[image_id] += [f"{cls}/{name}" for name in names]
+            label_of[image_id] = k
+    ids = sorted(index)
+    _check_listed(root, dict(index), ids, root)
+    members = {i: index[i][0] for i in ids}
+    for member in members.values():
+        _check_file(root / member)
+    return SplitTable(layout, "train", ids, np.array([label_of[i] for i in ids], dtype=np.int64),
+                      ImageArchive(root, members), root)
 
 
 def _parts_of(archives: list[tuple[Path, dict[str, list[str]]]], ids: list[str], csv_path: Path) -> ImageParts:
@@ -404,7 +440,7 @@ def _without_duplicates(layout: Layout, root: Path, ids: list[str], labels: np.n
     """``ids`` and ``labels`` without the second image of each pair the layout's duplicates file lists."""
     if layout.duplicates is None or (path := _find(root, layout.duplicates.file)) is None:
         return ids, labels
-    frame = _read_csv(path, f"{layout.name} duplicates CSV")
+    frame = read_csv(path, f"{layout.name} duplicates CSV")
     missing = [c for c in layout.duplicates.columns if c not in frame.columns]
     if missing:
         raise LesionError(path, f"missing column(s) {', '.join(missing)}",
@@ -432,7 +468,7 @@ def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.nd
     grouping = find_grouping(layout, root)
     if grouping is not None:
         path = Path(root).expanduser() / grouping.file
-        frame = _read_csv(path, f"{grouping.kind} groupings CSV")
+        frame = read_csv(path, f"{grouping.kind} groupings CSV")
         missing = [c for c in (grouping.id_column, grouping.group_column) if c not in frame.columns]
         if missing:
             raise LesionError(path, f"missing column(s) {', '.join(missing)}",

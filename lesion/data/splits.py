@@ -52,11 +52,19 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(holdout))
 
 
-def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
-    """Indices of each of ``n_folds`` lesion-grouped, class-stratified folds (seeded)."""
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int,
+                  where: str = "dataset.fold") -> list[np.ndarray]:
+    """Indices of each of ``n_folds`` lesion-grouped, class-stratified folds (seeded).
+
+    Args:
+        where: the option that asked for the folds, named in an error.
+    """
+    fix = "use fewer folds" if where == "dataset.fold" else "use a larger dataset.val_fraction (fewer folds)"
     if len(set(groups.tolist())) < n_folds:
-        raise LesionError("dataset.fold", f"{len(set(groups.tolist()))} lesions cannot fill {n_folds} folds",
-                          "use fewer folds")
+        raise LesionError(where, f"{len(set(groups.tolist()))} lesions cannot fill {n_folds} folds", fix)
+    if np.bincount(labels).max() < n_folds:
+        raise LesionError(where, f"no class has {n_folds} images, as {n_folds} stratified folds need",
+                          f"{fix}, or add images")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
 
@@ -77,6 +85,6 @@ def split_indices(labels: np.ndarray, seed: int, fraction: float | None = None, 
     k, n_folds = fold if fold is not None else (1, max(2, int(round(1 / fraction))))
     if groups is None:
         groups = np.arange(len(labels))  # every image its own group: a stratified k-fold
-    held = grouped_folds(labels, groups, n_folds, seed)[k - 1]
+    held = grouped_folds(labels, groups, n_folds, seed, "dataset.fold" if fold is not None else "dataset.val_fraction")[k - 1]
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return keep, np.sort(held)

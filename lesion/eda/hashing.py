@@ -72,7 +72,7 @@ def phash(images: np.ndarray) -> np.ndarray:
         columns = pixels.reshape(batch * size, size * 3) @ right
     else:
         columns = pixels.reshape(batch * size, size) @ p.T
-    coefficients = np.einsum("ks,bsl->bkl", p, columns.reshape(batch, size, BITS), optimize=True)
+    coefficients = np.matmul(p, columns.reshape(batch, size, BITS))  # rows: BITS×S @ S×BITS per image
     flat = coefficients.reshape(batch, BITS * BITS)
     bits = flat > np.median(flat, axis=1, keepdims=True)
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)

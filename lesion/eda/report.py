@@ -69,15 +69,15 @@ def _counts(f: Findings) -> list[str]:
             for c in f.classes]
     rows.append(["**all**", *(sum(f.counts[s].values()) for s in splits), everything, "100.0 %"])
     lines = ["## Images per class and split", "", _table(["class", *splits, "all", "share"], rows), ""]
-    largest = max(total.values()) if total else 0
-    smallest = min(total.values()) if total else 0
-    if smallest:
-        lines += [f"Largest to smallest class: {largest / smallest:.1f} : 1.", ""]
-    for split in splits:
-        absent = [c for c in f.classes if f.counts[split][c] == 0]
+    present = [n for n in total.values() if n]
+    if len(present) > 1:
+        lines += [f"Largest to smallest class present: {max(present) / min(present):.1f} : 1.", ""]
+    for c in f.classes:
+        absent = [s for s in splits if f.counts[s][c] == 0]
         if absent:
-            lines += [f"No {SPLIT_NAMES.get(split, split)} images of {', '.join(absent)}: its recall and AUC on "
-                      "that split are undefined.", ""]
+            where = "any split" if len(absent) == len(splits) else ", ".join(absent)
+            lines += [f"No images of {c} in {where}: its recall and AUC there are undefined "
+                      "(left out of BACC and macro AUC).", ""]
     for split in f.missing_splits:
         lines += [f"No {SPLIT_NAMES.get(split, split)} split on disk"
                   + (": training holds out `dataset.val_fraction` of the training split (stratified, seeded)."
@@ -102,7 +102,8 @@ def _sizes(f: Findings) -> list[str]:
 
 
 def _colour_row(name: str, c: Colour) -> list:
-    return [name, c.images, *(f"{_number(m)} ± {_number(s)}" for m, s in zip(c.mean, c.std))]
+    cells = [f"{_number(m)} ± {_number(s)}" for m, s in zip(c.mean, c.std)] if c.images else ["n/a"] * 3
+    return [name, c.images, *cells]
 
 
 def _colour(f: Findings) -> list[str]:
@@ -166,8 +167,10 @@ def _duplicates(f: Findings) -> list[str]:
              f"two images whose hashes differ in at most {d.max_distance} bits (`duplicates.max_distance`). "
              "Copies, re-encoded and resized copies and small brightness changes are found; other crops, "
              "mirrored or rotated copies are not.", ""]
-    rows = [[f"{a}–{b}" if a != b else f"within {a}", n, "leak" if a != b and n else ""] for (a, b), n in d.counts.items()]
-    lines += [_table(["splits", "pairs", ""], rows), ""]
+    order = sorted(d.counts, key=lambda pair: pair[0] == pair[1])  # across splits first
+    rows = [[f"{a}–{b}", f"**{d.counts[a, b]}**" if d.counts[a, b] else 0] if a != b else [f"within {a}", d.counts[a, b]]
+            for a, b in order]
+    lines += [_table(["splits", "pairs"], rows), ""]
     if not across:
         lines += ["No pair across splits.", ""]
     else:

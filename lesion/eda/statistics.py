@@ -1,8 +1,8 @@
 """Descriptive statistics of a dataset: colour per class, source image sizes, images per lesion.
 
 Colour statistics are pooled over every pixel of a class's cached squares (the centred square of
-each image, resized as training sees it), from exact per-image sums and sums of squares, in
-0–255 units. They describe the squares, not the full images (borders and vignetting outside the
+each image, resized as training sees it), from per-image sums and sums of squares, in 0–255
+units. They describe the squares, not the full images (borders and vignetting outside the
 square are not counted).
 """
 
@@ -15,19 +15,32 @@ from dataclasses import dataclass
 import numpy as np
 
 CHANNELS = ("R", "G", "B")
+_EXACT_ROWS = 256  # rows per float32 partial sum: 256 × 255² < 2²⁴
 
 
 def colour_sums(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image channel sums and sums of squares of a batch (exact: float32 holds 255² exactly).
+    """Per-image channel sums and sums of squares of a batch, exact.
+
+    Summed down the pixel columns in float32 (contiguous memory: about ten times faster than a
+    reduction over the interleaved channels), 256 rows at a time so that every partial sum of
+    squares stays below 2²⁴ (256 × 255² < 2²⁴: exact in float32), then added in float64.
 
     Args:
-        images: B×S×S×3, uint8 values (any numeric type).
+        images: B×H×W×3, integer values 0–255 (any numeric type).
 
     Returns:
         Two B×3 float64 arrays: Σx and Σx² over each image's pixels.
     """
-    pixels = np.asarray(images, dtype=np.float32).reshape(len(images), -1, 3)
-    return pixels.sum(axis=1, dtype=np.float64), np.einsum("bpc,bpc->bc", pixels, pixels, dtype=np.float64)
+    pixels = np.asarray(images, dtype=np.float32)
+    batch, height = pixels.shape[:2]
+    rows = pixels.reshape(batch, height, -1)  # one image row of W×3 values per line
+    sums = np.zeros((batch, rows.shape[2]))
+    squares = np.zeros((batch, rows.shape[2]))
+    for start in range(0, height, _EXACT_ROWS):
+        chunk = rows[:, start:start + _EXACT_ROWS]
+        sums += chunk.sum(axis=1)
+        squares += np.einsum("brk,brk->bk", chunk, chunk)
+    return sums.reshape(batch, -1, 3).sum(axis=1), squares.reshape(batch, -1, 3).sum(axis=1)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ def _predict_folder(module: LesionClassifier, cfg: DictConfig, out: Path) -> pd.
     size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
     images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size)
     probs, _ = predict(module, DataLoader(images, batch_size=cfg.batch_size, num_workers=default_workers(cfg.num_workers)), cfg.tta)
-    id_column = LAYOUTS[hp.dataset["layout"]].id_column if hp.dataset else "image"
+    stored = hp.dataset or {}
+    id_column = LAYOUTS[stored["layout"]].id_column if stored.get("layout") in LAYOUTS else stored.get("image_column", "image")
     table = _predictions_table(images.ids, probs, list(hp.classes), id_column, None)
     write_atomic(out / "predictions.csv", table.to_csv(index=False))
     _explain(module, cfg, images, images.read, probs, out)

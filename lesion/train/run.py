@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from lesion.balance.head_stage import fit_head_on_resampled, load_backbone
 from lesion.checkpoint import read_checkpoint
 from lesion.data.datamodule import IsicDataModule
-from lesion.data.layouts import LAYOUTS
+from lesion.data.custom import layout_of
 from lesion.errors import LesionError
 from lesion.files import write_json
 from lesion.hydra_record import write_record
@@ -64,7 +64,7 @@ def build_classifier(cfg: DictConfig, split: dict | None = None) -> LesionClassi
         cfg: the config.
         split: the DataModule's :attr:`~lesion.data.datamodule.IsicDataModule.split` record.
     """
-    layout = LAYOUTS[cfg.dataset.layout]
+    layout = layout_of(_container(cfg.dataset))
     return LesionClassifier(
         model=_container(cfg.model), loss=_container(cfg.loss), optimizer=_container(cfg.optimizer),
         scheduler=_container(cfg.scheduler), classes=list(layout.classes), taxonomy=layout.taxonomy(),
@@ -217,7 +217,7 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
     _, stored = read_checkpoint(path)
     model = {k: v for k, v in _container(cfg.model).items() if k not in _STARTING_POINT}
     differ = [f"model.{k}={stored['model'].get(k)} (this run: {v})" for k, v in model.items() if stored["model"].get(k) != v]
-    classes = list(LAYOUTS[cfg.dataset.layout].classes)
+    classes = list(layout_of(_container(cfg.dataset)).classes)
     if stored["classes"] != classes:
         differ.append(f"classes {stored['classes']} (this run: {classes})")
     if differ:
