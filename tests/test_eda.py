@@ -17,7 +17,7 @@ from PIL import Image
 
 from lesion.data.cache import SquareImages
 from lesion.data.readers import ImageArchive, read_split
-from lesion.eda.hashing import close_pairs, distance, phash
+from lesion.eda.hashing import TooManyPairs, close_pairs, distance, phash
 from lesion.eda.sources import source_sizes
 from lesion.eda.statistics import colour_by_class, colour_sums
 
@@ -311,6 +311,8 @@ def test_close_pairs_blockwise_finds_every_pair_of_the_full_distance_matrix():
             assert (pairs.distances == full[pairs.first, pairs.second]).all()
             assert (np.diff(pairs.distances.astype(int)) >= 0).all()
     assert len(close_pairs(hashes, 5)) > 0
+    with pytest.raises(TooManyPairs):
+        close_pairs(hashes, 5, max_pairs=len(close_pairs(hashes, 5)) - 1, block_elements=1000)
 
 
 # --- statistics and sizes ------------------------------------------------------------------------------------------

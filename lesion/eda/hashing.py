@@ -3,9 +3,10 @@
 DCT pHash (C. Zauner, "Implementation and Benchmarking of Perceptual Image Hash Functions",
 2010; the pHash library): the grey image is box-filtered down to 32×32, transformed by a 2-D
 DCT-II, and the 8×8 lowest frequencies without the DC term (rows and columns 1–8) give 64 bits,
-each set when its coefficient exceeds the median of the 64. Copies, re-encoded JPEGs, resized
-copies and small brightness or contrast changes differ in a few bits; unrelated images in about
-half of them (32).
+each set when its coefficient exceeds the median of the 64 (so nearly every hash has 32 bits set,
+and distances are even). Copies, re-encoded JPEGs, resized copies and small brightness or
+contrast changes differ in a few bits; unrelated images in about half of them (32: the median
+over the 555 real UDA-1 images, whose closest distinct pair is 8 bits apart).
 
 Computed here for a whole batch at once: box filter and the 8 DCT rows are one 8×S matrix ``P``,
 so the coefficients of an S×S grey image ``G`` are ``P·G·Pᵀ`` (two matrix products; the grey
@@ -141,7 +142,7 @@ def close_pairs(hashes: np.ndarray, max_distance: int, max_pairs: int = 1_000_00
         r, c = np.nonzero(d <= max_distance)
         found += len(r)
         if found > max_pairs:
-            raise TooManyPairs(f"more than {max_pairs} pairs within {max_distance} bits")
+            raise TooManyPairs(f"more than {max_pairs} pairs")
         first.append(r + start)
         second.append(c + start)
         distances.append(d[r, c])

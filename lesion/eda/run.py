@@ -100,8 +100,8 @@ def run(cfg: DictConfig) -> Findings:
         duplicates = find_duplicates({s: h for s, (h, _, _) in scans.items()}, {s: t.ids for s, t in tables.items()},
                                      names, cfg.duplicates.max_distance)
     except TooManyPairs as error:
-        raise LesionError("duplicates.max_distance", f"{cfg.duplicates.max_distance} bits matches {error}, so it no "
-                          "longer tells copies from look-alikes", "lower duplicates.max_distance (4 finds copies)") from None
+        raise LesionError("duplicates.max_distance", f"finds {error} within {cfg.duplicates.max_distance} bits, too many "
+                          "to tell copies from look-alikes", "lower duplicates.max_distance (4 finds copies)") from None
     pixels = size * size
     all_sums = np.concatenate([sm for _, sm, _ in scans.values()])
     all_squares = np.concatenate([sq for _, _, sq in scans.values()])
