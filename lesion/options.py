@@ -212,6 +212,7 @@ _DATASET = {
     "num_workers": _integer(0, null=True),
     "persistent_workers": Value(bool),
     "val_fraction": _number(0, 1, lo_open=True, hi_open=True),
+    "test_fraction": _number(0, 1, lo_open=True, hi_open=True, null=True),
     "split_by": Value(str, choices=("auto", "lesion", "patient", "image")),
     "fold": Value("fold", null=True),
     "synthetic": Value(bool),
@@ -227,16 +228,19 @@ _DATASET = {
     "group_column": Value(str, null=True),
 }
 _CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column"})
+# Checkpoints written before test hold-outs have no test_fraction.
+_LATER_KEYS = frozenset({"test_fraction"})
 DATASET = Section(_DATASET, optional=_CUSTOM_KEYS)
 # The dataset config stored in a checkpoint also records the seed of the splits made from it
 # (checkpoints written before the split record have none).
-STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=_CUSTOM_KEYS | {"seed"})
+STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=_CUSTOM_KEYS | _LATER_KEYS | {"seed"})
 SPLIT = Section({
     "validation": Value(str, choices=("official", "holdout", "fold")),
     "seed": _integer(0), "val_fraction": _DATASET["val_fraction"], "fold": Value("fold", null=True),
     "grouped_by": Value(str, choices=("image", "lesion", "patient")), "val_images": _integer(0),
-    "val_ids_sha256": Value(str), "test": Value(str, choices=("official", "validation")),
-})
+    "val_ids_sha256": Value(str), "test": Value(str, choices=("official", "validation", "holdout")),
+    "test_fraction": _DATASET["test_fraction"], "test_images": _integer(0), "test_ids_sha256": Value(str),
+}, optional=frozenset({"test_fraction", "test_images", "test_ids_sha256"}))
 
 SMOTE = Section({
     "enabled": Value(bool), "finetune": Value(bool), "head_epochs": _integer(1), "k_neighbors": _integer(1),

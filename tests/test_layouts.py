@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -113,6 +114,19 @@ def test_hold_out_keeps_every_group_on_one_side(written, layout, kind):
     assert sizes.max() > 1  # several images per group: the grouping matters
 
 
+@pytest.mark.parametrize("layout", ["isic2020", "ham10000"])
+def test_without_a_test_split_a_grouped_test_hold_out_is_made_first(written, layout):
+    module = datamodule(layout, written[layout], test_fraction=0.2)
+    assert module.split["test"] == "holdout" and module.split["test_images"] == len(module.test_set)
+    parts = [set(module.train_set.ids), set(module.val_set.ids), set(module.test_set.ids)]
+    assert all(parts) and sum(map(len, parts)) == len(set().union(*parts)) == len(module.train_set.table)
+    groups = dict(zip(module.train_set.table.ids, read_groups(layout, written[layout], module.train_set.table.ids)))
+    held_groups = [{groups[i] for i in part} for part in parts]
+    assert not (held_groups[0] & held_groups[2]) and not (held_groups[1] & held_groups[2])
+    again = datamodule(layout, written[layout], test_fraction=0.2)
+    assert again.split == module.split  # seeded: evaluation rebuilds the same hold-out
+
+
 def test_isic2020_duplicates_are_dropped_and_counted(written, caplog):
     root = written["isic2020"]
     pairs = pd.read_csv(root / "ISIC_2020_Training_Duplicates.csv")
@@ -179,3 +193,17 @@ def test_each_layout_trains_and_evaluates_end_to_end(run_cli, tmp_path):
         predictions = pd.read_csv(out / "predictions.csv")
         assert np.allclose(predictions[trained["classes"]].sum(axis=1), 1, atol=1e-4)
         assert list((out / "gradcam").glob("*_gradcam_overlay.png"))
+    # A test hold-out other than the one training made (here: of one training image fewer) is refused.
+    job = next(j for j in jobs if "synthetic2020" in (j / ".hydra" / "overrides.yaml").read_text())
+    best = job / "checkpoints" / "best.ckpt"
+    stored = torch.load(best, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert stored["split"]["test"] == "holdout"
+    copy = shutil.copytree(stored["dataset"]["root"], tmp_path / "fewer")
+    for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv"):
+        lines = (copy / name).read_text().splitlines()
+        (copy / name).write_text("\n".join(lines[:-1]) + "\n")
+    result = run_cli("evaluate.py", f"ckpt={best}", f"dataset.root={copy}", f"out={tmp_path / 'refused'}",
+                     "num_workers=0", check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("lesion: error: split: the test hold-out made here")
+    assert not (tmp_path / "refused").exists()

@@ -1,8 +1,8 @@
 """Your own data: ``dataset=folder`` (one sub-folder of images per class) or ``dataset=csv`` (a CSV
 naming each image and its label), read with every check the official layouts get.
 
-Both give a training split only: validation is a seeded hold-out (grouped by ``group_column`` when
-given), and testing uses it, with a warning. Classes are ``dataset.classes`` when given (their
+Both give a training split only: test and validation are seeded hold-outs
+(``dataset.test_fraction``, ``dataset.val_fraction``), grouped by ``group_column`` when given. Classes are ``dataset.classes`` when given (their
 order is the output order), else the sorted folder names or label values (or the one-hot column
 names in CSV order). Image names in the CSV may carry their extension or not; ids are the file
 names without it, so two images of one name (``a.jpg``, ``a.png``) are refused.

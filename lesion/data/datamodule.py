@@ -81,7 +81,8 @@ class IsicDataModule(pl.LightningDataModule):
     """Train/val/test loaders for one official ISIC layout.
 
     When the layout has no validation split on disk, a seeded stratified hold-out of the
-    training split serves as validation; when it has no test split, testing uses validation.
+    training split serves as validation; when it has no test split, a hold-out of
+    ``test_fraction`` made before it serves as test (or, with ``None``, testing uses validation).
     The training split is then balanced as ``balance`` says (:func:`lesion.balance.plan.plan_balance`);
     :attr:`plan` holds the per-class counts before and after every step, the class weights and
     the sampler's weights. Validation and test are never touched.
@@ -94,6 +95,8 @@ class IsicDataModule(pl.LightningDataModule):
         num_workers: DataLoader worker processes (0 = load in the main process; ``None``: see
             :func:`default_workers`).
         val_fraction: share of each training class held out when there is no validation split.
+        test_fraction: share held out for testing, first, when there is no test split (grouped as
+            the validation split is); ``None`` tests on the validation split instead (warned).
         mean, std: normalisation of the backbone's weights.
         seed: seed of the hold-out and of the augmentation in the main process.
         synthetic: generate a synthetic dataset at ``root`` on first use (else real data).
@@ -116,6 +119,7 @@ class IsicDataModule(pl.LightningDataModule):
 
     def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
                  num_workers: int | None = None, val_fraction: float = 0.15,
+                 test_fraction: float | None = None,
                  mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225), seed: int = 0,
                  synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0,
@@ -131,7 +135,7 @@ class IsicDataModule(pl.LightningDataModule):
                                  "label_columns": label_columns, "group_column": group_column})
         self.root = Path(root).expanduser()
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, default_workers(num_workers)
-        self.val_fraction, self.seed = val_fraction, seed
+        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.synthetic, self.synthetic_n, self.synthetic_seed = synthetic, synthetic_n, synthetic_seed
         self.mean, self.std = tuple(mean), tuple(std)
         self.split_by = split_by
@@ -163,36 +167,53 @@ class IsicDataModule(pl.LightningDataModule):
         eval_preset = EvalPreset(self.image_size, self.mean, self.std)
         train, val, test = (None if t is None else SquareImages(t, self.cache_size, self.cache_dir, self.max_pixels)
                             for t in (train, val, test))
+        needs_groups = val is None or self.fold is not None or (test is None and self.test_fraction is not None)
+        grouping = None if self.split_by == "image" or not needs_groups else find_grouping(self.layout, self.root)
+        if needs_groups and self.split_by in ("lesion", "patient") and (grouping is None or grouping.kind != self.split_by):
+            files = [g.file for g in self.layout.groupings if g.kind == self.split_by]
+            raise LesionError("dataset.split_by", f"{self.split_by} needs a {self.split_by}-grouping file in {self.root}",
+                              f"add one of {', '.join(files) or '(none for this layout)'} or use dataset.split_by=image")
+        groups = None if grouping is None else read_groups(self.layout, self.root, train.table.ids)
+        grouped_by = "image" if groups is None else grouping.kind
+        rest = np.arange(len(train))  # training rows not held out for testing
+        if test is None and self.test_fraction is not None:
+            rest, tested = split_indices(train.table.labels, self.seed, self.test_fraction, None, groups)
+            log.warning("%s: no test split; testing on a %.0f%% hold-out of the %d training images, by %s (seed %d)",
+                        self.root, 100 * self.test_fraction, len(train), grouped_by, self.seed)
+            self.test_set = LesionDataset(train, eval_preset, tested)
         if val is None or self.fold is not None:
-            grouping = None if self.split_by == "image" else find_grouping(self.layout, self.root)
-            if self.split_by in ("lesion", "patient") and (grouping is None or grouping.kind != self.split_by):
-                files = [g.file for g in self.layout.groupings if g.kind == self.split_by]
-                raise LesionError("dataset.split_by", f"{self.split_by} needs a {self.split_by}-grouping file in {self.root}",
-                                  f"add one of {', '.join(files) or '(none for this layout)'} or use dataset.split_by=image")
-            groups = None if grouping is None else read_groups(self.layout, self.root, train.table.ids)
-            keep, held = split_indices(train.table.labels, self.seed, self.val_fraction, self.fold, groups)
-            validation, grouped_by = ("fold" if self.fold else "holdout"), ("image" if groups is None else grouping.kind)
+            keep, held = split_indices(train.table.labels[rest], self.seed, self.val_fraction, self.fold,
+                                       None if groups is None else groups[rest])
+            validation = "fold" if self.fold else "holdout"
             how = f"fold {self.fold[0]}/{self.fold[1]}" if self.fold else f"{self.val_fraction:.0%} hold-out"
             log.warning("%s: validating on a %s of the %d training images, by %s (seed %d)%s", self.root, how,
-                        len(train), grouped_by, self.seed,
+                        len(rest), grouped_by, self.seed,
                         "; the official validation split is not used" if val is not None else "")
-            self.train_set = LesionDataset(train, train_preset, keep)
-            self.val_set = LesionDataset(train, eval_preset, held)
+            self.train_set = LesionDataset(train, train_preset, rest[keep])
+            self.val_set = LesionDataset(train, eval_preset, rest[held])
         else:
-            self.train_set = LesionDataset(train, train_preset)
+            self.train_set = LesionDataset(train, train_preset, rest)
             self.val_set = LesionDataset(val, eval_preset)
-            validation, grouped_by = "official", "image"
-        if test is None:
+            validation = "official"
+            if test is not None or self.test_fraction is None:
+                grouped_by = "image"  # no split made here
+        if test is not None:
+            self.test_set = LesionDataset(test, eval_preset)
+            tested_by = "official"
+        elif self.test_fraction is not None:
+            tested_by = "holdout"
+        else:
             log.warning("%s: no test split; testing on the validation split", self.root)
             self.test_set = self.val_set
-        else:
-            self.test_set = LesionDataset(test, eval_preset)
+            tested_by = "validation"
         self.split = {
             "validation": validation, "seed": self.seed, "val_fraction": self.val_fraction,
             "fold": None if self.fold is None else f"{self.fold[0]}/{self.fold[1]}", "grouped_by": grouped_by,
-            "val_images": len(self.val_set), "val_ids_sha256": ids_digest(self.val_set.ids),
-            "test": "validation" if test is None else "official",
+            "val_images": len(self.val_set), "val_ids_sha256": ids_digest(self.val_set.ids), "test": tested_by,
         }
+        if tested_by == "holdout":
+            self.split.update(test_fraction=self.test_fraction, test_images=len(self.test_set),
+                              test_ids_sha256=ids_digest(self.test_set.ids))
         for name, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
             counts = self.class_counts(dataset)
             log.info("%s split: %d images %s", name, len(dataset), counts)

@@ -35,6 +35,8 @@ class Findings:
     classes: list[str]
     counts: dict[str, dict[str, int]]
     missing_splits: list[str]
+    val_fraction: float
+    test_fraction: float | None
     sizes: dict[str, Sizes]
     colour: dict[str, Colour]
     colour_by_split: dict[str, Colour]
@@ -79,10 +81,18 @@ def _counts(f: Findings) -> list[str]:
             lines += [f"No images of {c} in {where}: its recall and AUC there are undefined "
                       "(left out of BACC and macro AUC).", ""]
     for split in f.missing_splits:
-        lines += [f"No {SPLIT_NAMES.get(split, split)} split on disk"
-                  + (": training holds out `dataset.val_fraction` of the training split (stratified, seeded)."
-                     if split == "val" else ": testing uses the validation split." if split == "test" else "."), ""]
+        lines += [f"No {SPLIT_NAMES.get(split, split)} split on disk: {_made_instead(f, split)}.", ""]
     return lines + _figure(f, "counts", "Images per class and split")
+
+
+def _made_instead(f: Findings, split: str) -> str:
+    """What training uses in place of a split that is not on disk."""
+    if split == "val":
+        return (f"training validates on a {f.val_fraction:.0%} hold-out of the training split "
+                "(`dataset.val_fraction`, stratified, seeded)")
+    if split == "test" and f.test_fraction is not None:
+        return f"training tests on a {f.test_fraction:.0%} hold-out of the training split (`dataset.test_fraction`)"
+    return "testing uses the validation split (or set `dataset.test_fraction` for a hold-out)"
 
 
 def _range(values: tuple, digits: int = 0) -> str:

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from lesion.data.cache import SquareImages, default_cache_dir, square_size
-from lesion.data.layouts import LAYOUTS, SPLITS
+from lesion.data.custom import layout_of
+from lesion.data.layouts import SPLITS
 from lesion.data.readers import find_grouping, read_groups, read_split
 from lesion.data.synthetic import ensure_synthetic
 from lesion.eda import figures
@@ -75,10 +76,10 @@ def run(cfg: DictConfig) -> Findings:
     """
     options = OmegaConf.to_container(cfg, resolve=True)
     data = check_eda(options)
-    layout = LAYOUTS[data["layout"]]
     root = Path(data["root"]).expanduser()
     if data["synthetic"]:
-        ensure_synthetic(layout.name, root, n=data["synthetic_n"], seed=data["synthetic_seed"])
+        ensure_synthetic(data["layout"], root, n=data["synthetic_n"], seed=data["synthetic_seed"])
+    layout = layout_of(data)
     tables = {s: t for s in SPLITS if (t := read_split(layout, root, s)) is not None}
     size = square_size(data["image_size"], data["cache_size"])
     cache_dir = (Path(data["cache_dir"]).expanduser() if data["cache_dir"] else default_cache_dir()) if data["cache"] else None
@@ -108,7 +109,8 @@ def run(cfg: DictConfig) -> Findings:
     findings = Findings(
         layout=layout.name, root=str(root), square=size, classes=classes,
         counts={s: t.class_counts() for s, t in tables.items()},
-        missing_splits=[s for s in SPLITS if s in layout.splits and s not in tables],
+        missing_splits=[s for s in SPLITS if s not in tables],
+        val_fraction=data["val_fraction"], test_fraction=data.get("test_fraction"),
         sizes={s: size_summary(v) for s, v in sizes.items()},
         colour=colour_by_class(all_sums, all_squares, np.concatenate(list(labels.values())), classes, pixels),
         colour_by_split={s: pooled_colour(sm, sq, pixels) for s, (_, sm, sq) in scans.items()},

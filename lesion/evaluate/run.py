@@ -128,8 +128,10 @@ def _datamodule(hp, options: dict) -> IsicDataModule:
     dataset.pop("seed", None)
     split = hp.split or {}
     seed = split.get("seed", (hp.dataset or {}).get("seed", 0))
-    if split.get("validation") in ("holdout", "fold"):
+    if split.get("validation") in ("holdout", "fold") or split.get("test") == "holdout":
         dataset.update(val_fraction=split["val_fraction"], fold=split["fold"], split_by=split["grouped_by"])
+    # The test split as training made it: its hold-out, or (records without one) the validation split.
+    dataset["test_fraction"] = split.get("test_fraction") if split.get("test") == "holdout" else None
     dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
     DATASET.check("dataset", dataset)
     return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed)
@@ -156,6 +158,15 @@ def _check_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
                           f"{rebuilt['validation']}) is not the one {ckpt} was validated on "
                           f"({trained['val_images']} images, {trained['validation']}, seed {trained['seed']})",
                           "evaluate on the training run's own data (dataset.root=<its folder>) or on a test split")
+
+
+def _check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
+    """Refuse to report on a test hold-out other than the one training held out (it may hold training images)."""
+    if trained is None or trained.get("test") != "holdout" or trained["test_ids_sha256"] != rebuilt["test_ids_sha256"]:
+        made = f"{trained['test_images']} images" if trained and trained.get("test") == "holdout" else "none"
+        raise LesionError("split", f"the test hold-out made here ({rebuilt['test_images']} images) is not the one "
+                          f"{ckpt} held out ({made})", "evaluate on the training run's own data (dataset.root=<its "
+                          "folder>) or on a dataset with an official test split")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -191,6 +202,8 @@ def run(cfg: DictConfig) -> dict:
     on_validation = cfg.split == "val" or datamodule.split["test"] == "validation"
     if on_validation or cfg.calibrate:
         _check_split(hp.split, datamodule.split, Path(cfg.ckpt))
+    if cfg.split == "test" and datamodule.split["test"] == "holdout":
+        _check_test_split(hp.split, datamodule.split, Path(cfg.ckpt))
     if cfg.calibrate and on_validation:
         raise LesionError("calibrate", "would fit the temperature on the validation images it then reports on "
                           f"({datamodule.root} has no test split)", "evaluate without calibrate=true")
