@@ -57,6 +57,22 @@ class Grouping:
 
 
 @dataclass(frozen=True)
+class MetadataFile:
+    """A CSV of patient metadata: its name, id column and the columns of age, sex and anatomic site.
+
+    ``in_images``: the file sits inside the split's image archive (ISIC 2017's ``<images>_metadata.csv``).
+    ``site`` is ``None`` where the file has no site.
+    """
+
+    file: str
+    id_column: str
+    age: str
+    sex: str
+    site: str | None
+    in_images: bool = False
+
+
+@dataclass(frozen=True)
 class Duplicates:
     """A CSV listing pairs of images of one lesion published twice: the second of each pair is dropped."""
 
@@ -74,7 +90,8 @@ class Layout:
     class names. ``splits`` lists the splits the layout has (missing ones are made from the
     training split). ``groupings`` are the optional grouping files, in order of preference;
     ``duplicates`` an optional list of images published twice. ``has_taxonomy``: the classes
-    have a place in the lesion taxonomy (hierarchical decoding). ``source``: ``official`` files,
+    have a place in the lesion taxonomy (hierarchical decoding). ``metadata``: per split, the
+    patient-metadata files in order of preference; ``sites`` the site names they use. ``source``: ``official`` files,
     or the user's own (``folder`` / ``csv``, built by :mod:`lesion.data.custom`).
     """
 
@@ -89,6 +106,8 @@ class Layout:
     groupings: tuple[Grouping, ...] = ()
     duplicates: Duplicates | None = None
     has_taxonomy: bool = True
+    metadata: dict[str, tuple[MetadataFile, ...]] = field(default_factory=dict)  # split -> candidates
+    sites: tuple[str, ...] = ()  # the anatomic sites the metadata names
     source: str = "official"  # "folder": one sub-folder per class; "csv": the user's CSV (lesion.data.custom)
 
     @property
@@ -122,10 +141,16 @@ ISIC2017 = Layout(
         "val": _split("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part3_GroundTruth.csv"),
         "test": _split("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part3_GroundTruth.csv"),
     },
+    metadata={split: (MetadataFile(f"{stem}_metadata.csv", "image_id", "age_approximate", "sex", None, in_images=True),)
+              for split, stem in (("train", "ISIC-2017_Training_Data"), ("val", "ISIC-2017_Validation_Data"),
+                                  ("test", "ISIC-2017_Test_v2_Data"))},
 )
 
 ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 HAM10000_METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata")
+HAM10000_SITES = ("abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand", "lower extremity",
+                  "neck", "scalp", "trunk", "upper extremity")
+_HAM10000_METADATA_FILES = tuple(MetadataFile(name, "image_id", "age", "sex", "localization") for name in HAM10000_METADATA)
 
 ISIC2018 = Layout(
     name="isic2018",
@@ -141,6 +166,8 @@ ISIC2018 = Layout(
         Grouping("ISIC2018_Task3_Training_LesionGroupings.csv", "image", "lesion_id"),
         *(Grouping(name, "image_id", "lesion_id") for name in HAM10000_METADATA),
     ),
+    metadata={"train": _HAM10000_METADATA_FILES},
+    sites=HAM10000_SITES,
 )
 
 ISIC2019_CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
@@ -157,6 +184,10 @@ ISIC2019 = Layout(
         "test": _split("ISIC_2019_Test_Input", "ISIC_2019_Test_GroundTruth.csv", labels_optional=True),
     },
     groupings=(Grouping("ISIC_2019_Training_Metadata.csv", "image", "lesion_id"),),
+    metadata={"train": (MetadataFile("ISIC_2019_Training_Metadata.csv", "image", "age_approx", "sex", "anatom_site_general"),),
+              "test": (MetadataFile("ISIC_2019_Test_Metadata.csv", "image", "age_approx", "sex", "anatom_site_general"),)},
+    sites=("anterior torso", "head/neck", "lateral torso", "lower extremity", "oral/genital", "palms/soles",
+           "posterior torso", "upper extremity"),
 )
 
 # Training images only (the test images have no public labels); the zip's images are in train/.
@@ -172,6 +203,9 @@ ISIC2020 = Layout(
                     for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv")),
     duplicates=Duplicates("ISIC_2020_Training_Duplicates.csv", ("image_name_1", "image_name_2")),
     has_taxonomy=False,
+    metadata={"train": tuple(MetadataFile(name, "image_name", "age_approx", "sex", "anatom_site_general_challenge")
+                             for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv"))},
+    sites=("head/neck", "lower extremity", "oral/genital", "palms/soles", "torso", "upper extremity"),
 )
 
 # The ISIC 2018 training images as the HAM10000 release publishes them: two image parts and one
@@ -184,6 +218,8 @@ HAM10000 = Layout(
     label_values={c.lower(): c for c in ISIC2018_CLASSES},
     splits={"train": _split(("HAM10000_images_part_1", "HAM10000_images_part_2"), *HAM10000_METADATA)},
     groupings=tuple(Grouping(name, "image_id", "lesion_id") for name in HAM10000_METADATA),
+    metadata={"train": _HAM10000_METADATA_FILES},
+    sites=HAM10000_SITES,
 )
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (ISIC2017, ISIC2018, ISIC2019, ISIC2020, HAM10000)}

@@ -481,3 +481,19 @@ def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.nd
         log.info("%s groupings from %s", grouping.kind, path)
         return np.array([lesion_of.get(i, f"image:{i}") for i in ids], dtype=object)
     return None
+
+
+def archive_file(root: str | Path, stem: str, name: str) -> bytes | None:
+    """The bytes of a file named ``name`` inside the split archive ``<root>/<stem>`` (folder or zip),
+    at any depth but outside hidden and ``__MACOSX`` folders; ``None`` when there is none."""
+    folder, archive = Path(root) / stem, Path(root) / f"{stem}.zip"
+    if folder.is_dir():
+        found = [p for p in folder.rglob(name) if p.is_file() and not any(
+            part.startswith(".") or part == "__MACOSX" for part in p.relative_to(folder).parts[:-1])]
+        return found[0].read_bytes() if found else None
+    if archive.is_file():
+        with zipfile.ZipFile(archive) as z:
+            members = [m for m in z.namelist() if _parts(m) and _parts(m)[-1] == name
+                       and not any(p.startswith(".") or p == "__MACOSX" for p in _parts(m)[:-1])]
+            return z.read(members[0]) if members else None
+    return None
