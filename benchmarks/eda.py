@@ -97,8 +97,8 @@ def main() -> None:
 
     same_hashes = sum(int(a) == b for a, b in zip(fast.tolist(), naive))
     same_pairs = set(zip(found.first.tolist(), found.second.tolist())) == naive_found
-    print(f"{args.images} squares of {args.size} px hashed; {args.images} hashes paired within {args.max_distance} bits "
-          f"({args.images * (args.images - 1) // 2} pairs compared)")
+    print(f"{args.images} squares of {args.size} px hashed; {args.images} hashes paired within {args.max_distance} "
+          f"bits ({args.images * (args.images - 1) // 2} pairs compared)")
     print(f"   {'':<12}{'hash s':>10}{'pairs s':>10}{'total s':>10}")
     for name, h, p in (("naive", naive_hash_s, naive_pairs_s), ("vectorised", fast_hash_s, fast_pairs_s)):
         print(f"   {name:<12}{h:>10.3f}{p:>10.3f}{h + p:>10.3f}")

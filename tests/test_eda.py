@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from lesion.data.cache import SquareImages
+from lesion.data.metadata import read_metadata
 from lesion.data.readers import ImageArchive, read_split
 from lesion.eda.hashing import TooManyPairs, close_pairs, distance, phash
 from lesion.eda.sources import source_sizes
@@ -123,12 +125,12 @@ def test_report_sizes_and_colour_rows_cover_every_split_and_class(synthetic_run)
             assert 0 <= mean <= 255 and 0 <= std <= 128
 
 
-def test_report_says_when_there_is_no_grouping_file_and_keeps_a_place_for_metadata(synthetic_run):
+def test_report_says_when_there_is_no_grouping_file_or_metadata(synthetic_run):
     out, _ = synthetic_run
     report = (out / "report.md").read_text()
     assert "No lesion-grouping file" in section(report, "Images per lesion")
     assert not (out / "figures" / "images_per_lesion.png").exists()
-    assert section(report, "Metadata per class").strip().startswith("Not available")
+    assert section(report, "Metadata per class").strip().startswith("No metadata file")
 
 
 # --- planted near-duplicates and a lesion-grouping file ------------------------------------------------------------
@@ -238,6 +240,38 @@ def test_missing_dataset_is_one_line_exit_2_and_out_is_not_created(run_cli, tmp_
     assert not out.exists()
 
 
+def metadata_rows(report: str) -> dict[str, dict[str, str]]:
+    header, *rows = tables(section(report, "Metadata per class"))[0]
+    return {row[0]: dict(zip(header, row)) for row in rows}
+
+
+def expected_metadata(layout: str, root: Path) -> dict[str, dict[str, str]]:
+    """Per class, the age-missing count and the sex cell the report should show, from read_metadata."""
+    frames, labels = [], []
+    for split in SPLITS:
+        table = read_split(layout, root, split)
+        frame = None if table is None else read_metadata(layout, root, split, table.ids)
+        if frame is not None:
+            frames.append(frame)
+            labels.append([table.layout.classes[y] for y in table.labels])
+    frame = pd.concat(frames).assign(label=[c for part in labels for c in part])
+    out = {}
+    for cls, rows in frame.groupby("label"):
+        sexes = rows["sex"].fillna("missing").value_counts()
+        out[cls] = {"images": str(len(rows)), "age missing": str(int(rows["age"].isna().sum())),
+                    "sex": ", ".join(f"{k} {sexes[k]}" for k in ("female", "male", "missing") if k in sexes)}
+    return out
+
+
+def test_report_shows_the_patient_metadata_per_class(run_cli, lesion_cache, tmp_path):
+    out = tmp_path / "out"
+    run_cli("eda.py", "dataset=synthetic2019", "dataset.synthetic_n=40", *SMALL, f"out={out}")
+    shown = metadata_rows((out / "report.md").read_text())
+    expected = expected_metadata("isic2019", lesion_cache / "synthetic2019-n40-s0")
+    assert {c: {k: row[k] for k in ("images", "age missing", "sex")} for c, row in shown.items() if c in expected} == expected
+    assert shown["UNK"]["images"] == "0"
+
+
 # --- real images ---------------------------------------------------------------------------------------------------
 
 
@@ -250,6 +284,9 @@ def test_real_uda1_images(run_cli, uda1, tmp_path):
     across = [r for r in duplicate_rows(out) if r["kind"] == "across"]
     assert len(across) == counts["train–val"] + counts["train–test"] + counts["val–test"]
     assert all(f.read_bytes()[:8] == PNG for f in linked_files(report, out))
+    shown = metadata_rows(report)
+    assert {c: {k: shown[c][k] for k in ("images", "age missing", "sex")} for c in ("NV", "MEL")} == \
+        expected_metadata("isic2017", uda1)
     print(f"\nUDA-1: {len(across)} near-duplicate pairs across splits (≤ 4 bits of 64, 82 px squares): "
           + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
@@ -269,8 +306,12 @@ def test_phash_of_identical_images_is_identical_and_of_other_images_far(squares)
     hashes = phash(squares)
     assert hashes.dtype == np.uint64 and hashes.shape == (len(squares),)
     assert (phash(squares.copy()) == hashes).all()
-    apart = distance(hashes[:, None], hashes[None, :])[np.triu_indices(len(hashes), 1)]
-    assert apart.min() > 4 and np.median(apart) >= 16
+    # 50 unrelated smooth random textures: hashes about half their bits apart, none close.
+    coarse = np.random.default_rng(0).integers(0, 256, (50, 9, 9, 3), dtype=np.uint8)
+    textures = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)[:, :64, :64]
+    hashed = phash(textures)
+    apart = distance(hashed[:, None], hashed[None, :])[np.triu_indices(len(hashed), 1)]
+    assert apart.min() > 8 and 26 <= np.median(apart) <= 38
 
 
 def test_phash_is_the_same_one_by_one_as_in_a_batch_and_for_grey_input(squares):

@@ -11,27 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from lesion.eda.statistics import CHANNELS, Colour, Groups
-from lesion.files import atomic_path
+from lesion.evaluate.plots import new_figure, save_figure
 
-DPI = 110
 _SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 _CHANNEL_COLOURS = ("tab:red", "tab:green", "tab:blue")
-
-
-def _figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Figure, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI)
-    return Path(path)
 
 
 def _class_ticks(ax, classes: Sequence[str]) -> None:
@@ -50,7 +34,7 @@ def plot_split_counts(counts: Mapping[str, Mapping[str, int]], path: str | Path,
     splits = list(counts)
     classes = list(next(iter(counts.values())))
     width = 0.8 / len(splits)
-    figure = _figure(2 + 0.5 * len(classes) * len(splits), 4.8)
+    figure = new_figure(2 + 0.5 * len(classes) * len(splits), 4.8)
     ax = figure.subplots()
     for k, split in enumerate(splits):
         values = [counts[split][c] for c in classes]
@@ -63,7 +47,7 @@ def plot_split_counts(counts: Mapping[str, Mapping[str, int]], path: str | Path,
     ax.set_ylabel("Images")
     ax.set_title(title)
     ax.legend(title="split")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_sizes(sizes: Mapping[str, np.ndarray], path: str | Path) -> Path:
@@ -73,7 +57,7 @@ def plot_sizes(sizes: Mapping[str, np.ndarray], path: str | Path) -> Path:
         sizes: ``{split: N×2 (width, height)}``.
         path: PNG to write.
     """
-    figure = _figure(11, 4.5)
+    figure = new_figure(11, 4.5)
     scatter, histogram = figure.subplots(1, 2)
     ratios = np.concatenate([s[:, 0] / np.maximum(s[:, 1], 1) for s in sizes.values()])
     low, high = (ratios.min(), ratios.max()) if len(ratios) else (1.0, 1.0)
@@ -95,7 +79,7 @@ def plot_sizes(sizes: Mapping[str, np.ndarray], path: str | Path) -> Path:
     histogram.set_title("Aspect ratios")
     histogram.legend(fontsize=8)
     figure.suptitle("Source images")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_colour(colours: Mapping[str, Colour], path: str | Path, size: int) -> Path:
@@ -107,7 +91,7 @@ def plot_colour(colours: Mapping[str, Colour], path: str | Path, size: int) -> P
         size: side of the cached squares the statistics come from (for the title).
     """
     classes = list(colours)
-    figure = _figure(2 + 0.9 * len(classes), 4.8)
+    figure = new_figure(2 + 0.9 * len(classes), 4.8)
     ax = figure.subplots()
     x = np.arange(len(classes))
     for c, (name, colour) in enumerate(zip(CHANNELS, _CHANNEL_COLOURS)):
@@ -120,12 +104,12 @@ def plot_colour(colours: Mapping[str, Colour], path: str | Path, size: int) -> P
     ax.set_ylabel("Pixel value (0–255), mean ± std")
     ax.set_title(f"Colour per class ({size}×{size} cached squares, all splits)")
     ax.legend(title="channel", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_group_sizes(groups: Groups, path: str | Path) -> Path:
     """Bar chart of how many lesions (or patients) have 1, 2, 3, … images."""
-    figure = _figure(6.5, 4.5)
+    figure = new_figure(6.5, 4.5)
     ax = figure.subplots()
     sizes = list(groups.per_group)
     bars = ax.bar(np.arange(len(sizes)), [groups.per_group[k] for k in sizes], color="tab:blue")
@@ -135,7 +119,7 @@ def plot_group_sizes(groups: Groups, path: str | Path) -> Path:
     ax.set_xlabel(f"Images per {groups.kind}")
     ax.set_ylabel(f"{groups.kind.capitalize()}s")
     ax.set_title(f"Training images per {groups.kind} ({groups.groups} {groups.kind}s, {groups.images} images)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_samples(samples: Mapping[str, Sequence[tuple[np.ndarray, str]]], columns: int, path: str | Path) -> Path:
@@ -147,7 +131,7 @@ def plot_samples(samples: Mapping[str, Sequence[tuple[np.ndarray, str]]], column
         path: PNG to write.
     """
     rows = len(samples)
-    figure = _figure(1.9 * columns + 0.8, 2.0 * rows + 0.5)
+    figure = new_figure(1.9 * columns + 0.8, 2.0 * rows + 0.5)
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -162,17 +146,17 @@ def plot_samples(samples: Mapping[str, Sequence[tuple[np.ndarray, str]]], column
             ax.imshow(image)
             ax.set_title(title, fontsize=7)
     figure.suptitle("Sample images per class (cached centred squares)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_pair(first: np.ndarray, second: np.ndarray, titles: tuple[str, str], distance: int,
               path: str | Path) -> Path:
     """Two images side by side, titled, with their hash distance."""
-    figure = _figure(5, 2.9)
+    figure = new_figure(5, 2.9)
     for ax, image, title in zip(figure.subplots(1, 2), (first, second), titles):
         ax.imshow(image)
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
     figure.suptitle(f"pHash distance {distance} bits", fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 

@@ -1,7 +1,7 @@
 """The exploratory data analysis report as Markdown: what a reader needs before training on a dataset.
 
 Sections: images per class and split, source image sizes, colour per class, images per lesion,
-metadata per class (a place kept for it: lesion reads no metadata table yet), sample images and
+patient metadata per class (age, sex, site), sample images and
 near-duplicate images across splits. Figures are linked by paths relative to the report.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from lesion.eda.duplicates import Duplicates, Pair
 from lesion.eda.hashing import BITS
-from lesion.eda.statistics import CHANNELS, Colour, Groups, Sizes
+from lesion.eda.statistics import CHANNELS, ClassMetadata, Colour, Groups, Sizes
 
 SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
@@ -25,8 +25,8 @@ class Findings:
     """Everything the report shows, computed before any file is written.
 
     ``figures``: figure name → path relative to the report (absent: not drawn). ``pair_images``:
-    thumbnail path of each of the first shown cross-split pairs. ``metadata``: per-class
-    metadata distributions, ``None`` until lesion reads a metadata table.
+    thumbnail path of each of the first shown cross-split pairs. ``metadata``: per-class patient
+    metadata of the splits that have a metadata file (``metadata_splits``), ``None`` when none has.
     """
 
     layout: str
@@ -46,7 +46,8 @@ class Findings:
     shown: int
     figures: dict[str, str] = field(default_factory=dict)
     pair_images: list[str] = field(default_factory=list)
-    metadata: None = None
+    metadata: dict[str, ClassMetadata] | None = None
+    metadata_splits: list[str] = field(default_factory=list)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -57,6 +58,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def _number(value: float, digits: int = 1) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _figure(findings: Findings, name: str, alt: str) -> list[str]:
@@ -137,25 +142,36 @@ def _groups(f: Findings) -> list[str]:
         return ["## Images per lesion", "", f"{what}: images per lesion unknown, and splits made from the training "
                 "split (hold-out, folds) are by image, so images of one lesion may fall on both sides.", ""]
     title = f"Images per {g.kind}"
-    rows = [[c, images, groups, _number(images / groups, 2) if groups else "n/a"] for c, (images, groups) in g.by_class.items()]
+    rows = [[c, images, groups, _number(images / groups, 2) if groups else "n/a"]
+            for c, (images, groups) in g.by_class.items()]
     rows.append(["**all**", g.images, g.groups, _number(g.images / max(g.groups, 1), 2)])
     several = sum(k for n, k in g.per_group.items() if n > 1)
     lines = [f"## {title}", "",
-             f"Training split, from `{g.file}`: {g.images} images of {g.groups} {g.kind}s; {several} {g.kind}s have "
-             f"more than one image. Splits made here (hold-out, folds) keep each {g.kind} on one side.", "",
+             f"Training split, from `{g.file}`: {_count(g.images, 'image')} of {_count(g.groups, g.kind)}; "
+             f"{_count(several, g.kind)} with more than one image. Splits made from it (hold-out, folds) keep "
+             f"each {g.kind} on one side unless `dataset.split_by=image`.", "",
              _table(["class", "images", f"{g.kind}s", f"images per {g.kind}"], rows), "",
              _table([f"images per {g.kind}", f"{g.kind}s"], list(g.per_group.items())), ""]
     if g.mixed:
-        lines += [f"{g.mixed} {g.kind}s have images with different labels.", ""]
+        lines += [f"{_count(g.mixed, g.kind)} with images of different labels.", ""]
     return lines + _figure(f, "groups", title)
 
 
 def _metadata(f: Findings) -> list[str]:
-    # The place for per-class distributions of age, sex and anatomical site, once lesion reads a
-    # metadata table; nothing is estimated here until then.
-    return ["## Metadata per class", "",
-            "Not available: lesion does not read a metadata table (age, sex, anatomical site) yet, so no "
-            "per-class metadata distributions are shown.", ""]
+    lines = ["## Metadata per class", ""]
+    if f.metadata is None:
+        return lines + ["No metadata file for this layout in the dataset folder, so no age, sex or site.", ""]
+
+    def counts(values: dict, names: Sequence) -> str:
+        return ", ".join(f"{n if n is not None else 'missing'} {values[n]}" for n in names if values.get(n))
+
+    sites = sorted({s for m in f.metadata.values() for s in m.site if s is not None})
+    rows = [[name, m.images, f"{_number(m.age_mean)} ± {_number(m.age_std)}", m.age_missing,
+             counts(m.sex, ["female", "male", None]), counts(m.site, [*sites, None]) or "n/a"]
+            for name, m in f.metadata.items()]
+    return lines + [f"From the metadata of the {', '.join(SPLIT_NAMES[s] for s in f.metadata_splits)} split(s). "
+                    "Missing values are counted as missing, never as 0.", "",
+                    _table(["class", "images", "age (mean ± sd)", "age missing", "sex", "site"], rows), ""]
 
 
 def _samples(f: Findings) -> list[str]:
@@ -177,16 +193,17 @@ def _duplicates(f: Findings) -> list[str]:
              f"two images whose hashes differ in at most {d.max_distance} bits (`duplicates.max_distance`). "
              "Copies, re-encoded and resized copies and small brightness changes are found; other crops, "
              "mirrored or rotated copies are not.", ""]
-    order = sorted(d.counts, key=lambda pair: pair[0] == pair[1])  # across splits first
-    rows = [[f"{a}–{b}", f"**{d.counts[a, b]}**" if d.counts[a, b] else 0] if a != b else [f"within {a}", d.counts[a, b]]
-            for a, b in order]
+    rows = []
+    for a, b in sorted(d.counts, key=lambda pair: pair[0] == pair[1]):  # across splits first
+        n = d.counts[a, b]
+        rows.append([f"{a}–{b}", f"**{n}**" if n else 0] if a != b else [f"within {a}", n])
     lines += [_table(["splits", "pairs"], rows), ""]
     if not across:
         lines += ["No pair across splits.", ""]
     else:
         shown = across[:f.shown]
-        lines += [f"**{len(across)} pairs across splits**" + (f" (the first {len(shown)} shown)" if len(shown) < len(across)
-                                                             else "") + "; all pairs are in `duplicates.csv`.", ""]
+        some = f" (the first {len(shown)} shown)" if len(shown) < len(across) else ""
+        lines += [f"**{_count(len(across), 'pair')} across splits**{some}; all pairs are in `duplicates.csv`.", ""]
         rows = []
         for k, pair in enumerate(shown):
             picture = f"![pair {k + 1}]({f.pair_images[k]})" if k < len(f.pair_images) else ""
@@ -194,8 +211,12 @@ def _duplicates(f: Findings) -> list[str]:
             rows.append([k + 1, pair.distance, _image(pair.first), _image(pair.second), labels, picture])
         lines += [_table(["#", "distance", "first", "second", "labels", "images"], rows), ""]
     if within:
-        lines += [f"{len(within)} pairs within splits (several images of one lesion, or one image published twice); "
-                  "listed in `duplicates.csv`.", ""]
+        lines += [f"{_count(len(within), 'pair')} within splits (several images of one lesion, or one image "
+                  "published twice); listed in `duplicates.csv`.", ""]
+        in_train = d.counts.get(("train", "train"), 0)
+        if in_train and {"val", "test"} & set(f.missing_splits):
+            lines += [f"The {_count(in_train, 'pair')} within the training split can fall on both sides of the "
+                      "hold-outs made from it: group them (a lesion-grouping file) or drop one image of each.", ""]
     return lines
 
 
@@ -205,7 +226,8 @@ def format_report(f: Findings) -> str:
     total = sum(sum(c.values()) for c in f.counts.values())
     lines = [f"# Exploratory data analysis: {f.layout}", "",
              f"Dataset `{f.layout}` in `{f.root}`: {total} images ({splits}), {len(f.classes)} classes "
-             f"({', '.join(f.classes)}). Colour, samples and hashes come from the {f.square}×{f.square} image cache.", ""]
+             f"({', '.join(f.classes)}). Colour, samples and hashes come from the {f.square}×{f.square} image "
+             "cache.", ""]
     for section in (_counts, _sizes, _colour, _groups, _metadata, _samples, _duplicates):
         lines += section(f)
     return "\n".join(lines).rstrip() + "\n"

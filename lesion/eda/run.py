@@ -3,7 +3,7 @@
 Called by ``eda.py`` and tests. Reads top to bottom: options checked → the splits read (a
 synthetic dataset generated first) → their image caches built (or found) → one pass over the
 cached squares per split (colour sums and pHash of every image) → source sizes from the file
-headers → lesion groups → near-duplicate pairs. Only then is anything written to ``out``: the
+headers → lesion groups → patient metadata → near-duplicate pairs. Only then is anything written to ``out``: the
 ``.hydra/`` record, the figures, ``duplicates.csv`` and ``report.md``.
 """
 
@@ -19,6 +19,7 @@ from tqdm import tqdm
 from lesion.data.cache import SquareImages, default_cache_dir, square_size
 from lesion.data.custom import layout_of
 from lesion.data.layouts import SPLITS
+from lesion.data.metadata import read_metadata
 from lesion.data.readers import find_grouping, read_groups, read_split
 from lesion.data.synthetic import ensure_synthetic
 from lesion.eda import figures
@@ -27,7 +28,8 @@ from lesion.eda.hashing import TooManyPairs, phash
 from lesion.eda.options import check_eda
 from lesion.eda.report import Findings, duplicates_csv, format_report
 from lesion.eda.sources import source_sizes
-from lesion.eda.statistics import colour_by_class, colour_sums, group_summary, pooled_colour, size_summary
+from lesion.eda.statistics import (colour_by_class, colour_sums, group_summary, metadata_by_class, pooled_colour,
+                                   size_summary)
 from lesion.errors import LesionError
 from lesion.files import write_atomic
 from lesion.hydra_record import write_record
@@ -82,7 +84,9 @@ def run(cfg: DictConfig) -> Findings:
     layout = layout_of(data)
     tables = {s: t for s in SPLITS if (t := read_split(layout, root, s)) is not None}
     size = square_size(data["image_size"], data["cache_size"])
-    cache_dir = (Path(data["cache_dir"]).expanduser() if data["cache_dir"] else default_cache_dir()) if data["cache"] else None
+    cache_dir = None  # dataset.cache=false: decode every image from its source file
+    if data["cache"]:
+        cache_dir = Path(data["cache_dir"]).expanduser() if data["cache_dir"] else default_cache_dir()
     squares = {s: SquareImages(t, size, cache_dir, data["max_pixels"]) for s, t in tables.items()}
     for images in squares.values():
         images.build(options["workers"])
@@ -101,8 +105,9 @@ def run(cfg: DictConfig) -> Findings:
         duplicates = find_duplicates({s: h for s, (h, _, _) in scans.items()}, {s: t.ids for s, t in tables.items()},
                                      names, cfg.duplicates.max_distance)
     except TooManyPairs as error:
-        raise LesionError("duplicates.max_distance", f"finds {error} within {cfg.duplicates.max_distance} bits, too many "
-                          "to tell copies from look-alikes", "lower duplicates.max_distance (4 finds copies)") from None
+        raise LesionError("duplicates.max_distance", f"finds {error} within {cfg.duplicates.max_distance} bits, "
+                          "too many to tell copies from look-alikes", "lower it (4 finds copies)") from None
+    metadata = {s: m for s, t in tables.items() if (m := read_metadata(layout, root, s, t.ids)) is not None}
     pixels = size * size
     all_sums = np.concatenate([sm for _, sm, _ in scans.values()])
     all_squares = np.concatenate([sq for _, _, sq in scans.values()])
@@ -116,6 +121,8 @@ def run(cfg: DictConfig) -> Findings:
         colour_by_split={s: pooled_colour(sm, sq, pixels) for s, (_, sm, sq) in scans.items()},
         groups=groups, grouping_files=[g.file for g in layout.groupings],
         duplicates=duplicates, shown=cfg.duplicates.show,
+        metadata=metadata_by_class([metadata[s] for s in metadata], [labels[s] for s in metadata], classes)
+        if metadata else None, metadata_splits=list(metadata),
     )
     samples = _samples(squares, labels, classes, cfg.samples.per_class, cfg.seed) if cfg.samples.per_class else None
 
@@ -133,7 +140,8 @@ def _write(findings: Findings, out: Path, sizes: dict[str, np.ndarray],
     folder = out / "figures"
     names = {"counts": "class_counts.png", "sizes": "image_sizes.png", "colour": "colour_per_class.png",
              "groups": "images_per_lesion.png", "samples": "samples.png"}
-    figures.plot_split_counts(findings.counts, folder / names["counts"], f"{findings.layout}: images per class and split")
+    figures.plot_split_counts(findings.counts, folder / names["counts"],
+                              f"{findings.layout}: images per class and split")
     figures.plot_sizes(sizes, folder / names["sizes"])
     figures.plot_colour(findings.colour, folder / names["colour"], findings.square)
     drawn = ["counts", "sizes", "colour"]

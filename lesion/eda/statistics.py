@@ -1,4 +1,5 @@
-"""Descriptive statistics of a dataset: colour per class, source image sizes, images per lesion.
+"""Descriptive statistics of a dataset: colour per class, source image sizes, images per lesion,
+patient metadata per class.
 
 Colour statistics are pooled over every pixel of a class's cached squares (the centred square of
 each image, resized as training sees it), from per-image sums and sums of squares, in 0–255
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 CHANNELS = ("R", "G", "B")
 _EXACT_ROWS = 256  # rows per float32 partial sum: 256 × 255² < 2²⁴
@@ -140,3 +142,33 @@ def group_summary(groups: np.ndarray, labels: np.ndarray, classes: Sequence[str]
     pairs = np.unique(np.stack([codes, labels]), axis=1)  # distinct (group, label)
     mixed = int((np.bincount(pairs[0], minlength=len(sizes)) > 1).sum())
     return Groups(kind, file, len(groups), len(sizes), dict(sorted(per_group.items())), by_class, mixed)
+
+
+@dataclass(frozen=True)
+class ClassMetadata:
+    """One class's patient metadata: images, age (mean, sd, missing), sex and site counts (``None`` = missing)."""
+
+    images: int
+    age_mean: float
+    age_std: float
+    age_missing: int
+    sex: dict[str | None, int]
+    site: dict[str | None, int]
+
+
+def metadata_by_class(frames: Sequence[pd.DataFrame], labels: Sequence[np.ndarray],
+                      classes: Sequence[str]) -> dict[str, ClassMetadata]:
+    """Per class, the metadata of its images over the given splits (:func:`lesion.data.metadata.read_metadata`)."""
+    frame = pd.concat(list(frames))
+    label = np.concatenate(list(labels))
+    out = {}
+    for k, name in enumerate(classes):
+        mine = frame[label == k]
+        ages = mine["age"].dropna()
+        out[name] = ClassMetadata(
+            images=len(mine), age_mean=float(ages.mean()) if len(ages) else float("nan"),
+            age_std=float(ages.std(ddof=1)) if len(ages) > 1 else float("nan"), age_missing=int(mine["age"].isna().sum()),
+            sex=dict(Counter(mine["sex"].where(mine["sex"].notna(), None))),
+            site=dict(Counter(mine["site"].where(mine["site"].notna(), None))),
+        )
+    return out

@@ -25,13 +25,15 @@ from lesion.evaluate.calibration import calibration_bins
 DPI = 110
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` × ``height`` inches on its own Agg canvas (no ``pyplot``)."""
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG to ``path``, atomically."""
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     return Path(path)
@@ -60,7 +62,7 @@ def plot_confusion(confusion: list[list[int]], classes: Sequence[str], path: str
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = counts / support  # NaN rows: classes absent from the split
     size = 2.5 + 0.6 * len(classes)
-    figure = _figure(2 * size + 1, size)
+    figure = new_figure(2 * size + 1, size)
     panels = figure.subplots(1, 2)
     for ax, values, vmax, name, text in (
         (panels[0], counts, max(counts.max(), 1), "Counts", lambda v: f"{v:d}"),
@@ -78,7 +80,7 @@ def plot_confusion(confusion: list[list[int]], classes: Sequence[str], path: str
         ax.set_ylabel("True class")
         ax.set_title(name)
     figure.suptitle(title or "Confusion matrix")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: str | Path) -> Path:
@@ -93,7 +95,7 @@ def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], path
         path: PNG to write.
     """
     probs, labels = np.asarray(probs), np.asarray(labels)
-    figure = _figure(6.5, 6)
+    figure = new_figure(6.5, 6)
     ax = figure.subplots()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     for k, name in enumerate(classes):
@@ -111,7 +113,7 @@ def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], path
     ax.set_ylabel("True positive rate (sensitivity)")
     ax.set_title("ROC curves (one-vs-rest)")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, bins: int = 15,
@@ -130,7 +132,7 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, bi
     edges = calibration.edges
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
     filled = calibration.count > 0
-    figure = _figure(6, 7)
+    figure = new_figure(6, 7)
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
     accuracy, confidence = calibration.accuracy[filled], calibration.confidence[filled]
@@ -147,7 +149,7 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, path: str | Path, bi
     bottom.bar(centres, calibration.count, width=width, edgecolor="black", linewidth=0.5, color="tab:grey")
     bottom.set_xlabel("Top-1 confidence")
     bottom.set_ylabel("Images")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_class_distribution(labels: np.ndarray, classes: Sequence[str], path: str | Path, title: str) -> Path:
@@ -160,7 +162,7 @@ def plot_class_distribution(labels: np.ndarray, classes: Sequence[str], path: st
         title: figure title (e.g. which split, before or after balancing).
     """
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
-    figure = _figure(1.5 + 0.8 * len(classes), 4.5)
+    figure = new_figure(1.5 + 0.8 * len(classes), 4.5)
     ax = figure.subplots()
     bars = ax.bar(np.arange(len(classes)), counts, color="tab:blue")
     ax.bar_label(bars, labels=[str(c) for c in counts], padding=2, fontsize=8)
@@ -169,7 +171,7 @@ def plot_class_distribution(labels: np.ndarray, classes: Sequence[str], path: st
     ax.set_xlabel("Class")
     ax.set_ylabel("Images")
     ax.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _per_epoch(table: pd.DataFrame, suffixes: Sequence[str]) -> dict[str, pd.Series]:
@@ -205,7 +207,7 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path) -> Path | No
     scores = _per_epoch(table, ("bacc", "auc_macro"))
     if not losses and not scores:
         return None
-    figure = _figure(11, 4.5)
+    figure = new_figure(11, 4.5)
     for ax, curves, ylabel, title in ((figure.add_subplot(1, 2, 1), losses, "Loss", "Loss"),
                                       (figure.add_subplot(1, 2, 2), scores, "Score", "Balanced accuracy and macro AUC")):
         for column, series in curves.items():
@@ -220,7 +222,7 @@ def plot_training_curves(metrics_csv: str | Path, path: str | Path) -> Path | No
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     figure.suptitle("Training curves")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_augmented_samples(images: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor,
@@ -241,7 +243,7 @@ def plot_augmented_samples(images: torch.Tensor, labels: Sequence[int] | np.ndar
     labels = np.asarray(torch.as_tensor(labels).cpu())
     columns = max(1, min(columns, len(pixels)))
     rows = math.ceil(len(pixels) / columns)
-    figure = _figure(1.8 * columns, 1.9 * rows + 0.5)
+    figure = new_figure(1.8 * columns, 1.9 * rows + 0.5)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -249,4 +251,4 @@ def plot_augmented_samples(images: torch.Tensor, labels: Sequence[int] | np.ndar
         ax.imshow(image)
         ax.set_title(classes[int(label)], fontsize=9)
     figure.suptitle("Augmented training samples")
-    return _save(figure, path)
+    return save_figure(figure, path)
