@@ -3,18 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from lesion.errors import LesionError, exit_with
-from lesion.hydra_record import discard_refused
 from lesion.evaluate.run import run
+from lesion.hydra_record import run_or_refuse
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except LesionError as error:
-        discard_refused(cfg.out)
-        exit_with(error)
+    run_or_refuse(run, cfg, cfg.out)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ removes the output folder Hydra made for a run that was refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from lesion.errors import LesionError, exit_with
 from lesion.files import write_atomic
 
 
@@ -43,3 +45,12 @@ def discard_refused(folder: str | Path | None) -> None:
             path.rmdir()
     except OSError:
         pass
+
+
+def run_or_refuse(run: Callable[[DictConfig], object], cfg: DictConfig, folder: str | Path | None) -> None:
+    """``run(cfg)`` for an entry point; a refusal removes what it left in ``folder`` and exits with its one line."""
+    try:
+        run(cfg)
+    except LesionError as error:
+        discard_refused(folder)
+        exit_with(error)
