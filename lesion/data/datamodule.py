@@ -78,7 +78,7 @@ def seed_worker_transform(worker_id: int) -> None:
 
 
 class IsicDataModule(pl.LightningDataModule):
-    """Train/val/test loaders for one official ISIC layout.
+    """Train/val/test loaders for one layout: an official one (ISIC 2017–2020, HAM10000) or your own data.
 
     When the layout has no validation split on disk, a seeded stratified hold-out of the
     training split serves as validation; when it has no test split, a hold-out of
@@ -88,7 +88,7 @@ class IsicDataModule(pl.LightningDataModule):
     the sampler's weights. Validation and test are never touched.
 
     Args:
-        layout: ``"isic2017"`` or ``"isic2018"``.
+        layout: a name of :data:`~lesion.data.layouts.LAYOUTS`, or ``folder`` / ``csv`` (your own data).
         root: folder with the official files.
         image_size: side of the square network input.
         batch_size: images per batch.
