@@ -12,7 +12,6 @@ missing. An image without a row has every value missing (counted in the log).
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from pathlib import Path
@@ -37,9 +36,7 @@ def _source(layout: Layout, root: Path, split: str) -> tuple[MetadataFile, pd.Da
             data = archive_file(root, layout.splits[split].images[0], meta.file)
             if data is not None:
                 where = f"{root / layout.splits[split].images[0]}:{meta.file}"
-                frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8-sig")
-                frame.columns = [str(c).strip() for c in frame.columns]
-                return meta, frame.apply(lambda column: column.str.strip()), where
+                return meta, read_csv(where, f"{layout.name} metadata CSV", data), where
         elif (root / meta.file).is_file():
             return meta, read_csv(root / meta.file, f"{layout.name} metadata CSV"), str(root / meta.file)
     return None

@@ -14,6 +14,7 @@ folder in place of an image) is one :class:`~lesion.errors.LesionError`.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import zipfile
@@ -142,14 +143,19 @@ def _find(root: Path, names: str | tuple[str, ...]) -> Path | None:
     return None
 
 
-def read_csv(path: Path, what: str) -> pd.DataFrame:
+def read_csv(path: Path | str, what: str, data: bytes | None = None) -> pd.DataFrame:
     """Every cell of a CSV as stripped text (``""`` when empty), indexed by line number.
 
     Reads what spreadsheets save: a UTF-8 byte-order mark, CRLF line ends, spaces around headers
     and cells, empty or comma-only rows anywhere (dropped; later rows keep their line numbers).
+
+    Args:
+        path: the file, or with ``data`` what names it in errors (e.g. ``archive.zip:member.csv``).
+        what: what the file should be, for the fix an error suggests.
+        data: the file's bytes when it is not a file of its own (a zip member).
     """
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
+        frame = pd.read_csv(path if data is None else io.BytesIO(data), dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
     except (OSError, ValueError, pd.errors.ParserError) as error:  # UnicodeDecodeError is a ValueError
         raise LesionError(path, f"cannot be read as CSV ({error})", f"use the official {what}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
