@@ -178,12 +178,18 @@ _BACKBONE = {
     "weights": Value(str, hint="imagenet, none or the path of a .pth file"),
     "dropout": _number(0, 1, hi_open=True),
     "frozen_stages": _integer(0, len(BACKBONE_STAGES)),
+    "metadata": Value(bool), "metadata_hidden": _integer(1), "metadata_dropout": _number(0, 1, hi_open=True),
 }
+# Checkpoints written before patient metadata have no metadata options.
+_METADATA_KEYS = frozenset({"metadata", "metadata_hidden", "metadata_dropout"})
 MODELS = {
-    "baseline": Section({**_NAME, **_BACKBONE}),
+    "baseline": Section({**_NAME, **_BACKBONE}, optional=_METADATA_KEYS),
     "barata": Section({**_NAME, **_BACKBONE, "hierarchical": Value(bool), "hidden_size": _integer(1),
-                       "embed_dim": _integer(1), "rd_ratio": _number(0, 1, lo_open=True)}),
+                       "embed_dim": _integer(1), "rd_ratio": _number(0, 1, lo_open=True)}, optional=_METADATA_KEYS),
 }
+# A patient-metadata encoding (lesion.data.metadata_features.MetadataEncoding), as a checkpoint stores it.
+METADATA_ENCODING = Section({"sexes": Value("strings"), "sites": Value("strings"), "age_mean": _number(0, 120),
+                             "age_std": _number(0, lo_open=True)}, null=True)
 
 
 def _weights(resolved: bool) -> Value:
@@ -225,9 +231,11 @@ _DATASET = {
     # Your own data (dataset=folder / dataset=csv, lesion.data.custom); absent from the official layouts' configs.
     "classes": Value("strings", null=True), "csv": Value(str, null=True), "images": Value(str, null=True),
     "image_column": Value(str), "label_column": Value(str, null=True), "label_columns": Value("strings", null=True),
-    "group_column": Value(str, null=True),
+    "group_column": Value(str, null=True), "age_column": Value(str, null=True), "sex_column": Value(str, null=True),
+    "site_column": Value(str, null=True),
 }
-_CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column"})
+_CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column",
+                          "age_column", "sex_column", "site_column"})
 # Checkpoints written before test hold-outs have no test_fraction.
 _LATER_KEYS = frozenset({"test_fraction"})
 DATASET = Section(_DATASET, optional=_CUSTOM_KEYS)
@@ -308,6 +316,10 @@ def check_train(cfg: Mapping) -> None:
     if model.get("hierarchical") and not layout.has_taxonomy:
         raise LesionError("model.hierarchical", f"decodes the lesion taxonomy, and the {layout.name} classes "
                           f"({', '.join(classes)}) have none", "use model.hierarchical=false")
+    if model.get("metadata") and not layout.metadata:
+        raise LesionError("model.metadata", f"fuses patient metadata, and the {layout.name} layout has none",
+                          "use model.metadata=false" + (", or name the CSV's age/sex/site columns "
+                                                        "(dataset.age_column, …)" if layout.name == "csv" else ""))
     loss = _named("loss", cfg["loss"], losses(resolved=False))
     _named("optimizer", cfg["optimizer"], OPTIMIZER_SECTIONS)
     SCHEDULER.check("scheduler", cfg["scheduler"])
@@ -340,6 +352,7 @@ def check_evaluate(cfg: Mapping) -> None:
     Value(str).check("ckpt", cfg["ckpt"])
     Value(str, choices=("val", "test")).check("split", cfg["split"])
     Value(str, null=True).check("images", cfg["images"])
+    Value(str, null=True).check("metadata", cfg["metadata"])
     Value(str).check("out", cfg["out"])
     _integer(1).check("batch_size", cfg["batch_size"])
     _integer(0, null=True).check("num_workers", cfg["num_workers"])
@@ -358,7 +371,7 @@ def check_evaluate(cfg: Mapping) -> None:
 
 
 STORED_KEYS = ("model", "loss", "optimizer", "scheduler", "classes", "taxonomy", "mean", "std", "image_size",
-               "dataset", "split")
+               "dataset", "split", "metadata")
 
 
 def check_stored(hparams: object, where: str) -> dict:
@@ -384,7 +397,10 @@ def check_stored(hparams: object, where: str) -> dict:
             "taxonomy": _taxonomy("taxonomy", hparams.get("taxonomy")),
             "dataset": STORED_DATASET.check("dataset", hparams.get("dataset")),
             "split": None if hparams.get("split") is None else SPLIT.check("split", hparams["split"]),
+            "metadata": METADATA_ENCODING.check("metadata", hparams.get("metadata")),
         }
+        if bool(out["model"].get("metadata")) != (out["metadata"] is not None):
+            raise LesionError("metadata", "does not match model.metadata")
         unknown = [k for k in hparams if k not in STORED_KEYS]
         if unknown:
             raise LesionError(unknown[0], "is not a hyper-parameter lesion stores")

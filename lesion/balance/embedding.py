@@ -83,8 +83,8 @@ def embed(net: LesionNet, dataset: LesionDataset, batch_size: int, num_workers: 
     loader = DataLoader(_SeededItems(dataset, seed), batch_size=batch_size, num_workers=num_workers, shuffle=False)
     avgs, maxes = [], []
     try:
-        for images, _ in tqdm(loader, desc=desc, unit="batch"):
-            avg, mx = net.embed(images.to(device))
+        for batch in tqdm(loader, desc=desc, unit="batch"):
+            avg, mx = net.embed(batch[0].to(device))  # items are (image, [metadata,] label)
             avgs.append(avg.float().cpu())
             maxes.append(mx.float().cpu())
     finally:

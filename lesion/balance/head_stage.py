@@ -4,7 +4,9 @@ The backbone is frozen; the training set (as balanced so far, optionally with au
 is embedded once (``lesion.balance.embedding``), resampled in embedding space (``lesion.balance.smote``)
 and the head is fitted on the result, validated on the embedded validation split. Since the
 heads see images only through their pooled embeddings, the checkpoint (backbone + new head)
-predicts on images exactly as the head did on embeddings.
+predicts on images exactly as the head did on embeddings. With patient metadata, each row is
+``[avg; max; encoded metadata]``: SMOTE interpolates the metadata with the embedding, and the
+head (with the net's metadata branch) trains on the resampled rows.
 """
 
 from __future__ import annotations
@@ -58,16 +60,18 @@ def _training_views(datamodule: IsicDataModule, views: int, seed: int) -> list[t
     is_first = np.zeros(len(train.indices), dtype=bool)
     is_first[first] = True
     size, mean, std = datamodule.image_size, datamodule.mean, datamodule.std
-    plain = LesionDataset(train.images, EvalPreset(size, mean, std), train.indices[is_first])
+    plain = LesionDataset(train.images, EvalPreset(size, mean, std), train.indices[is_first], train.metadata)
     augmented_indices = np.concatenate([train.indices[~is_first], *[train.indices] * (views - 1)])
     out = [("train", plain)]
     if len(augmented_indices):
-        out.append(("train-augmented", LesionDataset(train.images, TrainPreset(size, mean, std), augmented_indices)))
+        out.append(("train-augmented", LesionDataset(train.images, TrainPreset(size, mean, std), augmented_indices,
+                                                     train.metadata)))
     return out
 
 
-def _pooled_loader(avg: np.ndarray, mx: np.ndarray, labels: np.ndarray, batch_size: int, train: bool) -> DataLoader:
-    dataset = TensorDataset(torch.from_numpy(avg), torch.from_numpy(mx), torch.from_numpy(labels.astype(np.int64)))
+def _pooled_loader(columns: list[np.ndarray], labels: np.ndarray, batch_size: int, train: bool) -> DataLoader:
+    """Batches ``(avg, mx, [metadata,] y)`` of pooled embeddings (and encoded metadata)."""
+    dataset = TensorDataset(*(torch.from_numpy(np.ascontiguousarray(c)) for c in columns), torch.from_numpy(labels.astype(np.int64)))
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size)
 
 
@@ -88,8 +92,8 @@ class ResampledEmbeddings(pl.LightningDataModule):
     def __init__(self, net: LesionNet, datamodule: IsicDataModule, smote: dict, seed: int):
         super().__init__()
         self.net, self.datamodule, self.smote, self.seed = net, datamodule, smote, seed
-        self.train: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.val: tuple[np.ndarray, np.ndarray] | None = None
+        self.train: tuple[list[np.ndarray], np.ndarray] | None = None  # (avg, mx[, metadata]), labels
+        self.val: list[np.ndarray] | None = None
         self.report: dict = {}
 
     def _embed(self, dataset: LesionDataset, tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,31 +118,34 @@ class ResampledEmbeddings(pl.LightningDataModule):
         if self.train is not None:
             return
         self.net.to(self.trainer.strategy.root_device)
-        avgs, maxes, labels = [], [], []
+        rows, labels = [], []
         for tag, dataset in _training_views(self.datamodule, int(self.smote["views"]), self.seed):
-            avg, mx = self._embed(dataset, tag)
-            avgs.append(avg)
-            maxes.append(mx)
+            rows.append(self._columns(dataset, tag))
             labels.append(dataset.labels)
+        widths = [c.shape[1] for c in rows[0]]
         features, resampled_labels, report = on_every_rank(self.trainer, lambda: smote_tomek(
-            np.concatenate([np.concatenate(avgs), np.concatenate(maxes)], axis=1), np.concatenate(labels),
+            np.concatenate([np.concatenate(columns, axis=1) for columns in rows]), np.concatenate(labels),
             k_neighbors=int(self.smote["k_neighbors"]), seed=self.seed, search_dims=self.smote["search_dims"]),
             gather=False)
         log.info("rank %d/%d: the head trains on %d resampled rows (sha256 %s)", self.trainer.global_rank,
                  self.trainer.world_size, len(features), hashlib.sha256(features.tobytes()).hexdigest()[:16])
-        channels = avgs[0].shape[1]
-        self.train = features[:, :channels], features[:, channels:], resampled_labels
-        self.val = self._embed(self.datamodule.val_set, "val")
+        self.train = np.split(features, np.cumsum(widths)[:-1], axis=1), resampled_labels
+        self.val = self._columns(self.datamodule.val_set, "val")
         classes = self.datamodule.classes
         # Class indices → names, every class listed (0 for classes absent from the training set).
         self.report = {key: {name: int(value.get(k, 0)) for k, name in enumerate(classes)}
                        if key.startswith("counts") else value for key, value in report.items()}
 
+    def _columns(self, dataset: LesionDataset, tag: str) -> list[np.ndarray]:
+        """``[avg, mx]`` of ``dataset``, and its encoded metadata when it has some."""
+        metadata = dataset.metadata_rows
+        return [*self._embed(dataset, tag), *([] if metadata is None else [metadata])]
+
     def train_dataloader(self) -> DataLoader:
         return _pooled_loader(*self.train, self.datamodule.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return _pooled_loader(*self.val, self.datamodule.val_set.labels, self.datamodule.batch_size, train=False)
+        return _pooled_loader(self.val, self.datamodule.val_set.labels, self.datamodule.batch_size, train=False)
 
 
 def fit_head_on_resampled(trainer: pl.Trainer, module: pl.LightningModule, datamodule: IsicDataModule,

@@ -16,7 +16,7 @@ from lesion.errors import LesionError
 
 def shard(dataset: LesionDataset, rank: int, world: int) -> LesionDataset:
     """Every ``world``-th entry of ``dataset`` from ``rank`` on (this rank's share of the embedding)."""
-    return LesionDataset(dataset.images, dataset.transform, dataset.indices[rank::world])
+    return LesionDataset(dataset.images, dataset.transform, dataset.indices[rank::world], dataset.metadata)
 
 
 def unshard(parts: list[np.ndarray]) -> np.ndarray:

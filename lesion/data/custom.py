@@ -5,7 +5,9 @@ Both give a training split only: test and validation are seeded hold-outs
 (``dataset.test_fraction``, ``dataset.val_fraction``), grouped by ``group_column`` when given. Classes are ``dataset.classes`` when given (their
 order is the output order), else the sorted folder names or label values (or the one-hot column
 names in CSV order). Image names in the CSV may carry their extension or not; ids are the file
-names without it, so two images of one name (``a.jpg``, ``a.png``) are refused.
+names without it, so two images of one name (``a.jpg``, ``a.png``) are refused. A CSV may also name
+patient-metadata columns (``age_column``, ``sex_column``, ``site_column``); its site categories
+are the site values it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lesion.data.images import is_image_name
-from lesion.data.layouts import LAYOUTS, Grouping, Layout, SplitFiles
+from lesion.data.layouts import LAYOUTS, Grouping, Layout, MetadataFile, SplitFiles
+from lesion.data.metadata import MISSING_WORDS
 from lesion.data.readers import read_csv
 from lesion.errors import LesionError
 
@@ -81,9 +84,14 @@ def _csv_layout(root: Path, dataset: Mapping) -> Layout:
         if column not in frame.columns:
             raise LesionError(path, f"has no column {column} (found: {', '.join(map(str, frame.columns))})",
                               "name the columns with dataset.image_column and dataset.label_column(s)")
+    for key in ("group_column", "age_column", "sex_column", "site_column"):
+        column = dataset.get(key)
+        if column is not None and column not in frame.columns:
+            raise LesionError(path, f"has no column {column} (dataset.{key})", "name an existing column, or set it to null")
     group = dataset.get("group_column")
-    if group is not None and group not in frame.columns:
-        raise LesionError(path, f"has no column {group} (dataset.group_column)", "name an existing column, or set it to null")
+    age, sex, site = (dataset.get(f"{key}_column") for key in ("age", "sex", "site"))
+    metadata = (MetadataFile(str(path), dataset["image_column"], age, sex, site),) if age or sex or site else ()
+    sites = tuple(sorted({v.lower() for v in frame[site]} - MISSING_WORDS)) if site else ()
     found = sorted(v for v in set(frame[label]) if v) if label else list(onehot)
     classes = _given_classes(dataset.get("classes"), found, "label values" if label else "label columns", path)
     images = str(dataset.get("images") or ".").removesuffix(".zip")
@@ -92,5 +100,5 @@ def _csv_layout(root: Path, dataset: Mapping) -> Layout:
         label_columns={c: c for c in onehot} if onehot else {}, label_column=label,
         label_values={c: c for c in classes} if label else {},
         groupings=(Grouping(str(path), dataset["image_column"], group, "lesion"),) if group else (),
-        has_taxonomy=False, source=CSV,
+        metadata={"train": metadata} if metadata else {}, sites=sites, has_taxonomy=False, source=CSV,
     )

@@ -18,6 +18,8 @@ from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.readers import SplitTable, find_grouping, read_groups, read_split
 from lesion.data.custom import layout_of
 from lesion.data.layouts import counts_of
+from lesion.data.metadata import read_metadata
+from lesion.data.metadata_features import MetadataEncoding
 from lesion.data.splits import parse_fold, split_indices
 from lesion.errors import LesionError
 from lesion.data.synthetic import ensure_synthetic
@@ -29,16 +31,23 @@ log = logging.getLogger(__name__)
 class LesionDataset(Dataset):
     """Square images of one split (optionally a subset of its rows) with their class indices.
 
+    Items are ``(image, label)``, or ``(image, metadata, label)`` when the split's encoded
+    patient metadata is given.
+
     Args:
         images: the split's square images (cached or decoded).
         transform: preset applied to each H×W×3 uint8 RGB square.
         indices: rows of the split to use (all when ``None``).
+        metadata: N×D float32 encoded metadata of every row of the split (not only of
+            ``indices``), or ``None``.
     """
 
-    def __init__(self, images: SquareImages, transform: Preset, indices: np.ndarray | None = None):
+    def __init__(self, images: SquareImages, transform: Preset, indices: np.ndarray | None = None,
+                 metadata: np.ndarray | None = None):
         self.images = images
         self.transform = transform
         self.indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+        self.metadata = metadata
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -55,9 +64,17 @@ class LesionDataset(Dataset):
     def labels(self) -> np.ndarray:
         return self.table.labels[self.indices]
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
+    @property
+    def metadata_rows(self) -> np.ndarray | None:
+        """The encoded metadata of this dataset's items, in order (``None`` without metadata)."""
+        return None if self.metadata is None else self.metadata[self.indices]
+
+    def __getitem__(self, item: int) -> tuple:
         row = int(self.indices[item])
-        return self.transform(self.images[row]), int(self.table.labels[row])
+        image, label = self.transform(self.images[row]), int(self.table.labels[row])
+        if self.metadata is None:
+            return image, label
+        return image, torch.from_numpy(self.metadata[row]), label
 
 
 def default_workers(num_workers: int | None) -> int:
@@ -113,8 +130,12 @@ class IsicDataModule(pl.LightningDataModule):
         persistent_workers: keep loader workers alive between epochs.
         balance: the ``balance`` config (downsample, augment, class_weight, sampler); ``None``
             leaves the training split as it is.
-        classes, csv, images, image_column, label_column, label_columns, group_column: your own
-            data (``layout`` ``folder`` or ``csv``), see :mod:`lesion.data.custom`.
+        classes, csv, images, image_column, label_column, label_columns, group_column,
+            age_column, sex_column, site_column: your own data (``layout`` ``folder`` or ``csv``),
+            see :mod:`lesion.data.custom`.
+        metadata: give every item its patient metadata (:mod:`lesion.data.metadata`), encoded by
+            an encoding fitted on the training images (:attr:`metadata_encoding`).
+        metadata_encoding: encode with this one instead (a checkpoint's, for evaluation).
     """
 
     def __init__(self, layout: str, root: str, image_size: int = 224, batch_size: int = 32,
@@ -128,11 +149,14 @@ class IsicDataModule(pl.LightningDataModule):
                  max_pixels: int = DEFAULT_MAX_PIXELS, persistent_workers: bool = True,
                  balance: dict | None = None, classes: Sequence[str] | None = None, csv: str | None = None,
                  images: str | None = None, image_column: str = "image", label_column: str | None = None,
-                 label_columns: Sequence[str] | None = None, group_column: str | None = None):
+                 label_columns: Sequence[str] | None = None, group_column: str | None = None,
+                 age_column: str | None = None, sex_column: str | None = None, site_column: str | None = None,
+                 metadata: bool = False, metadata_encoding: dict | None = None):
         super().__init__()
         self.layout = layout_of({"layout": layout, "root": root, "classes": classes, "csv": csv, "images": images,
                                  "image_column": image_column, "label_column": label_column,
-                                 "label_columns": label_columns, "group_column": group_column})
+                                 "label_columns": label_columns, "group_column": group_column,
+                                 "age_column": age_column, "sex_column": sex_column, "site_column": site_column})
         self.root = Path(root).expanduser()
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, default_workers(num_workers)
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
@@ -144,6 +168,8 @@ class IsicDataModule(pl.LightningDataModule):
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
         self.balance = balance or {}
+        self.metadata = metadata or metadata_encoding is not None
+        self.metadata_encoding = None if metadata_encoding is None else MetadataEncoding.from_dict(metadata_encoding)
         self.train_set = self.val_set = self.test_set = None
         self.plan: BalancePlan | None = None
         self.split: dict | None = None
@@ -221,8 +247,31 @@ class IsicDataModule(pl.LightningDataModule):
             if absent:
                 log.warning("%s split has no images of class %s; its recall and AUC are undefined "
                             "and left out of the averages", name, ", ".join(absent))
+        if self.metadata:
+            self._attach_metadata(train, val, test)
         self.plan = plan_balance(self.train_set.labels, self.classes, self.balance, self.seed)
         self.train_set.indices = self.train_set.indices[self.plan.indices]
+
+    def _attach_metadata(self, *splits: SquareImages | None) -> None:
+        """Give every dataset its split's encoded metadata, fitting the encoding on the training images
+        unless one was given."""
+        tables = {}
+        for images in splits:
+            if images is None:
+                continue
+            table = images.table
+            found = read_metadata(self.layout, self.root, table.split, table.ids)
+            if found is None:
+                files = ", ".join(m.file for m in self.layout.metadata.get(table.split, ())) or "none for this layout"
+                raise LesionError(self.root, f"has no patient metadata for the {table.split} split ({files})",
+                                  "add the metadata file, or use model.metadata=false")
+            tables[id(images)] = found
+        if self.metadata_encoding is None:
+            train = tables[id(self.train_set.images)]
+            self.metadata_encoding = MetadataEncoding.fit(train.iloc[self.train_set.indices], self.layout.sites)
+        encoded = {key: self.metadata_encoding.encode(table) for key, table in tables.items()}
+        for dataset in {id(d): d for d in (self.train_set, self.val_set, self.test_set)}.values():
+            dataset.metadata = encoded[id(dataset.images)]
 
     def class_counts(self, dataset: LesionDataset) -> dict[str, int]:
         """Images per class of ``dataset``, in class order."""

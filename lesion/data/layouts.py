@@ -61,13 +61,13 @@ class MetadataFile:
     """A CSV of patient metadata: its name, id column and the columns of age, sex and anatomic site.
 
     ``in_images``: the file sits inside the split's image archive (ISIC 2017's ``<images>_metadata.csv``).
-    ``site`` is ``None`` where the file has no site.
+    A column is ``None`` where the file has none (ISIC 2017 has no site; a user's CSV may lack any).
     """
 
     file: str
     id_column: str
-    age: str
-    sex: str
+    age: str | None
+    sex: str | None
     site: str | None
     in_images: bool = False
 

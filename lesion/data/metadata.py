@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from lesion.data.layouts import LAYOUTS, Layout, MetadataFile
+from lesion.data.images import is_image_name
 from lesion.data.readers import archive_file, read_csv
 from lesion.errors import LesionError
 
@@ -55,10 +56,37 @@ def read_metadata(layout: str | Layout, root: str | Path, split: str, ids: list[
     if found is None:
         return None
     meta, frame, where = found
-    columns = [meta.id_column, meta.age, meta.sex, *([meta.site] if meta.site else [])]
+    return metadata_table(frame, meta, layout.sites, where, ids)
+
+
+def read_metadata_csv(path: str | Path, ids: list[str], sites: tuple[str, ...]) -> pd.DataFrame:
+    """The metadata of images ``ids`` from a user's CSV with columns ``image,age,sex[,site]``.
+
+    ``image`` names an image by its file name, with or without its extension. Read and cleaned
+    as an official metadata file is, with ``sites`` (the model's) as the site vocabulary.
+    """
+    frame = read_csv(path, "metadata CSV (columns image,age,sex[,site])")
+    meta = MetadataFile(str(path), "image", "age", "sex", "site" if "site" in frame.columns and sites else None)
+    return metadata_table(frame, meta, sites, str(path), ids)
+
+
+def metadata_table(frame: pd.DataFrame, meta: MetadataFile, sites: tuple[str, ...], where: str,
+                   ids: list[str]) -> pd.DataFrame:
+    """Age, sex and site of images ``ids`` from a metadata CSV read as text cells (module docstring).
+
+    Args:
+        frame: the CSV (``lesion.data.readers.read_csv``).
+        meta: its columns.
+        sites: the site vocabulary.
+        where: the file, for errors and warnings.
+        ids: the images, in order; a name in the id column may carry an image extension.
+    """
+    columns = [c for c in (meta.id_column, meta.age, meta.sex, meta.site) if c]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise LesionError(where, f"missing column(s) {', '.join(missing)}", f"use the official file with columns {','.join(columns)}")
+        raise LesionError(where, f"missing column(s) {', '.join(missing)}", f"use a file with columns {','.join(columns)}")
+    frame = frame.assign(**{meta.id_column: [PurePosixPath(v.replace("\\", "/")).stem if is_image_name(v) else v
+                                             for v in frame[meta.id_column]]})
     rows = frame.drop_duplicates(meta.id_column).set_index(meta.id_column)
     absent = [i for i in ids if i not in rows.index]
     if absent:
@@ -92,10 +120,11 @@ def read_metadata(layout: str | Layout, root: str | Path, split: str, ids: list[
             return math.nan
         return years
 
-    sites = tuple(s.lower() for s in layout.sites)
+    sites = tuple(s.lower() for s in sites)
     index = pd.Index(ids, name="image")
-    sexes = [word("sex", v, SEXES) for v in rows[meta.sex]]
+    sexes = [word("sex", v, SEXES) for v in rows[meta.sex]] if meta.sex else [None] * len(ids)
     places = [word("site", v, sites) for v in rows[meta.site]] if meta.site else [None] * len(ids)
-    return pd.DataFrame({"age": pd.Series([age(v) for v in rows[meta.age]], index=index, dtype="float64"),
+    ages = [age(v) for v in rows[meta.age]] if meta.age else [math.nan] * len(ids)
+    return pd.DataFrame({"age": pd.Series(ages, index=index, dtype="float64"),
                          "sex": pd.Series(sexes, index=index, dtype=object),
                          "site": pd.Series(places, index=index, dtype=object)})

@@ -300,6 +300,7 @@ def _write_split(
     folder: Path,
     image_size: tuple[int, int] | None,
     rng: np.random.Generator,
+    metadata_signal: float = 0.0,
 ) -> tuple[list[str], list[list]]:
     """Write one split's zips and ground-truth CSV; return its ids and its rows for ``synthetic_lesions.csv``."""
     files = spec.splits[split]
@@ -329,7 +330,7 @@ def _write_split(
         columns = list(spec.label_columns)
         rows = [[i, *(f"{float(spec.label_columns[c] == y):.1f}" for c in columns)] for i, y in zip(ids, labels)]
         (folder / files.csv[0]).write_text(_csv_text([spec.id_column, *columns], rows))
-    for name, text in _TABLES.get(spec.name, lambda *args: {})(spec, split, ids, labels, rng).items():
+    for name, text in _TABLES.get(spec.name, lambda *args: {})(spec, split, ids, labels, rng, metadata_signal).items():
         (folder / name).write_text(text)
     return ids, lesions
 
@@ -375,9 +376,10 @@ _SITES_HAM = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", 
 _SITE_WEIGHTS_HAM = (22, 21, 14, 11, 10, 7, 4, 3, 2, 2, 1, 1, 0.6, 0.5, 0.1)
 
 
-def _isic2019_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator) -> dict:
+def _isic2019_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator,
+                     signal: float) -> dict:
     n = len(ids)
-    sites = _choice(_SITES_2019, _SITE_WEIGHTS_2019, n, rng)
+    sites = _tied_sites(_choice(_SITES_2019, _SITE_WEIGHTS_2019, n, rng), labels, spec, signal, rng)
     sexes = _choice(_SEXES, _SEX_WEIGHTS, n, rng)
     ages = _ages(n, rng)
     if split == "train":
@@ -389,12 +391,13 @@ def _isic2019_tables(spec: Layout, split: str, ids: list[str], labels: list[str]
     return {"ISIC_2019_Test_Metadata.csv": _csv_text(["image", "age_approx", "anatom_site_general", "sex"], rows)}
 
 
-def _isic2020_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator) -> dict:
+def _isic2020_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator,
+                     signal: float) -> dict:
     n = len(ids)
     patients = _groups("IP", n, 4.0, rng)
     sexes = _choice(("male", "female", ""), (51, 48.8, 0.2), n, rng)
     ages = _ages(n, rng, missing=0.002)
-    sites = _choice(_SITES_2020, _SITE_WEIGHTS_2020, n, rng)
+    sites = _tied_sites(_choice(_SITES_2020, _SITE_WEIGHTS_2020, n, rng), labels, spec, signal, rng)
     benign = _choice(_BENIGN_2020, _BENIGN_WEIGHTS_2020, n, rng)
     rows = [[i, p, f"IL_{k:07d}", sex, age, site, "melanoma" if y == "melanoma" else b,
              "malignant" if y == "melanoma" else "benign", int(y == "melanoma")]
@@ -404,18 +407,29 @@ def _isic2020_tables(spec: Layout, split: str, ids: list[str], labels: list[str]
     return {name: _csv_text(header, rows) for name in spec.splits["train"].csv}
 
 
-def _ham10000_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator) -> dict:
+def _ham10000_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator,
+                     signal: float) -> dict:
     n = len(ids)
     order = np.argsort(np.array(labels), kind="stable")  # a lesion's images share its diagnosis
     lesion_of = dict(zip(order.tolist(), _groups("HAM", n, 1.5, rng)))
     dx_type = _choice(("histo", "follow_up", "consensus", "confocal"), (53, 37, 9, 1), n, rng)
     sexes = _choice(("male", "female", "unknown"), (54, 45.5, 0.5), n, rng)
     ages = _ages(n, rng, missing=0.006)
-    sites = _choice(_SITES_HAM, _SITE_WEIGHTS_HAM, n, rng)
+    sites = _tied_sites(_choice(_SITES_HAM, _SITE_WEIGHTS_HAM, n, rng), labels, spec, signal, rng)
     dx = {c: v for v, c in spec.label_values.items()}
     rows = [[lesion_of[k], ids[k], dx[labels[k]], dx_type[k], ages[k], sexes[k], sites[k]] for k in range(n)]
     header = ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
     return {spec.splits["train"].csv[0]: _csv_text(header, rows)}
+
+
+def _tied_sites(sites: list[str], labels: list[str], spec: Layout, signal: float, rng: np.random.Generator) -> list[str]:
+    """``sites`` with a share ``signal`` of the images moved to their class's own site (metadata that
+    predicts the class); unchanged, drawing nothing, when ``signal`` is 0."""
+    if not signal:
+        return sites
+    own = {c: spec.sites[k % len(spec.sites)] for k, c in enumerate(spec.classes)}
+    tied = rng.random(len(sites)) < signal
+    return [own[y] if t else s for s, y, t in zip(sites, labels, tied)]
 
 
 # The CSVs a layout has besides one-hot ground truth, by layout: name -> text.
@@ -439,9 +453,10 @@ def _write_duplicates(spec: Layout, folder: Path, ids: list[str], labels: list[s
     (folder / spec.duplicates.file).write_text(_csv_text(list(spec.duplicates.columns), rows))
 
 
-def _params(layout: str, n: int, seed: int, image_size: tuple[int, int] | None) -> dict:
+def _params(layout: str, n: int, seed: int, image_size: tuple[int, int] | None, metadata_signal: float = 0.0) -> dict:
     size = list(image_size) if image_size else None  # JSON has no tuples
-    return {"layout": layout, "n": n, "seed": seed, "image_size": size, "version": VERSION}
+    signal = {"metadata_signal": metadata_signal} if metadata_signal else {}  # markers without it stay as they were
+    return {"layout": layout, "n": n, "seed": seed, "image_size": size, "version": VERSION, **signal}
 
 
 def _read_marker(root: Path) -> dict | None:
@@ -459,6 +474,7 @@ def write_synthetic(
     n: int = 120,
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
+    metadata_signal: float = 0.0,
 ) -> Path:
     """Write a complete synthetic dataset in the official layout of ``layout`` into ``out``.
 
@@ -472,11 +488,17 @@ def write_synthetic(
         seed: seed of every random choice; equal arguments give byte-identical files.
         image_size: ``(width, height)`` of every image; ``None`` varies it per image
             (width 80–112, height 60–84).
+        metadata_signal: share of the images whose anatomic site is their class's own (ISIC
+            2019/2020, HAM10000), so that patient metadata predicts the class; 0 leaves the site
+            independent of the class.
 
     Returns:
         ``out``.
     """
     spec = _layout(layout)
+    if not 0 <= metadata_signal <= 1 or (metadata_signal and spec.name not in _TABLES):
+        raise LesionError("metadata_signal", f"{metadata_signal} is not a share in [0, 1] of a layout with sites",
+                          "use 0, or a share with isic2019, isic2020 or ham10000")
     out = Path(out)
     taken = LesionError(out, "already exists and is not empty", "choose another --out or delete it")
     if _is_taken(out):
@@ -494,14 +516,14 @@ def write_synthetic(
         for split in counts:
             labels = [c for c, k in counts[split].items() for _ in range(k)]
             labels = [labels[k] for k in rng.permutation(len(labels))]  # interleave classes like real ids
-            ids, rows = _write_split(spec, split, labels, first_id, tmp, image_size, rng)
+            ids, rows = _write_split(spec, split, labels, first_id, tmp, image_size, rng, metadata_signal)
             lesions += rows
             first_id += len(labels)
             if spec.duplicates is not None and split == "train":
                 _write_duplicates(spec, tmp, ids, labels, rng)
         header = ["split", "image_id", "label", "cx", "cy", "radius"]
         (tmp / LESIONS_CSV).write_text(_csv_text(header, lesions))
-        (tmp / MARKER).write_text(json.dumps(_params(layout, n, seed, image_size), indent=2) + "\n")
+        (tmp / MARKER).write_text(json.dumps(_params(layout, n, seed, image_size, metadata_signal), indent=2) + "\n")
         try:
             os.replace(tmp, out)
         except OSError:
@@ -557,9 +579,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=120, help="number of training images (default: 120)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), help="fixed image size")
+    parser.add_argument("--metadata-signal", type=float, default=0.0, metavar="SHARE",
+                        help="share of images whose site is their class's own (default: 0, independent)")
     args = parser.parse_args(argv)
     try:
-        out = write_synthetic(args.layout, args.out, args.n, args.seed, args.image_size)
+        out = write_synthetic(args.layout, args.out, args.n, args.seed, args.image_size, args.metadata_signal)
         train = split_counts(args.layout, args.n)["train"]
     except LesionError as error:
         exit_with(error)

@@ -19,7 +19,9 @@ class FolderImages(Dataset):
     """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
 
     Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
-    ``size``), then ``transform``; :meth:`read` gives the full-resolution original.
+    ``size``), then ``transform``; :meth:`read` gives the full-resolution original. Items are
+    ``(image, -1)``, or ``(image, metadata, -1)`` once :attr:`metadata` holds the images' encoded
+    metadata (N×D float32, in :attr:`ids` order).
     """
 
     def __init__(self, folder: Path, transform: EvalPreset, size: int):
@@ -29,6 +31,7 @@ class FolderImages(Dataset):
         if not self.paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
         self.transform, self.size = transform, size
+        self.metadata: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -54,5 +57,6 @@ class FolderImages(Dataset):
         except DECODE_ERRORS as error:
             raise LesionError(path, f"cannot be decoded as an image ({error})", "remove or replace the file") from None
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.square(item)), -1
+    def __getitem__(self, item: int) -> tuple:
+        image = self.transform(self.square(item))
+        return (image, -1) if self.metadata is None else (image, torch.from_numpy(self.metadata[item]), -1)

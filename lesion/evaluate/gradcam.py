@@ -192,27 +192,32 @@ class GradCamExplainer:
     def close(self) -> None:
         """Nothing to release between calls (hooks never outlive one); kept for symmetry."""
 
-    def explain(self, x: torch.Tensor, size: tuple[int, int], target: int | None = None) -> Explanation:
+    def explain(self, x: torch.Tensor, size: tuple[int, int], target: int | None = None,
+                metadata: torch.Tensor | None = None) -> Explanation:
         """Grad-CAM of one network input.
 
         Args:
             x: 3×S×S normalised input, as classified (e.g. ``dataset[i][0]``).
             size: ``(width, height)`` of the original image whose centred square ``x`` shows.
             target: class index to explain; ``None`` explains the predicted class.
+            metadata: its D encoded metadata, for a net that takes them (``dataset[i][1]``).
 
         Returns:
             The CAM at the original's size, the class explained and the logits of ``x``.
         """
-        return self.explain_batch(x[None], [size], [target])[0]
+        return self.explain_batch(x[None], [size], [target], None if metadata is None else metadata[None])[0]
 
     def explain_batch(self, x: torch.Tensor, sizes: Sequence[tuple[int, int]],
-                      targets: Sequence[int | None] | None = None) -> list[Explanation]:
+                      targets: Sequence[int | None] | None = None,
+                      metadata: torch.Tensor | None = None) -> list[Explanation]:
         """Grad-CAMs of several network inputs in one forward/backward pass.
 
         Args:
             x: B×3×S×S normalised inputs.
             sizes: per input, ``(width, height)`` of its original image.
             targets: one class index (or ``None`` = predicted) per input; ``None`` = all predicted.
+            metadata: B×D encoded metadata, for a net that takes them; the CAM is of the
+                prediction made with them.
 
         Returns:
             One :class:`Explanation` per input, in order.
@@ -223,10 +228,11 @@ class GradCamExplainer:
             raise ValueError(f"{len(x)} inputs, {len(sizes)} sizes and {len(targets)} targets")
         if not len(x):
             return []
-        squares, used, logits = self._input_cams(x, targets)
+        squares, used, logits = self._input_cams(x, targets, metadata)
         return [Explanation(to_original(c, *s), t, z) for c, s, t, z in zip(squares, sizes, used, logits)]
 
-    def _input_cams(self, x: torch.Tensor, targets: list[int | None]) -> tuple[np.ndarray, list[int], np.ndarray]:
+    def _input_cams(self, x: torch.Tensor, targets: list[int | None],
+                    metadata: torch.Tensor | None) -> tuple[np.ndarray, list[int], np.ndarray]:
         """B×S×S CAMs of the network inputs ``x`` (B×3×S×S), the classes explained, B×K logits."""
         net = self.net
         state = _ModelState(net, self.target_layer)
@@ -242,7 +248,8 @@ class GradCamExplainer:
             with (torch.enable_grad(),
                   torch.autocast(device.type, enabled=False),
                   torch.backends.cudnn.flags(enabled=False)):  # cuDNN's RNN backward needs train mode
-                cam = GradCAM(model=net, target_layers=[self.target_layer])  # sets net.eval()
+                model = net if metadata is None else _WithMetadata(net, metadata.to(device=device, dtype=torch.float32))
+                cam = GradCAM(model=model, target_layers=[self.target_layer])  # sets net.eval()
                 squares = cam(input_tensor=x, targets=wanted)
                 logits = cam.outputs.detach().float().cpu().numpy()
         finally:
@@ -251,6 +258,17 @@ class GradCamExplainer:
                 cam.outputs = None  # holds the retained graph
             state.restore()
         return squares, [int(t.category) for t in wanted], logits
+
+
+class _WithMetadata(nn.Module):
+    """``net`` as a function of the images alone, with the images' metadata fixed (what grad-cam calls)."""
+
+    def __init__(self, net: LesionNet, metadata: torch.Tensor):
+        super().__init__()
+        self.net, self.metadata = net, metadata
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, self.metadata)
 
 
 def _save_png(path: Path, array: np.ndarray) -> Path:

@@ -20,12 +20,15 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
 def predict(module: LesionClassifier, loader: DataLoader, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N×K) and labels (N, -1 when unlabelled) over ``loader``, in order.
 
-    With ``tta`` the probabilities are averaged over the 8 flips/90° rotations of each image.
+    Batches are ``(images, labels)``, or ``(images, metadata, labels)`` for a net that takes
+    patient metadata. With ``tta`` the probabilities are averaged over the 8 flips/90° rotations
+    of each image (its metadata unchanged).
     """
     probs, labels = [], []
-    for images, targets in tqdm(loader, desc="predict", unit="batch"):
-        images = images.to(module.device)
+    for *inputs, targets in tqdm(loader, desc="predict", unit="batch"):
+        images = inputs[0].to(module.device)
+        metadata = inputs[1].to(module.device) if module.uses_metadata else None
         views = _dihedral(images) if tta else [images]
-        probs.append(torch.stack([module(v).float().softmax(1) for v in views]).mean(0).cpu())
+        probs.append(torch.stack([module(v, metadata).float().softmax(1) for v in views]).mean(0).cpu())
         labels.append(targets)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()

@@ -22,6 +22,8 @@ from lesion.data.cache import square_size
 from lesion.data.datamodule import IsicDataModule, default_workers
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
+from lesion.data.metadata import read_metadata_csv
+from lesion.data.metadata_features import MetadataEncoding
 from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
 from lesion.errors import LesionError
@@ -53,11 +55,12 @@ def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, origin
              probs: np.ndarray, out: Path) -> list[Explanation]:
     """Grad-CAM files for the first ``gradcam.n`` images of ``dataset`` (all when -1) and a contact sheet.
 
-    Each CAM explains the very tensor ``predict`` classified (``dataset[i][0]``) and is mapped onto
-    ``original(i)``, the full-resolution image, at whose size the files are written.
+    Each CAM explains the very tensor ``predict`` classified (``dataset[i][0]``, with its metadata
+    ``dataset[i][1]`` for a metadata net) and is mapped onto ``original(i)``, the full-resolution
+    image, at whose size the files are written.
 
     Args:
-        dataset: items ``(input, label)`` and ``ids``, as given to :func:`predict`.
+        dataset: items ``(input, [metadata,] label)`` and ``ids``, as given to :func:`predict`.
         original: the original image of item ``i``.
         probs: :func:`predict`'s probabilities, for the titles of the contact sheet.
 
@@ -76,7 +79,8 @@ def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, origin
     with GradCamExplainer(module.net, target_layer=layer) as explainer:
         for i, (stem, p) in enumerate(tqdm(list(zip(dataset.ids[:n], probs[:n])), desc="grad-cam", unit="image")):
             image = original(i)
-            explained = explainer.explain(dataset[i][0], image.size, target)
+            item = dataset[i]
+            explained = explainer.explain(item[0], image.size, target, item[1] if module.uses_metadata else None)
             overlays.append(write_gradcam(stem, image, explained.cam, folder)["overlay"])
             titles.append(f"{stem} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[explained.target]}")
             found.append(explained)
@@ -93,10 +97,25 @@ def _run_dir_log(ckpt: Path) -> Path | None:
     return None
 
 
-def _predict_folder(module: LesionClassifier, cfg: DictConfig, out: Path) -> pd.DataFrame:
+def _folder(module: LesionClassifier, cfg: DictConfig) -> FolderImages:
+    """The images of ``cfg.images``, preprocessed as the checkpoint says, with their metadata for a
+    metadata net (from ``cfg.metadata``, encoded as the checkpoint says)."""
     hp = module.hparams
     size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
     images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size)
+    if module.uses_metadata and cfg.metadata is None:
+        raise LesionError("metadata", f"{cfg.ckpt} was trained with patient metadata, and no metadata CSV is given",
+                          "pass metadata=<a CSV with columns image,age,sex,site for these images>")
+    if not module.uses_metadata and cfg.metadata is not None:
+        raise LesionError("metadata", f"{cfg.ckpt} takes no patient metadata", "drop metadata=")
+    if module.uses_metadata:
+        encoding = MetadataEncoding.from_dict(hp.metadata)
+        images.metadata = encoding.encode(read_metadata_csv(Path(cfg.metadata).expanduser(), images.ids, encoding.sites))
+    return images
+
+
+def _predict_folder(module: LesionClassifier, cfg: DictConfig, images: FolderImages, out: Path) -> pd.DataFrame:
+    hp = module.hparams
     probs, _ = predict(module, DataLoader(images, batch_size=cfg.batch_size, num_workers=default_workers(cfg.num_workers)), cfg.tta)
     stored = hp.dataset or {}
     id_column = LAYOUTS[stored["layout"]].id_column if stored.get("layout") in LAYOUTS else stored.get("image_column", "image")
@@ -134,7 +153,7 @@ def _datamodule(hp, options: dict) -> IsicDataModule:
     dataset["test_fraction"] = split.get("test_fraction") if split.get("test") == "holdout" else None
     dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
     DATASET.check("dataset", dataset)
-    return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed)
+    return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed, metadata_encoding=hp.metadata)
 
 
 # Where files are written and the image-size guard: chosen by whoever runs evaluate.py (its
@@ -188,9 +207,13 @@ def run(cfg: DictConfig) -> dict:
         raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")
     out = Path(cfg.out)
     if cfg.images:
+        images = _folder(module, cfg)
         write_record(cfg, out)
-        _predict_folder(module, cfg, out)
+        _predict_folder(module, cfg, images, out)
         return {}
+    if cfg.metadata is not None:
+        raise LesionError("metadata", "is read only with images=DIR; a split's metadata comes from its dataset",
+                          "drop metadata=, or pass images=DIR")
 
     hp = module.hparams
     datamodule = _datamodule(hp, options)
@@ -236,7 +259,7 @@ def run(cfg: DictConfig) -> dict:
         if training_log is not None:
             plots.plot_training_curves(training_log, figures / "training_curves.png")
         samples = [datamodule.train_set[i] for i in range(min(16, len(datamodule.train_set)))]
-        plots.plot_augmented_samples(torch.stack([x for x, _ in samples]), [y for _, y in samples], classes,
+        plots.plot_augmented_samples(torch.stack([s[0] for s in samples]), [s[-1] for s in samples], classes,
                                      hp.mean, hp.std, figures / "augmented_samples.png")
 
     _explain(module, cfg, dataset, lambda i: dataset.table.images.read(dataset.ids[i]), probs, out)

@@ -5,7 +5,8 @@ Barata et al., "Explainable skin lesion diagnosis using taxonomies", Pattern Rec
 short "sentence" of label tokens, one per taxonomy level (melanocytic? → malignant? → class), or
 in a single step for flat classification:
 
-- ``h0 = tanh(W_h · dropout(f))``, ``c0 = tanh(W_c · dropout(f))`` with ``f = avgpool(F)``;
+- ``h0 = tanh(W_h · dropout(f))``, ``c0 = tanh(W_c · dropout(f))`` with ``f = avgpool(F)``, or
+  ``f = [avgpool(F); m]`` with the metadata features ``m`` of a net fed patient metadata;
 - step t: ``β_t = StateChannelAttention(avg F, max F, h_{t-1})``, context ``= avgpool(F ⊙ β_t)``,
   LSTM input ``= [context; embedding(previous token)]`` (a start token at step 0);
 - step logits ``= Linear_t(dropout(h_t))``, one classifier per level; the last level is the class.
@@ -44,6 +45,7 @@ class LSTMDecoder(nn.Module):
         rd_ratio: reduction ratio of the state-conditioned channel attention.
         dropout: dropout on ``f`` before the initial-state layers and on ``h_t`` before each
             classifier.
+        metadata_width: M, width of the metadata features joined to ``f`` (0: none).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class LSTMDecoder(nn.Module):
         embed_dim: int = 128,
         rd_ratio: float = 1 / 16,
         dropout: float = 0.5,
+        metadata_width: int = 0,
     ):
         super().__init__()
         paths_t = torch.as_tensor(paths, dtype=torch.long)  # K×L
@@ -64,19 +67,21 @@ class LSTMDecoder(nn.Module):
         self.register_buffer("paths", paths_t, persistent=False)
         self.register_buffer("offsets", offsets, persistent=False)
         self.drop = nn.Dropout(dropout)
-        self.init_h = nn.Linear(channels, hidden_size)
-        self.init_c = nn.Linear(channels, hidden_size)
+        self.init_h = nn.Linear(channels + metadata_width, hidden_size)
+        self.init_c = nn.Linear(channels + metadata_width, hidden_size)
         self.attention = StateChannelAttention(channels, hidden_size, rd_ratio)
         self.embed = nn.Embedding(1 + sum(level_sizes[:-1]), embed_dim)
         self.cell = nn.LSTMCell(channels + embed_dim, hidden_size)
         self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in level_sizes)
 
-    def steps(self, fmap: torch.Tensor, targets: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def steps(self, fmap: torch.Tensor, targets: torch.Tensor | None = None,
+              metadata: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Per-step logits from the feature map, attending on the map itself.
 
         Args:
             fmap: F, B×C×h×w.
             targets: B class indices for teacher forcing, or ``None`` for greedy decoding.
+            metadata: B×M metadata features for the initial state, or ``None``.
 
         Returns:
             L tensors, step t of shape B×(size of level t); the last is B×K.
@@ -84,16 +89,15 @@ class LSTMDecoder(nn.Module):
         def context(beta: torch.Tensor) -> torch.Tensor:
             return (fmap * beta[..., None, None]).mean((2, 3))
 
-        return self._decode(fmap.mean((2, 3)), fmap.amax((2, 3)), context, targets)
+        return self._decode(fmap.mean((2, 3)), fmap.amax((2, 3)), context, targets, metadata)
 
-    def steps_from_pooled(
-        self, avg: torch.Tensor, mx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> list[torch.Tensor]:
+    def steps_from_pooled(self, avg: torch.Tensor, mx: torch.Tensor, targets: torch.Tensor | None = None,
+                          metadata: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Same as ``steps`` from ``avg = F.mean((2, 3))`` and ``mx = F.amax((2, 3))`` (B×C each).
 
         Exact because ``avgpool(F ⊙ β) = avgpool(F) ⊙ β``.
         """
-        return self._decode(avg, mx, lambda beta: avg * beta, targets)
+        return self._decode(avg, mx, lambda beta: avg * beta, targets, metadata)
 
     def step_targets(self, targets: torch.Tensor) -> list[torch.Tensor]:
         """Args: targets: B class indices. Returns: L tensors of B target tokens, one per step."""
@@ -109,10 +113,12 @@ class LSTMDecoder(nn.Module):
         mx: torch.Tensor,
         context: Callable[[torch.Tensor], torch.Tensor],
         targets: torch.Tensor | None,
+        metadata: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Run the L steps; ``context(β)`` (B×C → B×C) is the attended, pooled feature map."""
-        h = torch.tanh(self.init_h(self.drop(avg)))
-        c = torch.tanh(self.init_c(self.drop(avg)))
+        f = avg if metadata is None else torch.cat([avg, metadata], 1)
+        h = torch.tanh(self.init_h(self.drop(f)))
+        c = torch.tanh(self.init_c(self.drop(f)))
         token = torch.zeros(avg.shape[0], dtype=torch.long, device=avg.device)  # start token
         logits: list[torch.Tensor] = []
         for t, head in enumerate(self.heads):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from lesion.errors import LesionError
 from lesion.models.backbone import Backbone
 from lesion.models.heads import BarataHead, LinearHead
+from lesion.models.metadata import MetadataMLP
 from lesion.models.net import LesionNet
 from lesion.models.weights import pretrained_state_dict
 
@@ -21,6 +22,11 @@ def build_backbone(name: str = "resnet50", weights: str = "imagenet", frozen_sta
     return Backbone(name, frozen_stages, pretrained_state_dict(name, weights), source)
 
 
+def _metadata_branch(metadata_features: int, metadata_hidden: int, metadata_dropout: float) -> MetadataMLP | None:
+    """The MLP on ``metadata_features`` encoded columns, or ``None`` when the net takes no metadata (0)."""
+    return MetadataMLP(metadata_features, metadata_hidden, metadata_dropout) if metadata_features else None
+
+
 def baseline_net(
     num_classes: int,
     taxonomy: list[list[int]],
@@ -28,11 +34,19 @@ def baseline_net(
     weights: str = "imagenet",
     dropout: float = 0.5,
     frozen_stages: int = 0,
+    metadata_features: int = 0,
+    metadata_hidden: int = 64,
+    metadata_dropout: float = 0.3,
 ) -> LesionNet:
-    """ResNet + ``LinearHead``. ``taxonomy`` is unused; it is accepted so that both builders take
-    the same arguments from the caller."""
+    """ResNet + ``LinearHead``, with a metadata branch when ``metadata_features`` > 0.
+
+    ``taxonomy`` is unused; it is accepted so that both builders take the same arguments from
+    the caller. ``metadata_*``: see :class:`~lesion.models.metadata.MetadataMLP`.
+    """
     trunk = build_backbone(backbone, weights, frozen_stages)
-    return LesionNet(trunk, LinearHead(trunk.channels, num_classes, dropout))
+    branch = _metadata_branch(metadata_features, metadata_hidden, metadata_dropout)
+    width = branch.hidden if branch else 0
+    return LesionNet(trunk, LinearHead(trunk.channels, num_classes, dropout, width), branch)
 
 
 def barata_net(
@@ -46,6 +60,9 @@ def barata_net(
     hidden_size: int = 512,
     embed_dim: int = 128,
     rd_ratio: float = 0.0625,
+    metadata_features: int = 0,
+    metadata_hidden: int = 64,
+    metadata_dropout: float = 0.3,
 ) -> LesionNet:
     """ResNet + ``BarataHead``, decoding the class in one step or along ``taxonomy``.
 
@@ -53,7 +70,8 @@ def barata_net(
         num_classes: K.
         taxonomy: K rows ``[level 0 token, …, k]`` (``Layout.taxonomy()``), used if hierarchical.
         hierarchical: decode along the taxonomy (L steps) instead of in one step.
-        backbone, weights, frozen_stages: see ``build_backbone``; the rest: see ``BarataHead``.
+        backbone, weights, frozen_stages: see ``build_backbone``; ``metadata_*``: see
+            ``baseline_net``; the rest: see ``BarataHead``.
     """
     rows = [list(row) for row in taxonomy]
     if len(rows) != num_classes or any(len(r) != len(rows[0]) or r[-1] != k for k, r in enumerate(rows)):
@@ -64,7 +82,9 @@ def barata_net(
         )
     paths = rows if hierarchical else [[k] for k in range(num_classes)]
     trunk = build_backbone(backbone, weights, frozen_stages)
-    return LesionNet(trunk, BarataHead(trunk.channels, paths, hidden_size, embed_dim, rd_ratio, dropout))
+    branch = _metadata_branch(metadata_features, metadata_hidden, metadata_dropout)
+    head = BarataHead(trunk.channels, paths, hidden_size, embed_dim, rd_ratio, dropout, branch.hidden if branch else 0)
+    return LesionNet(trunk, head, branch)
 
 
 NETS: dict[str, Callable[..., LesionNet]] = {"baseline": baseline_net, "barata": barata_net}

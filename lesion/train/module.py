@@ -17,6 +17,7 @@ from torch import nn
 
 from lesion.balance.plan import resolve_class_weights
 from lesion.checkpoint import read_checkpoint
+from lesion.data.metadata_features import MetadataEncoding
 from lesion.errors import LesionError
 from lesion.metrics import LesionMetrics
 from lesion.models import registry
@@ -53,6 +54,9 @@ class LesionClassifier(pl.LightningModule):
             with the ``seed`` of the splits made from it.
         split: how the validation and test splits were made, with a digest of the validation
             ids (:attr:`lesion.data.datamodule.IsicDataModule.split`), checked by evaluation.
+        metadata: the patient-metadata encoding (:meth:`MetadataEncoding.as_dict
+            <lesion.data.metadata_features.MetadataEncoding.as_dict>`) of a net with
+            ``model.metadata: true``, else ``None``.
         load_weights: start the backbone from ``model.weights``; ``False`` starts it at random
             (for weights about to be loaded from a checkpoint). Not a hyper-parameter.
         channels_last: keep weights and batches channels-last (tensor cores). Not a hyper-parameter.
@@ -62,15 +66,24 @@ class LesionClassifier(pl.LightningModule):
     def __init__(self, model: dict, loss: dict, optimizer: dict, scheduler: dict | None, classes: list[str],
                  taxonomy: list[list[int]], image_size: int, mean: list[float] | None = None,
                  std: list[float] | None = None, dataset: dict | None = None, split: dict | None = None,
-                 load_weights: bool = True, channels_last: bool = False, compile: bool = False):
+                 metadata: dict | None = None, load_weights: bool = True, channels_last: bool = False,
+                 compile: bool = False):
         super().__init__()
         default_mean, default_std = normalisation(model["backbone"])
         mean = list(default_mean if mean is None else mean)
         std = list(default_std if std is None else std)
         self.save_hyperparameters(ignore=["load_weights", "channels_last", "compile"])
-        params = {k: v for k, v in model.items() if k != "name"}
+        params = {k: v for k, v in model.items() if k not in ("name", "metadata")}
         if not load_weights:
             params["weights"] = "none"
+        if model.get("metadata"):
+            if metadata is None:
+                raise LesionError("model.metadata", "is true, and no metadata encoding was given",
+                                  "train on a dataset with patient metadata, or use model.metadata=false")
+            params["metadata_features"] = MetadataEncoding.from_dict(metadata).width
+        elif metadata is not None:
+            raise LesionError("metadata", "is an encoding for a net without metadata (model.metadata is false)",
+                              "drop it, or set model.metadata=true")
         self.net = registry.build_net(model["name"], len(classes), taxonomy, **params)
         self.channels_last = channels_last
         if channels_last:
@@ -98,27 +111,35 @@ class LesionClassifier(pl.LightningModule):
         self.hparams["loss"] = resolved
         self.loss_fn = build_loss(resolved).to(self.device)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits (B×K) of images (B×3×H×W)."""
-        return self.net(x)
+    @property
+    def uses_metadata(self) -> bool:
+        """Whether the net takes encoded patient metadata with each image."""
+        return self.net.metadata is not None
+
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None) -> torch.Tensor:
+        """Class logits (B×K) of images (B×3×H×W) and, for a metadata net, their encoded metadata (B×D)."""
+        return self.net(x, metadata)
 
     def predict_step(self, batch: torch.Tensor | tuple | list, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities (B×K) of a batch of images, or of ``(images, labels)`` pairs."""
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).float().softmax(1)
+        """Class probabilities (B×K) of a batch of images, of ``(images, labels)`` or of ``(images, metadata, labels)``."""
+        if not isinstance(batch, (tuple, list)):
+            return self(batch).float().softmax(1)
+        return self(batch[0], batch[1] if self.uses_metadata else None).float().softmax(1)
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
-        """Loss and metrics of a batch of ``(images, y)`` or of pooled embeddings ``(avg, mx, y)``."""
+        """Loss and metrics of a batch of images ``(images, [metadata,] y)`` or of pooled embeddings
+        ``(avg, mx, [metadata,] y)``; the metadata is there when the net takes it."""
         *inputs, y = batch
+        metadata = inputs.pop() if self.uses_metadata else None
         # Teacher forcing only while training; evaluation decodes greedily.
         teacher = y if stage == "train" else None
         if len(inputs) == 1:
             images = inputs[0]
             if self.channels_last:  # batches in the weights' memory format
                 images = images.contiguous(memory_format=torch.channels_last)
-            steps = self.net.step_logits(images, teacher)
+            steps = self.net.step_logits(images, teacher, metadata)
         else:
-            steps = self.net.step_logits_from_pooled(*inputs, teacher)
+            steps = self.net.step_logits_from_pooled(*inputs, teacher, metadata)
         targets = self.net.step_targets(y)
         losses = [F.cross_entropy(s, t) for s, t in zip(steps[:-1], targets[:-1])]
         losses.append(self.loss_fn(steps[-1], targets[-1]))

@@ -51,25 +51,27 @@ def _split_seed(cfg: DictConfig) -> int:
 
 
 def build_datamodule(cfg: DictConfig) -> IsicDataModule:
-    """The DataModule of ``cfg.dataset``, balancing as ``cfg.balance`` says, seeded by ``cfg.seed`` (0 when null)."""
+    """The DataModule of ``cfg.dataset``, balancing as ``cfg.balance`` says, seeded by ``cfg.seed`` (0 when null),
+    with patient metadata when ``cfg.model.metadata``."""
     mean, std = normalisation(cfg.model.backbone)
     return IsicDataModule(**_container(cfg.dataset), mean=mean, std=std, seed=_split_seed(cfg),
-                          balance=_container(cfg.balance))
+                          balance=_container(cfg.balance), metadata=bool(cfg.model.get("metadata")))
 
 
-def build_classifier(cfg: DictConfig, split: dict | None = None) -> LesionClassifier:
+def build_classifier(cfg: DictConfig, split: dict | None = None, metadata: dict | None = None) -> LesionClassifier:
     """The (untrained) :class:`LesionClassifier` that a composed ``conf/train.yaml`` config describes.
 
     Args:
         cfg: the config.
         split: the DataModule's :attr:`~lesion.data.datamodule.IsicDataModule.split` record.
+        metadata: the DataModule's metadata encoding (``as_dict``) when ``model.metadata``.
     """
     layout = layout_of(_container(cfg.dataset))
     return LesionClassifier(
         model=_container(cfg.model), loss=_container(cfg.loss), optimizer=_container(cfg.optimizer),
         scheduler=_container(cfg.scheduler), classes=list(layout.classes), taxonomy=layout.taxonomy(),
         image_size=cfg.dataset.image_size, dataset={**_container(cfg.dataset), "seed": _split_seed(cfg)},
-        split=split, channels_last=cfg.channels_last, compile=cfg.compile,
+        split=split, metadata=metadata, channels_last=cfg.channels_last, compile=cfg.compile,
     )
 
 
@@ -152,7 +154,8 @@ def run(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
     write_json(run_dir / "balance.json", datamodule.plan.report())
-    module = build_classifier(cfg, datamodule.split)
+    encoding = datamodule.metadata_encoding
+    module = build_classifier(cfg, datamodule.split, None if encoding is None else encoding.as_dict())
 
     best = None
     for stage in stages:
