@@ -1,6 +1,6 @@
 """Patient-metadata fusion against the image-only model, on synthetic data where the metadata carries signal.
 
-    python benchmarks/metadata_fusion.py [--quick] [--seeds 1 2 3] [--signal 0.6] [--n 600] [--epochs 8]
+    python benchmarks/metadata_fusion.py [--quick] [--seeds 1 2 3] [--signal 0.6] [--n 400] [--epochs 15]
 
 Writes a synthetic HAM10000 (``--n`` training images, 7 classes at the real imbalance) in which
 a share ``--signal`` of the images have their class's own anatomic site
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, 120 images, 2 epochs (a smoke run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--signal", type=float, default=0.6)
-    parser.add_argument("--n", type=int, default=600)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.n, args.epochs = args.seeds[:1], 120, 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lesion.data.cache import square_size
 from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
@@ -164,6 +165,19 @@ class Section:
         return out
 
 
+@dataclass(frozen=True)
+class Entries:
+    """A list of sections (e.g. ``dataset.extra``), each checked as ``section``."""
+
+    section: Section
+    hint: str = ""
+
+    def check(self, where: str, values: object) -> list[dict]:
+        if not isinstance(values, (list, tuple)):
+            raise LesionError(where, f"is {_describe(values)}, not a list", f"use {self.hint}")
+        return [self.section.check(f"{where}[{k}]", v) for k, v in enumerate(values)]
+
+
 def _number(lo=None, hi=None, *, lo_open=False, hi_open=False, null=False, hint="") -> Value:
     return Value(float, lo, hi, lo_open, hi_open, null=null, hint=hint)
 
@@ -233,12 +247,14 @@ _DATASET = {
     "image_column": Value(str), "label_column": Value(str, null=True), "label_columns": Value("strings", null=True),
     "group_column": Value(str, null=True), "age_column": Value(str, null=True), "sex_column": Value(str, null=True),
     "site_column": Value(str, null=True),
+    "extra": Entries(Section({"layout": Value(str, choices=tuple(LAYOUTS)), "root": Value(str)}),
+                     hint="[] or a list of {layout: NAME, root: DIR}, e.g. [{layout:isic2019,root:/data/isic2019}]"),
 }
 _CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column",
                           "age_column", "sex_column", "site_column"})
-# Checkpoints written before test hold-outs have no test_fraction.
-_LATER_KEYS = frozenset({"test_fraction"})
-DATASET = Section(_DATASET, optional=_CUSTOM_KEYS)
+# Checkpoints written before test hold-outs (external data) have no test_fraction (extra).
+_LATER_KEYS = frozenset({"test_fraction", "extra"})
+DATASET = Section(_DATASET, optional=_CUSTOM_KEYS | {"extra"})
 # The dataset config stored in a checkpoint also records the seed of the splits made from it
 # (checkpoints written before the split record have none).
 STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=_CUSTOM_KEYS | _LATER_KEYS | {"seed"})
@@ -316,6 +332,13 @@ def check_train(cfg: Mapping) -> None:
     if model.get("hierarchical") and not layout.has_taxonomy:
         raise LesionError("model.hierarchical", f"decodes the lesion taxonomy, and the {layout.name} classes "
                           f"({', '.join(classes)}) have none", "use model.hierarchical=false")
+    for k, entry in enumerate(dataset.get("extra") or ()):
+        if not Path(entry["root"]).expanduser().is_dir():
+            raise LesionError(f"dataset.extra[{k}].root", f"{entry['root']} is not a folder",
+                              f"give the folder of the {entry['layout']} files")
+    if model.get("metadata") and dataset.get("extra"):
+        raise LesionError("model.metadata", "is not available with dataset.extra: the sources encode metadata "
+                          "differently (anatomic sites)", "use model.metadata=false, or train without dataset.extra")
     if model.get("metadata") and not layout.metadata:
         raise LesionError("model.metadata", f"fuses patient metadata, and the {layout.name} layout has none",
                           "use model.metadata=false" + (", or name the CSV's age/sex/site columns "

@@ -116,6 +116,16 @@ def test_metadata_model_trains_with_smote_and_evaluates_from_the_checkpoint_alon
     assert list((out / "gradcam").glob("*_gradcam_overlay.png"))
     report = json.loads((run_dir / "balance.json").read_text())["smote_tomek"]
     assert sum(report["counts_after"].values()) > 0
+    # The head was validated on [embedding; metadata] rows; the checkpoint now runs on images and metadata.
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    log = pd.read_csv(run_dir / "logs" / "head" / "metrics.csv").dropna(subset=["val/bacc"])
+    logged = log[log["epoch"] == checkpoint["epoch"]].iloc[-1]
+    on_val = tmp_path / "on-val"
+    run_cli("evaluate.py", f"ckpt={best}", "split=val", f"out={on_val}", "gradcam.n=0", "plots=false",
+            "num_workers=0", "bootstrap=10")
+    validated = json.loads((on_val / "metrics.json").read_text())
+    assert validated["bacc"] == pytest.approx(logged["val/bacc"], abs=1e-6)
+    assert validated["auc_macro"] == pytest.approx(logged["val/auc_macro"], abs=1e-5)
 
     # A folder of the test images with their metadata CSV gives the split's probabilities exactly.
     root = Path(stored["dataset"]["root"])

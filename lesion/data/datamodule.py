@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_wor
 from lesion.balance.plan import BalancePlan, plan_balance
 from lesion.data.cache import SquareImages, available_cores, default_cache_dir, square_size
 from lesion.data.images import DEFAULT_MAX_PIXELS
-from lesion.data.readers import SplitTable, find_grouping, read_groups, read_split
+from lesion.data.external import add_external
+from lesion.data.readers import SplitTable, find_grouping, read_group_map, read_groups, read_split
 from lesion.data.custom import layout_of
 from lesion.data.layouts import counts_of
 from lesion.data.metadata import read_metadata
@@ -133,6 +134,8 @@ class IsicDataModule(pl.LightningDataModule):
         classes, csv, images, image_column, label_column, label_columns, group_column,
             age_column, sex_column, site_column: your own data (``layout`` ``folder`` or ``csv``),
             see :mod:`lesion.data.custom`.
+        extra: external training data, ``[{"layout": NAME, "root": DIR}, …]`` (:mod:`lesion.data.external`);
+            :attr:`sources` then reports what each source added and dropped.
         metadata: give every item its patient metadata (:mod:`lesion.data.metadata`), encoded by
             an encoding fitted on the training images (:attr:`metadata_encoding`).
         metadata_encoding: encode with this one instead (a checkpoint's, for evaluation).
@@ -151,7 +154,7 @@ class IsicDataModule(pl.LightningDataModule):
                  images: str | None = None, image_column: str = "image", label_column: str | None = None,
                  label_columns: Sequence[str] | None = None, group_column: str | None = None,
                  age_column: str | None = None, sex_column: str | None = None, site_column: str | None = None,
-                 metadata: bool = False, metadata_encoding: dict | None = None):
+                 extra: Sequence[dict] = (), metadata: bool = False, metadata_encoding: dict | None = None):
         super().__init__()
         self.layout = layout_of({"layout": layout, "root": root, "classes": classes, "csv": csv, "images": images,
                                  "image_column": image_column, "label_column": label_column,
@@ -168,6 +171,8 @@ class IsicDataModule(pl.LightningDataModule):
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
         self.balance = balance or {}
+        self.extra = [dict(entry) for entry in extra or ()]
+        self.sources: dict | None = None
         self.metadata = metadata or metadata_encoding is not None
         self.metadata_encoding = None if metadata_encoding is None else MetadataEncoding.from_dict(metadata_encoding)
         self.train_set = self.val_set = self.test_set = None
@@ -240,6 +245,8 @@ class IsicDataModule(pl.LightningDataModule):
         if tested_by == "holdout":
             self.split.update(test_fraction=self.test_fraction, test_images=len(self.test_set),
                               test_ids_sha256=ids_digest(self.test_set.ids))
+        if self.extra:
+            self._add_external(train)
         for name, dataset in (("train", self.train_set), ("val", self.val_set), ("test", self.test_set)):
             counts = self.class_counts(dataset)
             log.info("%s split: %d images %s", name, len(dataset), counts)
@@ -251,6 +258,23 @@ class IsicDataModule(pl.LightningDataModule):
             self._attach_metadata(train, val, test)
         self.plan = plan_balance(self.train_set.labels, self.classes, self.balance, self.seed)
         self.train_set.indices = self.train_set.indices[self.plan.indices]
+
+    def _add_external(self, train: SquareImages) -> None:
+        """Append the kept training images of ``self.extra`` to the training set (after the primary's rows,
+        which keep their positions, so validation and test are unchanged)."""
+        held = [*self.val_set.ids, *self.test_set.ids]
+        found = read_group_map(self.layout, self.root)
+        held_groups = {found[1][i] for i in held if i in found[1]} if found else set()
+        every = {*train.table.ids, *held}
+        table, report = add_external(train.table, self.root, held, held_groups, every, self.extra)
+        combined = SquareImages(table, self.cache_size, self.cache_dir, self.max_pixels)
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            if dataset.images is train:
+                dataset.images = combined
+        primary = self.class_counts(self.train_set)
+        self.train_set.indices = np.concatenate([self.train_set.indices, np.arange(len(train), len(table))])
+        report[self.layout.name]["train"] = primary
+        self.sources = report
 
     def _attach_metadata(self, *splits: SquareImages | None) -> None:
         """Give every dataset its split's encoded metadata, fitting the encoding on the training images
@@ -272,6 +296,10 @@ class IsicDataModule(pl.LightningDataModule):
         encoded = {key: self.metadata_encoding.encode(table) for key, table in tables.items()}
         for dataset in {id(d): d for d in (self.train_set, self.val_set, self.test_set)}.values():
             dataset.metadata = encoded[id(dataset.images)]
+
+    def balance_report(self) -> dict:
+        """What ``balance.json`` holds: the balance plan's report, and with external data its :attr:`sources`."""
+        return {**self.plan.report(), **({"sources": self.sources} if self.sources else {})}
 
     def class_counts(self, dataset: LesionDataset) -> dict[str, int]:
         """Images per class of ``dataset``, in class order."""

@@ -466,20 +466,29 @@ def find_grouping(layout: str | Layout, root: str | Path) -> Grouping | None:
     return next((g for g in layout.groupings if (Path(root).expanduser() / g.file).is_file()), None)
 
 
+def read_group_map(layout: str | Layout, root: str | Path) -> tuple[Grouping, dict[str, str]] | None:
+    """The layout's grouping file present in ``root`` and its image id → lesion (or patient) id, else ``None``."""
+    grouping = find_grouping(layout, root)
+    if grouping is None:
+        return None
+    path = Path(root).expanduser() / grouping.file
+    frame = read_csv(path, f"{grouping.kind} groupings CSV")
+    missing = [c for c in (grouping.id_column, grouping.group_column) if c not in frame.columns]
+    if missing:
+        raise LesionError(path, f"missing column(s) {', '.join(missing)}",
+                          f"use a CSV with columns {grouping.id_column},{grouping.group_column}")
+    return grouping, {i: g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
+
+
 def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.ndarray | None:
     """Lesion (or patient) id of every image in ``ids``, from the layout's grouping file (``None`` if absent).
 
     Images missing from the file count as groups of their own (logged).
     """
-    grouping = find_grouping(layout, root)
-    if grouping is not None:
+    found = read_group_map(layout, root)
+    if found is not None:
+        grouping, lesion_of = found
         path = Path(root).expanduser() / grouping.file
-        frame = read_csv(path, f"{grouping.kind} groupings CSV")
-        missing = [c for c in (grouping.id_column, grouping.group_column) if c not in frame.columns]
-        if missing:
-            raise LesionError(path, f"missing column(s) {', '.join(missing)}",
-                              f"use a CSV with columns {grouping.id_column},{grouping.group_column}")
-        lesion_of = {i: g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
         unknown = [i for i in ids if i not in lesion_of]
         if unknown:
             log.warning("%s: %d images have no %s id; each counts as its own %s", path, len(unknown),

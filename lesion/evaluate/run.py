@@ -152,6 +152,7 @@ def _datamodule(hp, options: dict) -> IsicDataModule:
     # The test split as training made it: its hold-out, or (records without one) the validation split.
     dataset["test_fraction"] = split.get("test_fraction") if split.get("test") == "holdout" else None
     dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
+    dataset["extra"] = []  # external data only ever joined the training split, which evaluation does not use
     DATASET.check("dataset", dataset)
     return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed, metadata_encoding=hp.metadata)
 

@@ -106,7 +106,7 @@ def _fit_head(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDat
     if source:
         load_backbone(module.net, source)
     report = fit_head_on_resampled(trainer, module, datamodule, smote, datamodule.seed)
-    write_json(run_dir / "balance.json", {**datamodule.plan.report(), "smote_tomek": report})
+    write_json(run_dir / "balance.json", {**datamodule.balance_report(), "smote_tomek": report})
     return best_checkpoint(trainer)
 
 
@@ -153,7 +153,7 @@ def run(cfg: DictConfig) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    write_json(run_dir / "balance.json", datamodule.plan.report())
+    write_json(run_dir / "balance.json", datamodule.balance_report())
     encoding = datamodule.metadata_encoding
     module = build_classifier(cfg, datamodule.split, None if encoding is None else encoding.as_dict())
 
