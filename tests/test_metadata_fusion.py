@@ -67,6 +67,8 @@ def test_head_from_pooled_with_metadata_equals_forward(kind):
     assert not torch.allclose(other, logits, atol=1e-3)  # the metadata reaches the output
     with pytest.raises(ValueError, match="takes patient metadata"):
         net(x)
+    with pytest.raises(ValueError, match="B×8 encoded metadata"):
+        net(x, torch.zeros(3))  # e.g. the labels of an (images, labels) batch
 
 
 def test_datamodule_items_carry_the_encoded_metadata_of_their_image(synthetic_root):

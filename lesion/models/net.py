@@ -42,7 +42,11 @@ class LesionNet(nn.Module):
         if (metadata is None) != (self.metadata is None):
             raise ValueError("this net takes patient metadata" if metadata is None else
                              "this net takes no patient metadata")
-        return None if metadata is None else self.metadata(metadata)
+        if metadata is None:
+            return None
+        if metadata.ndim != 2 or metadata.shape[1] != self.metadata_features:
+            raise ValueError(f"this net takes B×{self.metadata_features} encoded metadata, not {tuple(metadata.shape)}")
+        return self.metadata(metadata)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: B×3×H×W normalised images. Returns: F, B×C×h×w."""
