@@ -28,7 +28,7 @@ from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 from lesion.data.unlabelled import FolderImages
 from lesion.evaluate.predict import predict
-from lesion.evaluate.run import _explain, _predict_folder
+from lesion.evaluate.run import _explain, _folder, _predict_folder
 from lesion.evaluate.gradcam import GradCamExplainer, contact_sheet, square_box, to_original, write_gradcam
 from lesion.models.registry import barata_net, baseline_net
 from lesion.train.module import LesionClassifier
@@ -262,7 +262,7 @@ def test_folder_cams_explain_the_pixels_predicted(trained_run, tmp_path):
                        "batch_size=2", f"out={out}")
     module = LesionClassifier.load_from_checkpoint(ckpt)
     with explained_logits(module.net) as seen:
-        _predict_folder(module, cfg, out)
+        _predict_folder(module, cfg, _folder(module, cfg), out)
     table = pd.read_csv(out / "predictions.csv")
     assert table["image"].tolist() == list(sizes)
     classes = list(module.hparams.classes)
