@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lesion.data.cache import square_size
+from lesion.data.color import METHODS as COLOR_METHODS
 from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
@@ -242,6 +243,7 @@ _DATASET = {
     "cache_size": _integer(32, null=True),
     "cache_dir": Value(str, null=True),
     "max_pixels": _integer(1),
+    "color_constancy": Value(str, choices=tuple(COLOR_METHODS), null=True),
     # Your own data (dataset=folder / dataset=csv, lesion.data.custom); absent from the official layouts' configs.
     "classes": Value("strings", null=True), "csv": Value(str, null=True), "images": Value(str, null=True),
     "image_column": Value(str), "label_column": Value(str, null=True), "label_columns": Value("strings", null=True),
@@ -252,9 +254,10 @@ _DATASET = {
 }
 _CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column",
                           "age_column", "sex_column", "site_column"})
-# Checkpoints written before test hold-outs (external data) have no test_fraction (extra).
-_LATER_KEYS = frozenset({"test_fraction", "extra"})
-DATASET = Section(_DATASET, optional=_CUSTOM_KEYS | {"extra"})
+# Checkpoints written before test hold-outs (external data, colour constancy) have no test_fraction
+# (extra, color_constancy).
+_LATER_KEYS = frozenset({"test_fraction", "extra", "color_constancy"})
+DATASET = Section(_DATASET, optional=_CUSTOM_KEYS | {"extra", "color_constancy"})
 # The dataset config stored in a checkpoint also records the seed of the splits made from it
 # (checkpoints written before the split record have none).
 STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=_CUSTOM_KEYS | _LATER_KEYS | {"seed"})

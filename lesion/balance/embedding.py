@@ -97,7 +97,7 @@ def embedding_key(net: LesionNet, dataset: LesionDataset, seed: int) -> str:
     images = dataset.images
     return hashlib.sha256(json.dumps({
         "version": CACHE_VERSION, "weights": weights_digest(net.backbone),
-        "images": cache_key(images.table, images.size),  # covers the square (cache) size too
+        "images": cache_key(images.table, images.size, images.color_constancy),  # square size, colours too
         "rows": dataset.indices.tolist(), "transform": A.to_dict(dataset.transform.transform), "seed": seed,
     }, sort_keys=True).encode()).hexdigest()[:24]
 

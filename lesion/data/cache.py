@@ -31,6 +31,7 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
+from lesion.data.color import correct_colours
 from lesion.errors import LesionError
 
 if TYPE_CHECKING:
@@ -69,25 +70,29 @@ def square_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + side, top + side)))
 
 
-def decode_square(read: Callable[[int], Image.Image], size: int) -> np.ndarray:
+def decode_square(read: Callable[[int], Image.Image], size: int, color_constancy: str | None = None) -> np.ndarray:
     """The size×size×3 uint8 square of one source image, as the cache stores it.
 
     The one decoding path of split images and of folder inference, so a model sees the same pixels
     either way: ``read(min_size)`` decodes the source, large JPEGs at a reduced DCT scale whose
-    short side stays ≥ ``min_size`` (see :func:`lesion.data.images.decode`), then :func:`square_crop`.
+    short side stays ≥ ``min_size`` (see :func:`lesion.data.images.decode`), then :func:`square_crop`,
+    then the colour constancy (:mod:`lesion.data.color`), if any.
 
     Args:
         read: decodes the source image given ``min_size`` (and raises the caller's errors).
         size: side of the square.
+        color_constancy: a method of :data:`lesion.data.color.METHODS`, or ``None``.
     """
-    return square_crop(read(size), size)
+    return correct_colours(square_crop(read(size), size), color_constancy)
 
 
-def cache_key(table: SplitTable, size: int) -> str:
-    """SHA-256 of what the cached pixels depend on: source files, ids in order, size, versions."""
+def cache_key(table: SplitTable, size: int, color_constancy: str | None = None) -> str:
+    """SHA-256 of what the cached pixels depend on: source files, ids in order, size, colour constancy, versions."""
     archive = table.images
     payload = {"version": CACHE_VERSION, "pillow": PIL.__version__, "size": size, "path": str(archive.path.resolve()),
                "ids": table.ids, "sources": archive.key_sources(table.ids)}
+    if color_constancy is not None:  # keys of caches without it stay as they were
+        payload["color_constancy"] = color_constancy
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()
 
 
@@ -102,10 +107,13 @@ class SquareImages:
         size: side of the stored squares.
         cache_dir: folder of the caches (``None``: no cache, decode every time).
         max_pixels: larger source images are refused (see :func:`lesion.data.images.decode`).
+        color_constancy: applied to every square (see :func:`decode_square`), or ``None``.
     """
 
-    def __init__(self, table: SplitTable, size: int, cache_dir: Path | None, max_pixels: int):
+    def __init__(self, table: SplitTable, size: int, cache_dir: Path | None, max_pixels: int,
+                 color_constancy: str | None = None):
         self.table, self.size, self.max_pixels = table, size, max_pixels
+        self.color_constancy = color_constancy
         self.cache_dir = cache_dir
         self.path: Path | None = None  # the cache folder, once built or found valid
         self._array: np.ndarray | None = None
@@ -119,7 +127,8 @@ class SquareImages:
     def decode(self, row: int) -> np.ndarray:
         """Square of ``row`` decoded from the source file."""
         image_id = self.table.ids[row]
-        return decode_square(lambda min_size: self.table.images.read(image_id, min_size, self.max_pixels), self.size)
+        return decode_square(lambda min_size: self.table.images.read(image_id, min_size, self.max_pixels), self.size,
+                             self.color_constancy)
 
     def __getitem__(self, row: int) -> np.ndarray:
         if self.path is None:
@@ -136,7 +145,7 @@ class SquareImages:
         """
         if self.cache_dir is None or self.path is not None:
             return
-        key = cache_key(self.table, self.size)
+        key = cache_key(self.table, self.size, self.color_constancy)
         folder = self.cache_dir / f"{self.table.layout.name}-{self.table.split}-{self.size}px-{key[:20]}"
         if _check(folder, key, len(self.table), self.size) is not None:
             try:

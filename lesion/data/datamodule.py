@@ -128,6 +128,8 @@ class IsicDataModule(pl.LightningDataModule):
         cache_size: side of the cached squares (``None``: 9/7 × ``image_size``, 288 for 224).
         cache_dir: folder of the caches (``None``: ``$LESION_CACHE/images`` or ``~/.cache/lesion/images``).
         max_pixels: source images with more pixels are refused with a clear error.
+        color_constancy: colour constancy of every image (``shades_of_gray``, :mod:`lesion.data.color`)
+            or ``None``; part of the image cache's key.
         persistent_workers: keep loader workers alive between epochs.
         balance: the ``balance`` config (downsample, augment, class_weight, sampler); ``None``
             leaves the training split as it is.
@@ -149,7 +151,8 @@ class IsicDataModule(pl.LightningDataModule):
                  synthetic: bool = False, synthetic_n: int = 240, synthetic_seed: int = 0,
                  split_by: str = "auto", fold: str | None = None, cache: bool = True,
                  cache_size: int | None = None, cache_dir: str | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, persistent_workers: bool = True,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, color_constancy: str | None = None,
+                 persistent_workers: bool = True,
                  balance: dict | None = None, classes: Sequence[str] | None = None, csv: str | None = None,
                  images: str | None = None, image_column: str = "image", label_column: str | None = None,
                  label_columns: Sequence[str] | None = None, group_column: str | None = None,
@@ -170,6 +173,7 @@ class IsicDataModule(pl.LightningDataModule):
         self.cache_size = square_size(image_size, cache_size)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
+        self.color_constancy = color_constancy
         self.balance = balance or {}
         self.extra = [dict(entry) for entry in extra or ()]
         self.sources: dict | None = None
@@ -196,8 +200,7 @@ class IsicDataModule(pl.LightningDataModule):
         train_preset = TrainPreset(self.image_size, self.mean, self.std)
         train_preset.set_random_seed(self.seed)
         eval_preset = EvalPreset(self.image_size, self.mean, self.std)
-        train, val, test = (None if t is None else SquareImages(t, self.cache_size, self.cache_dir, self.max_pixels)
-                            for t in (train, val, test))
+        train, val, test = (None if t is None else self._squares(t) for t in (train, val, test))
         needs_groups = val is None or self.fold is not None or (test is None and self.test_fraction is not None)
         grouping = None if self.split_by == "image" or not needs_groups else find_grouping(self.layout, self.root)
         if needs_groups and self.split_by in ("lesion", "patient") and (grouping is None or grouping.kind != self.split_by):
@@ -259,6 +262,10 @@ class IsicDataModule(pl.LightningDataModule):
         self.plan = plan_balance(self.train_set.labels, self.classes, self.balance, self.seed)
         self.train_set.indices = self.train_set.indices[self.plan.indices]
 
+    def _squares(self, table: SplitTable) -> SquareImages:
+        """The square images of a split as this DataModule's options say (size, cache, pixel limit, colours)."""
+        return SquareImages(table, self.cache_size, self.cache_dir, self.max_pixels, self.color_constancy)
+
     def _add_external(self, train: SquareImages) -> None:
         """Append the kept training images of ``self.extra`` to the training set (after the primary's rows,
         which keep their positions, so validation and test are unchanged)."""
@@ -267,7 +274,7 @@ class IsicDataModule(pl.LightningDataModule):
         held_groups = {found[1][i] for i in held if i in found[1]} if found else set()
         every = {*train.table.ids, *held}
         table, report = add_external(train.table, self.root, held, held_groups, every, self.extra)
-        combined = SquareImages(table, self.cache_size, self.cache_dir, self.max_pixels)
+        combined = self._squares(table)
         for dataset in (self.train_set, self.val_set, self.test_set):
             if dataset.images is train:
                 dataset.images = combined

@@ -19,18 +19,18 @@ class FolderImages(Dataset):
     """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
 
     Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
-    ``size``), then ``transform``; :meth:`read` gives the full-resolution original. Items are
+    ``size``, with the same colour constancy), then ``transform``; :meth:`read` gives the full-resolution original. Items are
     ``(image, -1)``, or ``(image, metadata, -1)`` once :attr:`metadata` holds the images' encoded
     metadata (N×D float32, in :attr:`ids` order).
     """
 
-    def __init__(self, folder: Path, transform: EvalPreset, size: int):
+    def __init__(self, folder: Path, transform: EvalPreset, size: int, color_constancy: str | None = None):
         if not folder.is_dir():
             raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
         self.paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
         if not self.paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
-        self.transform, self.size = transform, size
+        self.transform, self.size, self.color_constancy = transform, size, color_constancy
         self.metadata: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -46,7 +46,7 @@ class FolderImages(Dataset):
 
     def square(self, item: int) -> np.ndarray:
         """The size×size×3 uint8 square of image ``item``, as a split's cache would hold it."""
-        return decode_square(lambda min_size: self._decode(item, min_size), self.size)
+        return decode_square(lambda min_size: self._decode(item, min_size), self.size, self.color_constancy)
 
     def _decode(self, item: int, min_size: int | None = None) -> Image.Image:
         path = self.paths[item]

@@ -102,7 +102,8 @@ def _folder(module: LesionClassifier, cfg: DictConfig) -> FolderImages:
     metadata net (from ``cfg.metadata``, encoded as the checkpoint says)."""
     hp = module.hparams
     size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
-    images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size)
+    images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size,
+                          (hp.dataset or {}).get("color_constancy"))
     if module.uses_metadata and cfg.metadata is None:
         raise LesionError("metadata", f"{cfg.ckpt} was trained with patient metadata, and no metadata CSV is given",
                           "pass metadata=<a CSV with columns image,age,sex,site for these images>")
@@ -134,7 +135,7 @@ def _datamodule(hp, options: dict) -> IsicDataModule:
     or how large an image may be (``synthetic``, ``cache_dir``, ``max_pixels``): those are this
     command's (its ``dataset.*`` values or the defaults), never the checkpoint's. Hold-out and fold
     splits are made as training made them (seed, fraction, fold, grouping from the checkpoint's
-    split record); the input size is the checkpoint's.
+    split record); the input size and the colour constancy are the checkpoint's.
     """
     stored = {**(hp.dataset or {}), **_FROM_THIS_COMMAND} if hp.dataset else {}
     given = options.get("dataset") or {}
@@ -153,6 +154,7 @@ def _datamodule(hp, options: dict) -> IsicDataModule:
     dataset["test_fraction"] = split.get("test_fraction") if split.get("test") == "holdout" else None
     dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
     dataset["extra"] = []  # external data only ever joined the training split, which evaluation does not use
+    dataset["color_constancy"] = (hp.dataset or {}).get("color_constancy")  # the model's preprocessing
     DATASET.check("dataset", dataset)
     return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed, metadata_encoding=hp.metadata)
 

@@ -1,6 +1,8 @@
-"""Callbacks of a training run beyond Lightning's own: checkpoints that stay in their run, interruption.
+"""Callbacks of a training run beyond Lightning's own: checkpoints that stay in their run, interruption, EMA.
 
 :class:`RunCheckpoint` is a ``ModelCheckpoint`` whose restored paths cannot leave its folder.
+:class:`EMA` is Lightning's ``EMAWeightAveraging`` keeping a checkpoint's averaged weights when it
+is tested.
 
 Interruption: a run stopped at any moment resumes with ``ckpt_path=last``.
 
@@ -29,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -127,3 +129,25 @@ class RunCheckpoint(ModelCheckpoint):
                      "last_model_path": here(state_dict.get("last_model_path")),
                      "best_k_models": {here(k): v for k, v in (state_dict.get("best_k_models") or {}).items() if here(k)}}
         super().load_state_dict(relocated)
+
+
+class EMA(EMAWeightAveraging):
+    """An exponential moving average of the weights (``callbacks=ema``), as Lightning's ``EMAWeightAveraging``.
+
+    Validation, and so the choice of ``best.ckpt``, runs on the averaged weights; every checkpoint
+    holds them as its ``state_dict`` (what evaluation loads) and the training weights beside them,
+    so a resumed run continues both. One difference: Lightning's callback puts the training
+    weights back whenever a checkpoint is loaded, also by ``trainer.test(ckpt_path=…)``, which would
+    test those instead of the averaged ones; here they are put back only when fitting resumes.
+
+    Args:
+        decay: weight of the old average at each step (0.999 averages over about 1000 steps).
+        kwargs: the other options of ``EMAWeightAveraging``.
+    """
+
+    def __init__(self, decay: float = 0.999, **kwargs: Any):
+        super().__init__(decay=decay, **kwargs)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)

@@ -1,0 +1,115 @@
+"""EMA of the weights (callbacks=ema): checkpoints hold the running average, testing from a checkpoint uses
+it, a resumed run continues it, and the SMOTE-Tomek head stage trains with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from lesion.data.datamodule import IsicDataModule
+from lesion.data.layouts import LAYOUTS
+from lesion.train.callbacks import EMA
+from lesion.train.module import LesionClassifier
+
+DECAY = 0.5
+TINY = ["trainer=cpu", "model.backbone=resnet18", "model.weights=none", "dataset.image_size=32",
+        "dataset.batch_size=4", "dataset.num_workers=0"]
+
+
+def model() -> LesionClassifier:
+    torch.manual_seed(0)
+    return LesionClassifier(
+        model={"name": "baseline", "backbone": "resnet18", "weights": "none", "dropout": 0.0, "frozen_stages": 0},
+        loss={"name": "ce", "weight": None}, optimizer={"name": "adam", "lr": 1e-2, "weight_decay": 0.0},
+        scheduler=None, classes=list(LAYOUTS["isic2018"].classes), taxonomy=LAYOUTS["isic2018"].taxonomy(),
+        image_size=32)
+
+
+class StepWeights(Callback):
+    """The parameters after every optimizer step, and what the module holds when a fit starts."""
+
+    def __init__(self):
+        self.steps: list[dict[str, torch.Tensor]] = []
+        self.at_start: dict[str, torch.Tensor] | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.at_start = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({k: v.detach().clone() for k, v in pl_module.named_parameters()})
+
+
+def fit(root, folder, epochs: int, resume=None) -> tuple[pl.Trainer, LesionClassifier, StepWeights, ModelCheckpoint]:
+    data = IsicDataModule("isic2018", str(root), image_size=32, batch_size=4, num_workers=0)
+    module, steps = model(), StepWeights()
+    checkpoints = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/bacc", mode="max", save_last=True)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         max_epochs=epochs, limit_train_batches=3, limit_val_batches=2,
+                         callbacks=[EMA(decay=DECAY), steps, checkpoints])
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    return trainer, module, steps, checkpoints
+
+
+def running_average(steps: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The EMA by its definition: the first step's weights, then ``DECAY·average + (1 − DECAY)·weights``."""
+    average = dict(steps[0])
+    for weights in steps[1:]:
+        average = {k: DECAY * average[k] + (1 - DECAY) * weights[k] for k in average}
+    return average
+
+
+def test_checkpoints_hold_the_running_average_and_testing_uses_it(synthetic_root, tmp_path):
+    trainer, module, steps, checkpoints = fit(synthetic_root("isic2018"), tmp_path, epochs=2)
+    assert len(steps.steps) == 6
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    taken = steps.steps[:last["global_step"]]  # the steps before the checkpoint was written
+    assert len(taken) >= 3
+    expected = running_average(taken)
+    for name, value in expected.items():
+        assert torch.allclose(last["state_dict"][name], value, atol=1e-6), name
+        assert torch.equal(last["current_model_state"][name], taken[-1][name]), name
+    assert not all(torch.equal(expected[k], taken[-1][k]) for k in expected)  # the average is not the last step
+
+    best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
+    trainer.test(module, datamodule=trainer.datamodule, ckpt_path=checkpoints.best_model_path, weights_only=True)
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, best["state_dict"][name]), name  # the averaged weights, not the training ones
+    loaded = LesionClassifier.load_from_checkpoint(checkpoints.best_model_path)
+    assert all(torch.equal(v, best["state_dict"][k]) for k, v in loaded.state_dict().items())
+
+
+def test_a_resumed_fit_continues_the_average_and_the_training_weights(synthetic_root, tmp_path):
+    root = synthetic_root("isic2018")
+    fit(root, tmp_path / "first", epochs=1)
+    saved = torch.load(tmp_path / "first" / "last.ckpt", map_location="cpu", weights_only=True)
+    trainer, module, steps, _ = fit(root, tmp_path / "second", epochs=2, resume=tmp_path / "first" / "last.ckpt")
+    for name, value in steps.at_start.items():  # training resumes from the training weights …
+        assert torch.equal(value, saved["current_model_state"][name]), name
+    ema = next(c for c in trainer.callbacks if isinstance(c, EMA))
+    # … and the average continues from the saved one: DECAY·saved + (1 − DECAY)·w for the first new step, …
+    expected = {k: DECAY * saved["state_dict"][k] + (1 - DECAY) * steps.steps[0][k] for k in steps.steps[0]}
+    for weights in steps.steps[1:]:
+        expected = {k: DECAY * expected[k] + (1 - DECAY) * weights[k] for k in expected}
+    averaged = dict(ema._average_model.module.named_parameters())
+    assert all(torch.allclose(averaged[k], v, atol=1e-6) for k, v in expected.items())
+
+
+@pytest.mark.slow
+def test_ema_with_the_smote_head_stage_end_to_end(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli("train.py", "dataset=synthetic2018", "dataset.synthetic_n=30", "callbacks=ema", "callbacks.ema.decay=0.9",
+            "balance=smote_tomek", "balance.smote_tomek.finetune=true", "balance.smote_tomek.head_epochs=2",
+            "trainer.max_epochs=1", *TINY,
+            f"hydra.run.dir={run_dir}")
+    for stage in ("finetune/best.ckpt", "best.ckpt"):
+        assert "current_model_state" in torch.load(run_dir / "checkpoints" / stage, map_location="cpu",
+                                                   weights_only=True)
+    trained = json.loads((run_dir / "test_metrics.json").read_text())
+    out = tmp_path / "evaluation"
+    run_cli("evaluate.py", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"out={out}", "gradcam.n=0",
+            "num_workers=0", "bootstrap=10")
+    assert json.loads((out / "metrics.json").read_text())["confusion"] == trained["confusion"]
