@@ -8,10 +8,10 @@ the same ``DataLoader`` of in-memory random images under ``torch.no_grad()`` and
 the result. The module is a ``LesionClassifier`` built from ``conf/model/<net>.yaml`` with
 ``weights=none`` in eval mode. After one untimed pass of each side, ``--repeats`` passes
 alternate predict, plain, predict, plain, …; the medians and their ratio are printed.
-``predict(..., tta=True)`` (8 flips/rotations per image, so about 8× the work) is timed
+``predict(..., flips=True)`` (8 flips/rotations per image, so about 8× the work) is timed
 separately, ``--tta-repeats`` times, for information.
 
-Target: predict / plain ≤ 1.10× (``tta=False``). Both sides use ``--threads`` intra-op threads, one
+Target: predict / plain ≤ 1.10× (no flips). Both sides use ``--threads`` intra-op threads, one
 by default: several threads on cores that other processes also use can run many times slower and
 drown the difference; ``--threads <cores>`` on a dedicated machine. Timings depend on the machine
 and its load; the median of alternating passes tempers the noise.
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="images per pass")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="timed passes of each side")
-    parser.add_argument("--tta-repeats", type=int, default=2, help="timed passes of predict(tta=True); 0 = none")
+    parser.add_argument("--tta-repeats", type=int, default=2, help="timed passes of predict(flips=True); 0 = none")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
     args = parser.parse_args()
     if args.quick:
@@ -89,10 +89,10 @@ def main() -> None:
     for name, value in median.items():
         print(f"median {name}: {value:.3f} s ({args.images / value:.1f} img/s)")
     if args.tta_repeats > 0:
-        tta = statistics.median(timed(lambda: predict(module, loader, tta=True)) for _ in range(args.tta_repeats))
-        print(f"median predict(tta=True): {tta:.3f} s over {args.tta_repeats} passes ({args.images / tta:.1f} "
+        tta = statistics.median(timed(lambda: predict(module, loader, flips=True)) for _ in range(args.tta_repeats))
+        print(f"median predict(flips=True): {tta:.3f} s over {args.tta_repeats} passes ({args.images / tta:.1f} "
               f"img/s); tta/plain {tta / median['plain']:.2f}× (information: 8 views, expected about 8×)")
-    print(f"ratio predict/plain = {median['predict'] / median['plain']:.3f}× (target ≤ 1.10×, tta=False)")
+    print(f"ratio predict/plain = {median['predict'] / median['plain']:.3f}× (target ≤ 1.10×, no flips)")
 
 
 if __name__ == "__main__":

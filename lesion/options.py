@@ -19,6 +19,7 @@ from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError
+from lesion.evaluate.ensemble import METHODS as ENSEMBLES
 from lesion.train.losses import check_weighting
 from lesion.models.backbone import NAMES as BACKBONES
 from lesion.models.backbone import STAGES as BACKBONE_STAGES
@@ -373,16 +374,36 @@ def check_train(cfg: Mapping) -> None:
                           "(the head stage always runs from its start)", "drop ckpt_path")
 
 
+TTA = Section({"flips": Value(bool), "crops": _integer(1, hint="a square number of crops: 1, 4, 9, 16, …")})
+
+
+def tta_views(tta: object) -> tuple[bool, int]:
+    """``(flips, crops)`` of a checked ``tta`` option: ``true``/``false`` (the flips) or ``{flips, crops}``."""
+    return (tta, 1) if isinstance(tta, bool) else (tta["flips"], tta["crops"])
+
+
 def check_evaluate(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/evaluate.yaml`` config (a plain dict), before any work."""
-    Value(str).check("ckpt", cfg["ckpt"])
+    Value("strings", also=(str,), hint="a .ckpt, a glob, a sweep folder, or a list of them").check("ckpt", cfg["ckpt"])
+    if isinstance(cfg["ckpt"], (list, tuple)) and not cfg["ckpt"]:
+        raise LesionError("ckpt", "is an empty list", "name one checkpoint or more")
+    Value(str, choices=ENSEMBLES).check("ensemble", cfg["ensemble"])
+    Value(bool).check("member_columns", cfg["member_columns"])
+    tta = cfg["tta"]
+    if not isinstance(tta, (bool, Mapping)):
+        raise LesionError("tta", f"is {_describe(tta)}, not true, false or flips/crops options",
+                          "use tta=true, or tta.flips=true and/or tta.crops=N")
+    if isinstance(tta, Mapping):
+        crops = TTA.check("tta", tta)["crops"]
+        if math.isqrt(crops) ** 2 != crops:
+            raise LesionError("tta.crops", f"{crops} is not a square number", "use 1, 4, 9, 16, … (a k × k grid)")
     Value(str, choices=("val", "test")).check("split", cfg["split"])
     Value(str, null=True).check("images", cfg["images"])
     Value(str, null=True).check("metadata", cfg["metadata"])
     Value(str).check("out", cfg["out"])
     _integer(1).check("batch_size", cfg["batch_size"])
     _integer(0, null=True).check("num_workers", cfg["num_workers"])
-    for key in ("tta", "calibrate", "plots", "trust_checkpoint"):
+    for key in ("calibrate", "plots", "trust_checkpoint"):
         Value(bool).check(key, cfg[key])
     _integer(1, hint="bootstrap=1000 (the default) or more for 95 % intervals").check("bootstrap", cfg["bootstrap"])
     _integer(0).check("seed", cfg["seed"])

@@ -28,7 +28,8 @@ from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 from lesion.data.unlabelled import FolderImages
 from lesion.evaluate.predict import predict
-from lesion.evaluate.run import _explain, _folder, _predict_folder
+from lesion.evaluate import run as evaluate_run
+from lesion.evaluate.run import _explain
 from lesion.evaluate.gradcam import GradCamExplainer, contact_sheet, square_box, to_original, write_gradcam
 from lesion.models.registry import barata_net, baseline_net
 from lesion.train.module import LesionClassifier
@@ -250,7 +251,7 @@ def write_folder(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.slow
-def test_folder_cams_explain_the_pixels_predicted(trained_run, tmp_path):
+def test_folder_cams_explain_the_pixels_predicted(trained_run, tmp_path, monkeypatch):
     """Folder inference: the logits Grad-CAM explains are predict's logits, image by image.
 
     Compared as log-softmax against log of the probabilities in predictions.csv (logits up to a
@@ -261,8 +262,9 @@ def test_folder_cams_explain_the_pixels_predicted(trained_run, tmp_path):
     cfg = evaluate_cfg(f"ckpt={ckpt}", f"images={tmp_path / 'images'}", "gradcam.n=-1", "num_workers=0",
                        "batch_size=2", f"out={out}")
     module = LesionClassifier.load_from_checkpoint(ckpt)
+    monkeypatch.setattr(evaluate_run.LesionClassifier, "load_from_checkpoint", lambda *args, **kwargs: module)
     with explained_logits(module.net) as seen:
-        _predict_folder(module, cfg, _folder(module, cfg), out)
+        evaluate_run.run(cfg)  # with this very module, so its forwards can be seen
     table = pd.read_csv(out / "predictions.csv")
     assert table["image"].tolist() == list(sizes)
     classes = list(module.hparams.classes)
@@ -324,7 +326,7 @@ def test_uda1_cams_explain_the_pixels_predicted(trained_run, uda1, tmp_path):
     probs, _ = predict(module, loader)
     out = tmp_path / "out"
     found = _explain(module, evaluate_cfg(f"ckpt={ckpt}", "gradcam.n=-1", f"out={out}"), dataset,
-                     lambda i: dataset.table.images.read(dataset.ids[i]), probs, out)
+                     lambda i: dataset.table.images.read(dataset.ids[i]), probs, out / "gradcam", out / "sheet.png")
     assert len(found) == len(dataset) == 139
     explained = torch.from_numpy(np.stack([f.logits for f in found])).log_softmax(1).numpy()
     np.testing.assert_allclose(explained, np.log(probs), atol=1e-5, rtol=0)

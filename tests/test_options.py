@@ -108,7 +108,7 @@ REFUSED_EVALUATE = {
     "batch_size=0": "batch_size: 0 is out of range",
     "gradcam.n=-2": "gradcam.n: -2 is out of range",
     "gradcam.layer=layer5": "gradcam.layer: 'layer5' is not one of layer1, layer2, layer3, layer4",
-    "tta=maybe": "tta: is 'maybe', not true or false",
+    "tta=maybe": "tta: is 'maybe', not true, false or flips/crops options",
     "split=val calibrate=true": "calibrate: fits the temperature on the validation split, which split=val then reports on",
     "dataset=isic2018 dataset.batch_size=0": "dataset.batch_size: 0 is out of range",
 }

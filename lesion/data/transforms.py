@@ -59,3 +59,10 @@ class EvalPreset(Preset):
             A.Normalize(mean=tuple(mean), std=tuple(std)),
             ToTensorV2(),
         ], strict=True)
+
+
+class SquarePreset(Preset):
+    """The cached square itself, normalised and not resized (the source of multi-crop evaluation's crops)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.transform = A.Compose([A.Normalize(mean=tuple(mean), std=tuple(std)), ToTensorV2()], strict=True)

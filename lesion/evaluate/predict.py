@@ -1,6 +1,21 @@
-"""Class probabilities over a loader, optionally averaged over the 8 dihedral views (TTA)."""
+"""Class probabilities over a loader, averaged over test-time views: the 8 dihedral flips, ordered crops, or both.
+
+Views (``flips``, ``crops``):
+
+- ``crops=1`` classifies the item as it is: the cached square resized to the input size
+  (``EvalPreset``);
+- ``crops=N`` (N = k², e.g. 4, 9, 16) classifies N crops of the input size from the cached square
+  itself (``SquarePreset`` items, not resized), their top-left corners on a k×k grid from the
+  top-left to the bottom-right corner, row by row (the ordered multi-crop of Gessert et al.,
+  MethodsX 2020);
+- ``flips`` replaces every view by its 8 flips / 90° rotations.
+
+The probabilities of all views are averaged.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -16,19 +31,38 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
     return rotations + [torch.flip(r, (3,)) for r in rotations]
 
 
+def crop_corners(square: int, size: int, crops: int) -> list[tuple[int, int]]:
+    """``(top, left)`` of each of ``crops`` = k² crops of side ``size`` from a ``square``-pixel square, row by row."""
+    k = math.isqrt(crops)
+    if k * k != crops or crops < 1:
+        raise ValueError(f"crops={crops} is not a square number")
+    steps = np.linspace(0, square - size, k).round().astype(int).tolist() if k > 1 else [(square - size) // 2]
+    return [(top, left) for top in steps for left in steps]
+
+
+def views(images: torch.Tensor, size: int, flips: bool = False, crops: int = 1) -> list[torch.Tensor]:
+    """The test-time views of a batch (module docstring): with ``crops > 1``, ``images`` are whole squares."""
+    if crops > 1:
+        bases = [images[..., top:top + size, left:left + size] for top, left in crop_corners(images.shape[-1], size, crops)]
+    else:
+        bases = [images]
+    return [view for base in bases for view in (_dihedral(base) if flips else [base])]
+
+
 @torch.no_grad()
-def predict(module: LesionClassifier, loader: DataLoader, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, crops: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N×K) and labels (N, -1 when unlabelled) over ``loader``, in order.
 
     Batches are ``(images, labels)``, or ``(images, metadata, labels)`` for a net that takes
-    patient metadata. With ``tta`` the probabilities are averaged over the 8 flips/90° rotations
-    of each image (its metadata unchanged).
+    patient metadata (the same metadata for every view). The probabilities are averaged over
+    :func:`views`; with ``crops > 1`` the loader gives whole squares (``SquarePreset``).
     """
     probs, labels = [], []
+    size = module.hparams.image_size
     for *inputs, targets in tqdm(loader, desc="predict", unit="batch"):
         images = inputs[0].to(module.device)
         metadata = inputs[1].to(module.device) if module.uses_metadata else None
-        views = _dihedral(images) if tta else [images]
-        probs.append(torch.stack([module(v, metadata).float().softmax(1) for v in views]).mean(0).cpu())
+        seen = views(images, size, flips, crops)
+        probs.append(torch.stack([module(v, metadata).float().softmax(1) for v in seen]).mean(0).cpu())
         labels.append(targets)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()

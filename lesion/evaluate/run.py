@@ -1,13 +1,15 @@
-"""``run(cfg)``: evaluate a checkpoint on a labelled split or predict a folder of images.
+"""``run(cfg)``: evaluate a checkpoint, or an ensemble of them, on a labelled split or a folder of images.
 
-Called by ``evaluate.py`` and tests. The checkpoint alone defines the model, classes and
+Called by ``evaluate.py`` and tests. Each checkpoint alone defines its model, classes and
 preprocessing; the dataset defaults to the one the model was trained on.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +26,18 @@ from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata import read_metadata_csv
 from lesion.data.metadata_features import MetadataEncoding
-from lesion.data.transforms import EvalPreset
+from lesion.data.transforms import EvalPreset, SquarePreset
 from lesion.data.unlabelled import FolderImages
 from lesion.errors import LesionError
 from lesion.evaluate import plots
 from lesion.evaluate.calibration import apply_temperature, fit_temperature
 from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
+from lesion.evaluate.ensemble import combine, member_checkpoints
 from lesion.evaluate.predict import predict
 from lesion.evaluate.report import evaluation_report, format_report
 from lesion.files import write_atomic, write_json
 from lesion.hydra_record import write_record
-from lesion.options import DATASET, check_evaluate
+from lesion.options import DATASET, check_evaluate, tta_views
 from lesion.train.module import LesionClassifier
 
 log = logging.getLogger(__name__)
@@ -52,17 +55,18 @@ def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id
 
 
 def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, original: Callable[[int], Image.Image],
-             probs: np.ndarray, out: Path) -> list[Explanation]:
+             probs: np.ndarray, folder: Path, sheet: Path) -> list[Explanation]:
     """Grad-CAM files for the first ``gradcam.n`` images of ``dataset`` (all when -1) and a contact sheet.
 
-    Each CAM explains the very tensor ``predict`` classified (``dataset[i][0]``, with its metadata
+    Each CAM explains the very tensor the model classifies (``dataset[i][0]``, with its metadata
     ``dataset[i][1]`` for a metadata net) and is mapped onto ``original(i)``, the full-resolution
     image, at whose size the files are written.
 
     Args:
-        dataset: items ``(input, [metadata,] label)`` and ``ids``, as given to :func:`predict`.
+        dataset: items ``(input, [metadata,] label)`` and ``ids``, each input one plain view.
         original: the original image of item ``i``.
-        probs: :func:`predict`'s probabilities, for the titles of the contact sheet.
+        probs: the reported probabilities, for the titles of the contact sheet.
+        folder, sheet: where the files and the contact sheet go.
 
     Returns:
         The explanations, in dataset order.
@@ -73,7 +77,6 @@ def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, origin
     classes = list(module.hparams.classes)
     # gradcam.target and gradcam.layer were checked before any work (run, lesion.options).
     target = None if cfg.gradcam.target is None else classes.index(cfg.gradcam.target)
-    folder = out / "gradcam"
     overlays, titles, found = [], [], []
     layer = getattr(module.net.backbone, cfg.gradcam.layer)
     with GradCamExplainer(module.net, target_layer=layer) as explainer:
@@ -84,7 +87,7 @@ def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, origin
             overlays.append(write_gradcam(stem, image, explained.cam, folder)["overlay"])
             titles.append(f"{stem} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[explained.target]}")
             found.append(explained)
-    contact_sheet(overlays, out / "gradcam_sheet.png", titles)
+    contact_sheet(overlays, sheet, titles)
     return found
 
 
@@ -97,34 +100,25 @@ def _run_dir_log(ckpt: Path) -> Path | None:
     return None
 
 
-def _folder(module: LesionClassifier, cfg: DictConfig) -> FolderImages:
-    """The images of ``cfg.images``, preprocessed as the checkpoint says, with their metadata for a
+def _folder(member: Member, cfg: DictConfig) -> FolderImages:
+    """The images of ``cfg.images``, preprocessed as the member's checkpoint says, with their metadata for a
     metadata net (from ``cfg.metadata``, encoded as the checkpoint says)."""
-    hp = module.hparams
+    module, hp = member.module, member.module.hparams
     size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
     images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size,
                           (hp.dataset or {}).get("color_constancy"))
     if module.uses_metadata and cfg.metadata is None:
-        raise LesionError("metadata", f"{cfg.ckpt} was trained with patient metadata, and no metadata CSV is given",
+        raise LesionError("metadata", f"{member.path} was trained with patient metadata, and no metadata CSV is given",
                           "pass metadata=<a CSV with columns image,age,sex,site for these images>")
-    if not module.uses_metadata and cfg.metadata is not None:
-        raise LesionError("metadata", f"{cfg.ckpt} takes no patient metadata", "drop metadata=")
     if module.uses_metadata:
         encoding = MetadataEncoding.from_dict(hp.metadata)
         images.metadata = encoding.encode(read_metadata_csv(Path(cfg.metadata).expanduser(), images.ids, encoding.sites))
     return images
 
 
-def _predict_folder(module: LesionClassifier, cfg: DictConfig, images: FolderImages, out: Path) -> pd.DataFrame:
-    hp = module.hparams
-    probs, _ = predict(module, DataLoader(images, batch_size=cfg.batch_size, num_workers=default_workers(cfg.num_workers)), cfg.tta)
+def _id_column(hp) -> str:
     stored = hp.dataset or {}
-    id_column = LAYOUTS[stored["layout"]].id_column if stored.get("layout") in LAYOUTS else stored.get("image_column", "image")
-    table = _predictions_table(images.ids, probs, list(hp.classes), id_column, None)
-    write_atomic(out / "predictions.csv", table.to_csv(index=False))
-    _explain(module, cfg, images, images.read, probs, out)
-    log.info("%d images predicted → %s", len(table), out / "predictions.csv")
-    return table
+    return LAYOUTS[stored["layout"]].id_column if stored.get("layout") in LAYOUTS else stored.get("image_column", "image")
 
 
 def _datamodule(hp, options: dict) -> IsicDataModule:
@@ -191,81 +185,177 @@ def _check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
                           "folder>) or on a dataset with an official test split")
 
 
+@dataclass
+class Member:
+    """One model of the evaluation: its checkpoint, its module and its name in outputs."""
+
+    path: Path
+    module: LesionClassifier
+    name: str
+
+
+def _members(cfg: DictConfig) -> list[Member]:
+    """The checkpoints ``cfg.ckpt`` names, loaded; refuses members whose classes differ."""
+    paths = member_checkpoints(OmegaConf.to_container(cfg.ckpt) if not isinstance(cfg.ckpt, str) else cfg.ckpt)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    members = [Member(path, LesionClassifier.load_from_checkpoint(path, device, weights_only=not cfg.trust_checkpoint),
+                      f"member_{k}") for k, path in enumerate(paths, 1)]
+    classes = list(members[0].module.hparams.classes)
+    for member in members[1:]:
+        if list(member.module.hparams.classes) != classes:
+            raise LesionError("ckpt", f"{member.path} has classes {list(member.module.hparams.classes)}, "
+                              f"{members[0].path} {classes}", "ensemble models of the same classes")
+    if cfg.metadata is not None and not any(m.module.uses_metadata for m in members):
+        raise LesionError("metadata", f"{members[0].path} takes no patient metadata", "drop metadata=")
+    return members
+
+
+def _as_viewed(dataset: Dataset, member: Member, crops: int) -> Dataset:
+    """``dataset`` as :func:`predict` needs it for ``crops``: whole squares for multi-crop, else as it is."""
+    if crops == 1:
+        return dataset
+    viewed = copy.copy(dataset)
+    viewed.transform = SquarePreset(member.module.hparams.mean, member.module.hparams.std)
+    return viewed
+
+
+def _gradcam_paths(out: Path, member: Member, members: list[Member]) -> tuple[Path, Path]:
+    """Grad-CAM folder and contact sheet: ``gradcam/``, or ``gradcam/<member>/`` for each member of an ensemble."""
+    if len(members) == 1:
+        return out / "gradcam", out / "gradcam_sheet.png"
+    return out / "gradcam" / member.name, out / f"gradcam_sheet_{member.name}.png"
+
+
+def _table(ids: list[str], each: list[np.ndarray], probs: np.ndarray, members: list[Member], cfg: DictConfig,
+           labels: np.ndarray | None) -> pd.DataFrame:
+    """The predictions table, with each member's probabilities after it when ``member_columns``."""
+    classes = list(members[0].module.hparams.classes)
+    table = _predictions_table(ids, probs, classes, _id_column(members[0].module.hparams), labels)
+    if cfg.member_columns and len(members) > 1:
+        for member, member_probs in zip(members, each):
+            for c, name in enumerate(classes):
+                table[f"{member.name}/{name}"] = member_probs[:, c]
+    return table
+
+
+def _ensemble_record(members: list[Member], cfg: DictConfig) -> dict:
+    return {"method": cfg.ensemble, "members": {m.name: str(m.path) for m in members}} if len(members) > 1 else {}
+
+
 def run(cfg: DictConfig) -> dict:
-    """Evaluate ``cfg.ckpt`` and write the reports to ``cfg.out``.
+    """Evaluate ``cfg.ckpt`` (one model or an ensemble) and write the reports to ``cfg.out``.
 
     On a labelled split (``dataset`` + ``split``): ``metrics.json`` / ``metrics.txt`` (with
     bootstrap CIs and calibration error), ``predictions.csv``, plots, Grad-CAM files. On a folder
-    (``images=DIR``): ``predictions.csv`` and Grad-CAM files.
+    (``images=DIR``): ``predictions.csv`` and Grad-CAM files. An ensemble's members each
+    preprocess and predict with their own settings; their probabilities are combined
+    (:mod:`lesion.evaluate.ensemble`) and every output is written for the combination.
 
     Returns:
         The metrics (empty for a folder).
     """
     options = OmegaConf.to_container(cfg, resolve=True)
     check_evaluate(options)
-    module = LesionClassifier.load_from_checkpoint(cfg.ckpt, "cuda" if torch.cuda.is_available() else "cpu",
-                                                   weights_only=not cfg.trust_checkpoint)
-    classes = list(module.hparams.classes)
+    members = _members(cfg)
+    classes = list(members[0].module.hparams.classes)
     if cfg.gradcam.target is not None and cfg.gradcam.target not in classes:
         raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")
+    flips, crops = tta_views(options["tta"])
     out = Path(cfg.out)
+    workers = default_workers(cfg.num_workers)
     if cfg.images:
-        images = _folder(module, cfg)
+        if cfg.metadata is not None and not all(m.module.uses_metadata for m in members):
+            log.warning("metadata: only the members trained with patient metadata read it")
+        folders = [_folder(member, cfg) for member in members]
         write_record(cfg, out)
-        _predict_folder(module, cfg, images, out)
+        each = [predict(m.module, DataLoader(_as_viewed(f, m, crops), batch_size=cfg.batch_size, num_workers=workers),
+                        flips, crops)[0] for m, f in zip(members, folders)]
+        probs = combine(each, cfg.ensemble)
+        table = _table(folders[0].ids, each, probs, members, cfg, None)
+        write_atomic(out / "predictions.csv", table.to_csv(index=False))
+        for member, images, member_probs in zip(members, folders, each):
+            _explain(member.module, cfg, images, images.read, member_probs, *_gradcam_paths(out, member, members))
+        log.info("%d images predicted → %s", len(table), out / "predictions.csv")
         return {}
     if cfg.metadata is not None:
         raise LesionError("metadata", "is read only with images=DIR; a split's metadata comes from its dataset",
                           "drop metadata=, or pass images=DIR")
+    if cfg.calibrate and cfg.ensemble == "rank":
+        raise LesionError("calibrate", "fits a temperature to probabilities, and ensemble=rank gives ranks",
+                          "use ensemble=mean, or drop calibrate")
 
-    hp = module.hparams
-    datamodule = _datamodule(hp, options)
-    if datamodule.classes != classes:
-        raise LesionError("dataset", f"classes {datamodule.classes} differ from the checkpoint's {classes}",
-                          "evaluate on the dataset layout the model was trained on")
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    on_validation = cfg.split == "val" or datamodule.split["test"] == "validation"
-    if on_validation or cfg.calibrate:
-        _check_split(hp.split, datamodule.split, Path(cfg.ckpt))
-    if cfg.split == "test" and datamodule.split["test"] == "holdout":
-        _check_test_split(hp.split, datamodule.split, Path(cfg.ckpt))
-    if cfg.calibrate and on_validation:
-        raise LesionError("calibrate", "would fit the temperature on the validation images it then reports on "
-                          f"({datamodule.root} has no test split)", "evaluate without calibrate=true")
-    dataset = datamodule.val_set if cfg.split == "val" else datamodule.test_set
+    prepared = [_prepared_split(member, cfg, options) for member in members]
+    datasets = [dataset for _, dataset in prepared]
+    for member, dataset in zip(members[1:], datasets[1:]):
+        if dataset.ids != datasets[0].ids:
+            raise LesionError("ckpt", f"{member.path} evaluates other {cfg.split} images ({len(dataset)}) than "
+                              f"{members[0].path} ({len(datasets[0])})", "ensemble models of the same dataset and split")
     write_record(cfg, out)
-    probs, labels = predict(module, datamodule.loader(dataset), cfg.tta)
+    predicted = [predict(m.module, dm.loader(_as_viewed(d, m, crops)), flips, crops)
+                 for m, (dm, d) in zip(members, prepared)]
+    each, labels = [p for p, _ in predicted], predicted[0][1]
+    probs = combine(each, cfg.ensemble)
 
     if cfg.calibrate:
-        val_probs, val_labels = predict(module, datamodule.loader(datamodule.val_set), cfg.tta)
+        val_probs = combine([predict(m.module, dm.loader(_as_viewed(dm.val_set, m, crops)), flips, crops)[0]
+                             for m, (dm, _) in zip(members, prepared)], cfg.ensemble)
+        val_labels = prepared[0][0].val_set.labels
         temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
         write_json(out / "calibration.json", {"temperature": temperature, "fitted_on": "val", "images": len(val_labels)})
         probs = apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)
         log.info("temperature %.3f fitted on %d validation images", temperature, len(val_labels))
 
     report = evaluation_report(probs, labels, classes, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    if len(members) > 1:
+        report["ensemble"] = _ensemble_record(members, cfg)
     write_json(out / "metrics.json", report)
     write_atomic(out / "metrics.txt", format_report(report))
-    table = _predictions_table(dataset.ids, probs, classes, datamodule.layout.id_column, labels)
-    write_atomic(out / "predictions.csv", table.to_csv(index=False))
-
+    datamodule, dataset = prepared[0]
+    write_atomic(out / "predictions.csv", _table(dataset.ids, each, probs, members, cfg, labels).to_csv(index=False))
     if cfg.plots:
-        figures = out / "plots"
-        plots.plot_confusion(report["confusion"], classes, figures / "confusion.png",
-                             title=f"{datamodule.layout.name} {cfg.split}")
-        plots.plot_roc(probs, labels, classes, figures / "roc.png")
-        plots.plot_reliability(probs, labels, figures / "reliability.png", ece=report["ece"])
-        plots.plot_class_distribution(labels, classes, figures / "class_distribution.png",
-                                      title=f"{datamodule.layout.name} {cfg.split}: images per class")
-        training_log = _run_dir_log(Path(cfg.ckpt))
-        if training_log is not None:
-            plots.plot_training_curves(training_log, figures / "training_curves.png")
-        samples = [datamodule.train_set[i] for i in range(min(16, len(datamodule.train_set)))]
-        plots.plot_augmented_samples(torch.stack([s[0] for s in samples]), [s[-1] for s in samples], classes,
-                                     hp.mean, hp.std, figures / "augmented_samples.png")
-
-    _explain(module, cfg, dataset, lambda i: dataset.table.images.read(dataset.ids[i]), probs, out)
+        _plots(members, datamodule, probs, labels, report, cfg, out)
+    for member, (_, member_dataset), member_probs in zip(members, prepared, each):
+        _explain(member.module, cfg, member_dataset, lambda i, d=member_dataset: d.table.images.read(d.ids[i]),
+                 member_probs, *_gradcam_paths(out, member, members))
     log.info("%s/%s: bacc %.4f [%.4f, %.4f], auc_macro %.4f → %s", datamodule.layout.name, cfg.split,
              report["bacc"], *report["ci/bacc"], report["auc_macro"], out)
     return report
+
+
+def _prepared_split(member: Member, cfg: DictConfig, options: dict) -> tuple[IsicDataModule, Dataset]:
+    """The member's DataModule, set up and checked, and the split it reports on."""
+    hp = member.module.hparams
+    datamodule = _datamodule(hp, options)
+    if datamodule.classes != list(hp.classes):
+        raise LesionError("dataset", f"classes {datamodule.classes} differ from the checkpoint's {list(hp.classes)}",
+                          "evaluate on the dataset layout the model was trained on")
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    on_validation = cfg.split == "val" or datamodule.split["test"] == "validation"
+    if on_validation or cfg.calibrate:
+        _check_split(hp.split, datamodule.split, member.path)
+    if cfg.split == "test" and datamodule.split["test"] == "holdout":
+        _check_test_split(hp.split, datamodule.split, member.path)
+    if cfg.calibrate and on_validation:
+        raise LesionError("calibrate", "would fit the temperature on the validation images it then reports on "
+                          f"({datamodule.root} has no test split)", "evaluate without calibrate=true")
+    return datamodule, datamodule.val_set if cfg.split == "val" else datamodule.test_set
+
+
+def _plots(members: list[Member], datamodule: IsicDataModule, probs: np.ndarray, labels: np.ndarray, report: dict,
+           cfg: DictConfig, out: Path) -> None:
+    """The figures of ``plots/``; a single model's training curves when its run's log is next to it."""
+    classes, hp = datamodule.classes, members[0].module.hparams
+    figures = out / "plots"
+    plots.plot_confusion(report["confusion"], classes, figures / "confusion.png",
+                         title=f"{datamodule.layout.name} {cfg.split}")
+    plots.plot_roc(probs, labels, classes, figures / "roc.png")
+    plots.plot_reliability(probs, labels, figures / "reliability.png", ece=report["ece"])
+    plots.plot_class_distribution(labels, classes, figures / "class_distribution.png",
+                                  title=f"{datamodule.layout.name} {cfg.split}: images per class")
+    training_log = _run_dir_log(members[0].path) if len(members) == 1 else None
+    if training_log is not None:
+        plots.plot_training_curves(training_log, figures / "training_curves.png")
+    samples = [datamodule.train_set[i] for i in range(min(16, len(datamodule.train_set)))]
+    plots.plot_augmented_samples(torch.stack([s[0] for s in samples]), [s[-1] for s in samples], classes,
+                                 hp.mean, hp.std, figures / "augmented_samples.png")

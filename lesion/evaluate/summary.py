@@ -1,7 +1,9 @@
 """Sweep summary: one table of the runs in a Hydra multirun directory.
 
 ``python -m lesion.summary MULTIRUN_DIR [--out DIR]`` writes ``summary.md`` and ``summary.csv``
-(to ``--out``, default the multirun directory) and prints the Markdown table.
+(to ``--out``, default the multirun directory) and prints the Markdown table, then the
+``evaluate.py`` commands of its ensembles (:func:`ensemble_commands`): the fold models of a
+``dataset.fold`` sweep, and the top runs by validation BACC.
 
 Every folder holding ``.hydra/config.yaml`` is a run (the outermost one, so an ``evaluate.py``
 output with its own ``.hydra`` inside a run folder stays part of that run). Runs whose configs agree
@@ -278,6 +280,45 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TOP_K = 3
+
+
+def ensemble_commands(multirun_dir: str | Path, top_k: int = TOP_K) -> list[str]:
+    """``evaluate.py`` commands for the ensembles of a sweep: per setting trained on every fold k/K of a
+    ``dataset.fold`` sweep, its K fold models on the test split; and the ``top_k`` finished runs with
+    the best validation BACC (of the best run's classes)."""
+    root = Path(multirun_dir)
+    runs = [_load_run(job, root) for job in _job_dirs(root)]
+    done = [r for r in runs if r.metrics and (root / r.path / "checkpoints" / "best.ckpt").is_file()]
+    commands = []
+    folds: dict[tuple, list[_Run]] = {}
+    for run in done:
+        fold = run.flat.get("dataset.fold")
+        if fold:
+            key = tuple(sorted((k, _text(v)) for k, v in run.flat.items() if k != "dataset.fold" and not _run_specific(k)))
+            folds.setdefault(key, []).append(run)
+    for members in folds.values():
+        named = sorted(str(r.flat["dataset.fold"]) for r in members)
+        total = int(named[0].split("/")[1])
+        if named == [f"{k}/{total}" for k in range(1, total + 1)]:
+            commands.append(f"# the {total} fold models as one ensemble, on the test split\n"
+                            + _evaluate_command(root, members, len(members) == len(runs)) + " split=test")
+    ranked = sorted((r for r in done if r.val_bacc is not None), key=lambda r: -r.val_bacc)
+    if len(ranked) >= 2:
+        best = [r for r in ranked if r.metrics.get("classes") == ranked[0].metrics.get("classes")][:top_k]
+        if len(best) >= 2:
+            commands.append(f"# the top {len(best)} runs by validation BACC as one ensemble\n"
+                            + _evaluate_command(root, best, False))
+    return commands
+
+
+def _evaluate_command(root: Path, runs: list[_Run], whole_sweep: bool) -> str:
+    if whole_sweep:
+        return f"python evaluate.py ckpt={root}"
+    paths = ",".join(str(root / r.path / "checkpoints" / "best.ckpt") for r in runs)
+    return f"python evaluate.py 'ckpt=[{paths}]'"
+
+
 def _mean_std(mean: float, std: float, finished: bool) -> str:
     if math.isnan(mean):
         return "n/a" if finished else ""
@@ -325,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     write_atomic(out / "summary.md", table)
     write_atomic(out / "summary.csv", frame.to_csv(index=False))
     print(table, end="")
+    for command in ensemble_commands(args.multirun_dir):
+        print(f"\n{command}")
 
 
 if __name__ == "__main__":
