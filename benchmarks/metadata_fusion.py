@@ -70,7 +70,7 @@ def main() -> None:
         means[fused] = statistics.mean(tests)
         spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
         print(f"  {name:28s} test BACC {means[fused]:.4f} ± {spread:.4f} over {len(tests)} seed(s)")
-    print(f"ratio fused/image-only test BACC = {means[True] / means[False]:.2f}×")
+    print(f"ratio fused/image-only = {means[True] / means[False]:.2f}× (mean test BACC)")
 
 
 if __name__ == "__main__":

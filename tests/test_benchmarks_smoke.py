@@ -18,6 +18,8 @@ RATIO = re.compile(r"^ratio \S+ = (\S+)×", re.MULTILINE)
     ("train_overhead.py", ["--quick"]),
     ("infer.py", ["--quick"]),
     ("gpu_throughput.py", ["--quick", "--allow-cpu"]),
+    ("metadata_fusion.py", ["--quick"]),
+    ("ensemble.py", ["--quick"]),
 ])
 def test_quick_run_prints_a_ratio(script, options, cli_env, tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), *options], cwd=tmp_path,
@@ -38,3 +40,15 @@ def test_quick_loader_benchmark_prints_both_ratios_for_each_image_set(uda1, cli_
     found = re.findall(r"^(.+): epoch throughput (\S+)× naive, cache build (\S+)× faster", result.stdout, re.MULTILINE)
     assert [name for name, *_ in found] == ["UDA-1 train, all", "UDA-1 train, originals", "12 MP copies"]
     assert all(math.isfinite(float(v)) and float(v) > 0 for _, *ratios in found for v in ratios)
+
+
+def test_quick_real_data_benchmark_prints_both_models_and_the_floor(uda1, cli_env, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "real_uda1.py"), "--quick", "--data", str(uda1)],
+                            cwd=tmp_path, env={**cli_env, "LESION_CACHE": str(tmp_path / "cache")}, capture_output=True,
+                            text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    floor = re.search(r"colour-histogram logistic regression: MEL AUC (\S+)", result.stdout)
+    assert floor and 0.5 < float(floor.group(1)) < 1, result.stdout
+    for model in ("baseline", "barata"):
+        found = re.search(rf"^  {model}\s+MEL AUC (\S+) ± (\S+) over 1 seed", result.stdout, re.MULTILINE)
+        assert found and 0 <= float(found.group(1)) <= 1, result.stdout

@@ -1,0 +1,99 @@
+"""Both heads trained from scratch on real images: the UDA-1 split in ``../shared`` (ISIC 2017 layout, nevus vs melanoma).
+
+    python benchmarks/real_uda1.py [--quick] [--seeds 42 1 2] [--models baseline barata] [--epochs 15]
+                                   [--size 128] [--data DIR] [--extra OVERRIDE …]
+
+For every model and seed, trains ``train.py dataset=isic2017`` on the 366 training images
+(ResNet-18 from random weights, ``--size`` px, ``--epochs`` epochs, class-weighted loss, checkpoint
+chosen on the 50 validation images) and reads the test metrics of its best checkpoint on the 139
+test images. Prints per run and as mean ± sd per model: MEL AUC and BACC (over the two classes
+present; SK has no image). ``--extra`` adds overrides to every run (e.g. ``callbacks=ema
+dataset.color_constancy=shades_of_gray``).
+
+The floor, printed first: a logistic regression (class-balanced) on 16-bin colour histograms
+of the cached 128 px squares, the same splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from lesion.data.cache import SquareImages
+from lesion.data.readers import read_split
+
+REPO = Path(__file__).resolve().parents[1]
+UDA1 = REPO.parent / "shared" / "data" / "isic2017-uda1"
+
+
+def histograms(root: Path, split: str, bins: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the normalised histogram of each RGB channel of its 128 px square; and its labels."""
+    table = read_split("isic2017", root, split)
+    squares = SquareImages(table, 128, None, 2 * 89_478_485)
+    rows = [np.concatenate([np.histogram(squares[i][..., c], bins=bins, range=(0, 256))[0] for c in range(3)])
+            for i in range(len(table))]
+    return np.asarray(rows, dtype=np.float64) / (128 * 128), table.labels
+
+
+def colour_floor(root: Path) -> float:
+    """MEL AUC on the test split of a logistic regression on colour histograms."""
+    (x_train, y_train), (x_test, y_test) = histograms(root, "train"), histograms(root, "test")
+    mel = 2  # ISIC 2017 classes: NV, SK, MEL
+    scaler = StandardScaler().fit(x_train)
+    model = LogisticRegression(class_weight="balanced", max_iter=2000).fit(scaler.transform(x_train), y_train == mel)
+    return float(roc_auc_score(y_test == mel, model.predict_proba(scaler.transform(x_test))[:, 1]))
+
+
+def train(root: Path, model: str, seed: int, args: argparse.Namespace, folder: Path) -> dict:
+    run_dir = folder / f"{model}-{seed}"
+    done = subprocess.run([
+        sys.executable, str(REPO / "train.py"), "dataset=isic2017", f"dataset.root={root}", f"model={model}",
+        "model.backbone=resnet18", "model.weights=none", f"dataset.image_size={args.size}", "balance=class_weight",
+        "trainer=cpu", f"trainer.max_epochs={args.epochs}", "patience=null", f"seed={seed}", "logger=csv",
+        *args.extra, f"hydra.run.dir={run_dir}",
+    ], cwd=folder, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"train.py {model} seed {seed} failed:\n{done.stderr[-4000:]}")
+    return json.loads((run_dir / "test_metrics.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs at 64 px (a smoke run)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--models", nargs="+", default=["baseline", "barata"])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--data", type=Path, default=UDA1)
+    parser.add_argument("--extra", nargs="*", default=[], metavar="OVERRIDE")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"real images not found at {args.data} (the shared data folder is absent)")
+    if args.quick:
+        args.seeds, args.epochs, args.size = args.seeds[:1], 2, 64
+    print(f"UDA-1 (366 train / 50 val / 139 test), ResNet-18 from scratch, {args.size} px, {args.epochs} epochs, "
+          f"class-weighted CE{' + ' + ' '.join(args.extra) if args.extra else ''}")
+    print(f"  colour-histogram logistic regression: MEL AUC {colour_floor(args.data):.3f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in args.models:
+            results = [(seed, train(args.data, model, seed, args, Path(tmp))) for seed in args.seeds]
+            for seed, metrics in results:
+                print(f"  {model:8s} seed {seed:>3}: MEL AUC {metrics['auc/MEL']:.3f}, BACC {metrics['bacc']:.3f}")
+            for key, name in (("auc/MEL", "MEL AUC"), ("bacc", "BACC")):
+                values = [m[key] for _, m in results]
+                spread = statistics.stdev(values) if len(values) > 1 else 0.0
+                print(f"  {model:8s} {name} {statistics.mean(values):.3f} ± {spread:.3f} over {len(values)} seed(s)")
+
+
+if __name__ == "__main__":
+    main()
