@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from lesion.data.synthetic import write_synthetic
@@ -102,3 +104,15 @@ def trained_run(run_cli, tmp_path_factory) -> Path:
             "dataset.image_size=32", "dataset.batch_size=4", "dataset.num_workers=0", "dataset.synthetic_n=30",
             "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def same_probabilities():
+    """Check that two ``predictions.csv`` give the same class probabilities, image by image (either order)."""
+
+    def check(expected: Path, actual: Path, classes: list[str], atol: float = 1e-5) -> None:
+        want = pd.read_csv(expected).set_index("image")
+        got = pd.read_csv(actual).set_index("image").loc[want.index]
+        assert np.abs(got[classes].to_numpy() - want[classes].to_numpy()).max() < atol
+
+    return check
