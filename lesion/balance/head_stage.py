@@ -71,7 +71,8 @@ def _training_views(datamodule: IsicDataModule, views: int, seed: int) -> list[t
 
 def _pooled_loader(columns: list[np.ndarray], labels: np.ndarray, batch_size: int, train: bool) -> DataLoader:
     """Batches ``(avg, mx, [metadata,] y)`` of pooled embeddings (and encoded metadata)."""
-    dataset = TensorDataset(*(torch.from_numpy(np.ascontiguousarray(c)) for c in columns), torch.from_numpy(labels.astype(np.int64)))
+    tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in columns]
+    dataset = TensorDataset(*tensors, torch.from_numpy(labels.astype(np.int64)))
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size)
 
 
