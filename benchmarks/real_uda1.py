@@ -6,8 +6,9 @@
 For every model and seed, trains ``train.py dataset=isic2017`` on the 366 training images
 (ResNet-18 from random weights, ``--size`` px, ``--epochs`` epochs, class-weighted loss, checkpoint
 chosen on the 50 validation images) and reads the test metrics of its best checkpoint on the 139
-test images. Prints per run and as mean ± sd per model: MEL AUC and BACC (over the two classes
-present; SK has no image). ``--extra`` adds overrides to every run (e.g. ``callbacks=ema
+test images, and of its last epoch's. Prints per run and as mean ± sd per model: MEL AUC and BACC
+(over the two classes present; SK has no image) of the best checkpoint, with the epoch it is, and
+the last epoch's MEL AUC (what selection on 50 validation images changes). ``--extra`` adds overrides to every run (e.g. ``callbacks=ema
 dataset.color_constancy=shades_of_gray``).
 
 The floor, printed first: a logistic regression (class-balanced) on 16-bin colour histograms
@@ -55,6 +56,7 @@ def colour_floor(root: Path) -> float:
 
 
 def train(root: Path, model: str, seed: int, args: argparse.Namespace, folder: Path) -> dict:
+    """Train one run; return the test metrics of its best checkpoint, with the epoch chosen and those of its last."""
     run_dir = folder / f"{model}-{seed}"
     done = subprocess.run([
         sys.executable, str(REPO / "train.py"), "dataset=isic2017", f"dataset.root={root}", f"model={model}",
@@ -64,7 +66,22 @@ def train(root: Path, model: str, seed: int, args: argparse.Namespace, folder: P
     ], cwd=folder, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"train.py {model} seed {seed} failed:\n{done.stderr[-4000:]}")
-    return json.loads((run_dir / "test_metrics.json").read_text())
+    last = run_dir / "last-epoch"
+    done = subprocess.run([
+        sys.executable, str(REPO / "evaluate.py"), f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "split=test",
+        f"out={last}", "gradcam.n=0", "plots=false", "bootstrap=10",
+    ], cwd=folder, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"evaluate.py of the last epoch of {model} seed {seed} failed:\n{done.stderr[-4000:]}")
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    metrics["epoch"] = json.loads((run_dir / "val_metrics.json").read_text())["epoch"]
+    metrics["last"] = json.loads((last / "metrics.json").read_text())
+    return metrics
+
+
+def report(model: str, name: str, values: list[float]) -> None:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    print(f"  {model:8s} {name} {statistics.mean(values):.3f} ± {spread:.3f} over {len(values)} seed(s)")
 
 
 def main() -> None:
@@ -87,13 +104,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             results = [(seed, train(args.data, model, seed, args, Path(tmp))) for seed in args.seeds]
-            for seed, metrics in results:
-                print(f"  {model:8s} seed {seed:>3}: MEL AUC {metrics['auc/MEL']:.3f}, BACC {metrics['bacc']:.3f}")
-            for key, name in (("auc/MEL", "MEL AUC"), ("bacc", "BACC")):
-                values = [m[key] for _, m in results]
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                print(f"  {model:8s} {name} {statistics.mean(values):.3f} ± {spread:.3f} over {len(values)} seed(s)")
-
+            for seed, m in results:
+                print(f"  {model:8s} seed {seed:>3}: MEL AUC {m['auc/MEL']:.3f}, BACC {m['bacc']:.3f} "
+                      f"(best.ckpt, epoch {m['epoch']}); last epoch: MEL AUC {m['last']['auc/MEL']:.3f}, "
+                      f"BACC {m['last']['bacc']:.3f}")
+            report(model, "MEL AUC", [m["auc/MEL"] for _, m in results])
+            report(model, "BACC", [m["bacc"] for _, m in results])
+            report(model, "last-epoch MEL AUC", [m["last"]["auc/MEL"] for _, m in results])
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -75,24 +76,67 @@ def cli_env(lesion_cache) -> dict[str, str]:
     return env
 
 
+class _ForkServer:
+    """Client of ``tests/cli_server.py``: command-line runs forked from a process that has imported
+    the libraries once (the same script, run as ``__main__`` in a process of its own)."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, streams: Path):
+        self.process = subprocess.Popen([sys.executable, str(REPO / "tests" / "cli_server.py")], cwd=cwd, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.streams = streams
+        self.runs = 0
+
+    def run(self, command: list[str], module: str | None, cwd: Path, env: dict[str, str],
+            timeout: int) -> subprocess.CompletedProcess:
+        self.runs += 1
+        out, err = self.streams / f"{self.runs}.out", self.streams / f"{self.runs}.err"
+        request = {"argv": command[1:] if module is None else [module, *command[3:]], "module": module,
+                   "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "timeout": timeout}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        reply = self.process.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"the CLI fork server exited ({self.process.wait()})")
+        answer = json.loads(reply)
+        stdout, stderr = (path.read_text(errors="replace") for path in (out, err))
+        out.unlink()
+        err.unlink()
+        if answer["timed_out"]:
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, answer["returncode"], stdout, stderr)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
 def run_cli(cli_env, tmp_path_factory):
     """Run a repository script (``train.py``, ``evaluate.py``) or module (``lesion.…``) with arguments.
 
     The working directory is temporary, so runs without ``hydra.run.dir`` leave nothing in the checkout.
+    Runs fork from ``tests/cli_server.py`` (libraries imported once); a run whose ``env`` sets a
+    ``PYTHON…`` variable, which acts at interpreter start, gets a fresh interpreter instead.
     """
     workdir = tmp_path_factory.mktemp("cwd")
+    server = _ForkServer(cli_env, workdir, tmp_path_factory.mktemp("cli-streams"))
 
     def run(script: str, *overrides: str, check: bool = True, timeout: int = 900,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        command = [sys.executable, *(["-m", script] if script.startswith("lesion.") else [str(REPO / script)])]
-        result = subprocess.run([*command, *overrides], cwd=workdir, env={**cli_env, **(env or {})},
-                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        module = script if script.startswith("lesion.") else None
+        command = [sys.executable, *(["-m", script] if module else [str(REPO / script)]), *overrides]
+        environment = {**cli_env, **(env or {})}
+        if any(key.startswith("PYTHON") for key in env or {}):
+            result = subprocess.run(command, cwd=workdir, env=environment, capture_output=True, text=True,
+                                    timeout=timeout, stdin=subprocess.DEVNULL)
+        else:
+            result = server.run(command, module, workdir, environment, timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"{script} {' '.join(overrides)} exited {result.returncode}:\n{result.stderr[-4000:]}")
         return result
 
-    return run
+    yield run
+    server.close()
 
 
 @pytest.fixture(scope="session")
