@@ -1,15 +1,18 @@
 """Both heads trained from scratch on real images: the UDA-1 split in ``../shared`` (ISIC 2017 layout, nevus vs melanoma).
 
     python benchmarks/real_uda1.py [--quick] [--seeds 42 1 2] [--models baseline barata] [--epochs 15]
-                                   [--size 128] [--data DIR] [--extra OVERRIDE …]
+                                   [--size 128] [--data DIR] [--extra OVERRIDE …] [--ensemble]
 
 For every model and seed, trains ``train.py dataset=isic2017`` on the 366 training images
 (ResNet-18 from random weights, ``--size`` px, ``--epochs`` epochs, class-weighted loss, checkpoint
 chosen on the 50 validation images) and reads the test metrics of its best checkpoint on the 139
 test images, and of its last epoch's. Prints per run and as mean ± sd per model: MEL AUC and BACC
 (over the two classes present; SK has no image) of the best checkpoint, with the epoch it is, and
-the last epoch's MEL AUC (what selection on 50 validation images changes). ``--extra`` adds overrides to every run (e.g. ``callbacks=ema
-dataset.color_constancy=shades_of_gray``).
+the last epoch's MEL AUC (what selection on 50 validation images changes).
+
+``--extra`` adds overrides to every run (e.g. ``callbacks=ema dataset.color_constancy=shades_of_gray``);
+``--ensemble`` then evaluates each model's seeds as one ensemble (mean of the members'
+probabilities, each with the 8 flips and 4 crops).
 
 The floor, printed first: a logistic regression (class-balanced) on 16-bin colour histograms
 of the cached 128 px squares, the same splits.
@@ -79,6 +82,18 @@ def train(root: Path, model: str, seed: int, args: argparse.Namespace, folder: P
     return metrics
 
 
+def ensemble(runs: list[Path], out: Path) -> dict:
+    """Test metrics of the runs' best checkpoints as one ensemble (mean), each with flips and 4 crops."""
+    members = ",".join(str(run / "checkpoints" / "best.ckpt") for run in runs)
+    done = subprocess.run([
+        sys.executable, str(REPO / "evaluate.py"), f"ckpt=[{members}]", "split=test", f"out={out}", "tta.flips=true",
+        "tta.crops=4", "gradcam.n=0", "plots=false", "bootstrap=10",
+    ], cwd=out.parent, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"evaluate.py of the ensemble failed:\n{done.stderr[-4000:]}")
+    return json.loads((out / "metrics.json").read_text())
+
+
 def report(model: str, name: str, values: list[float]) -> None:
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
     print(f"  {model:8s} {name} {statistics.mean(values):.3f} ± {spread:.3f} over {len(values)} seed(s)")
@@ -93,6 +108,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--data", type=Path, default=UDA1)
     parser.add_argument("--extra", nargs="*", default=[], metavar="OVERRIDE")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also evaluate each model's seeds as one ensemble, with flips and 4 crops")
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"real images not found at {args.data} (the shared data folder is absent)")
@@ -111,6 +128,12 @@ def main() -> None:
             report(model, "MEL AUC", [m["auc/MEL"] for _, m in results])
             report(model, "BACC", [m["bacc"] for _, m in results])
             report(model, "last-epoch MEL AUC", [m["last"]["auc/MEL"] for _, m in results])
+            if args.ensemble:
+                runs = [Path(tmp) / f"{model}-{seed}" for seed in args.seeds]
+                found = ensemble(runs, Path(tmp) / f"{model}-ensemble")
+                print(f"  {model:8s} ensemble of seeds {' '.join(map(str, args.seeds))} (flips + 4 crops): "
+                      f"MEL AUC {found['auc/MEL']:.3f}, BACC {found['bacc']:.3f}")
+
 
 if __name__ == "__main__":
     main()

@@ -43,7 +43,8 @@ def test_quick_loader_benchmark_prints_both_ratios_for_each_image_set(uda1, cli_
 
 
 def test_quick_real_data_benchmark_prints_both_models_and_the_floor(uda1, cli_env, tmp_path):
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "real_uda1.py"), "--quick", "--data", str(uda1)],
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "real_uda1.py"), "--quick", "--ensemble",
+                             "--data", str(uda1)],
                             cwd=tmp_path, env={**cli_env, "LESION_CACHE": str(tmp_path / "cache")}, capture_output=True,
                             text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -55,3 +56,6 @@ def test_quick_real_data_benchmark_prints_both_models_and_the_floor(uda1, cli_en
             assert found and 0 <= float(found.group(1)) <= 1, result.stdout
         assert re.search(rf"^  {model}\s+seed\s+\d+: .*\(best.ckpt, epoch \d+\); last epoch: MEL AUC", result.stdout,
                          re.MULTILINE), result.stdout
+        found = re.search(rf"^  {model}\s+ensemble of seeds 42 \(flips \+ 4 crops\): MEL AUC (\S+)", result.stdout,
+                          re.MULTILINE)
+        assert found and 0 <= float(found.group(1)) <= 1, result.stdout

@@ -20,11 +20,11 @@ TINY = ["trainer=cpu", "model.backbone=resnet18", "model.weights=none", "dataset
         "dataset.batch_size=4", "dataset.num_workers=0"]
 
 
-def model() -> LesionClassifier:
+def model(loss: dict | None = None) -> LesionClassifier:
     torch.manual_seed(0)
     return LesionClassifier(
         model={"name": "baseline", "backbone": "resnet18", "weights": "none", "dropout": 0.0, "frozen_stages": 0},
-        loss={"name": "ce", "weight": None}, optimizer={"name": "adam", "lr": 1e-2, "weight_decay": 0.0},
+        loss=loss or {"name": "ce", "weight": None}, optimizer={"name": "adam", "lr": 1e-2, "weight_decay": 0.0},
         scheduler=None, classes=list(LAYOUTS["isic2018"].classes), taxonomy=LAYOUTS["isic2018"].taxonomy(),
         image_size=32)
 
@@ -43,9 +43,10 @@ class StepWeights(Callback):
         self.steps.append({k: v.detach().clone() for k, v in pl_module.named_parameters()})
 
 
-def fit(root, folder, epochs: int, resume=None) -> tuple[pl.Trainer, LesionClassifier, StepWeights, ModelCheckpoint]:
+def fit(root, folder, epochs: int, resume=None,
+        loss: dict | None = None) -> tuple[pl.Trainer, LesionClassifier, StepWeights, ModelCheckpoint]:
     data = IsicDataModule("isic2018", str(root), image_size=32, batch_size=4, num_workers=0)
-    module, steps = model(), StepWeights()
+    module, steps = model(loss), StepWeights()
     checkpoints = ModelCheckpoint(dirpath=folder, filename="best", monitor="val/bacc", mode="max", save_last=True)
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                          max_epochs=epochs, limit_train_batches=3, limit_val_batches=2,
@@ -96,6 +97,21 @@ def test_a_resumed_fit_continues_the_average_and_the_training_weights(synthetic_
         expected = {k: DECAY * expected[k] + (1 - DECAY) * weights[k] for k in expected}
     averaged = dict(ema._average_model.module.named_parameters())
     assert all(torch.allclose(averaged[k], v, atol=1e-6) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("loss", [{"name": "weighted_ce", "weight": "inverse_frequency"},
+                                  {"name": "focal", "gamma": 2.0, "alpha": "inverse_frequency"}])
+def test_class_weights_resolved_in_setup_are_in_the_average_and_resume(synthetic_root, tmp_path, loss):
+    """The module resolves its loss's class weights in ``setup``, which Lightning runs after the
+    callbacks': the average, copied from the module, must hold them too."""
+    root = synthetic_root("isic2018")
+    trainer, module, _, checkpoints = fit(root, tmp_path / "first", epochs=1, loss=loss)
+    weights = {k: v for k, v in module.state_dict().items() if k.startswith("loss_fn.")}
+    assert weights  # the resolved weights are state of the module
+    best = torch.load(checkpoints.best_model_path, map_location="cpu", weights_only=True)
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in weights.items())
+    trainer.test(module, datamodule=trainer.datamodule, ckpt_path=checkpoints.best_model_path, weights_only=True)
+    fit(root, tmp_path / "second", epochs=2, resume=tmp_path / "first" / "last.ckpt", loss=loss)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -219,6 +220,16 @@ def test_two_seeded_runs_give_identical_metrics(run_cli, tmp_path):
                 "trainer.deterministic=true", f"hydra.run.dir={tmp_path / name}")
         outputs.append((tmp_path / name / "test_metrics.json").read_text())
     assert outputs[0] == outputs[1]
+
+
+def test_quickstart_balances_every_class_past_a_test_bacc_of_0_70(run_cli, tmp_path):
+    """The README's quickstart as a new user runs it: the sampler makes it recall the smallest classes."""
+    run_cli("train.py", "experiment=quickstart", f"hydra.run.dir={tmp_path / 'run'}")
+    metrics = read_metrics(tmp_path / "run" / "test_metrics.json")
+    assert metrics["bacc"] >= 0.70, metrics
+    assert all(metrics[f"recall/{c}"] > 0 for c in metrics["classes"]), metrics
+    last = (tmp_path / "run" / "train.log").read_text().strip().splitlines()[-1]
+    assert re.search(r"validation: bacc \S+ \(epoch \d+\); test: bacc \S+, auc_macro \S+ → .*test_metrics.json$", last)
 
 
 def test_resume_without_a_run_directory_is_refused(run_cli, tmp_path):

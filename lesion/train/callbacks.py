@@ -136,9 +136,15 @@ class EMA(EMAWeightAveraging):
 
     Validation, and so the choice of ``best.ckpt``, runs on the averaged weights; every checkpoint
     holds them as its ``state_dict`` (what evaluation loads) and the training weights beside them,
-    so a resumed run continues both. One difference: Lightning's callback puts the training
-    weights back whenever a checkpoint is loaded, also by ``trainer.test(ckpt_path=…)``, which would
-    test those instead of the averaged ones; here they are put back only when fitting resumes.
+    so a resumed run continues both. Two differences from Lightning's callback:
+
+    - it puts the training weights back whenever a checkpoint is loaded, also by
+      ``trainer.test(ckpt_path=…)``, which would test those instead of the averaged ones; here they
+      are put back only when fitting resumes;
+    - it copies the module into the average in ``setup``, which Lightning runs before the module's
+      own ``setup``, where ``LesionClassifier`` resolves its loss's class weights; here the copy is
+      made once the module is set up (when the fit starts, or when a resumed fit loads its
+      checkpoint), so the average holds the same state as the module.
 
     Args:
         decay: weight of the old average at each step (0.999 averages over about 1000 steps).
@@ -148,6 +154,18 @@ class EMA(EMAWeightAveraging):
     def __init__(self, decay: float = 0.999, **kwargs: Any):
         super().__init__(decay=decay, **kwargs)
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._average_model = None  # a new fit averages anew, from the module once it is set up
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._copy_module(trainer, pl_module)
+
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
+            self._copy_module(trainer, pl_module)
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def _copy_module(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._average_model is None:
+            super().setup(trainer, pl_module, "fit")
