@@ -56,6 +56,6 @@ def test_quick_real_data_benchmark_prints_both_models_and_the_floor(uda1, cli_en
             assert found and 0 <= float(found.group(1)) <= 1, result.stdout
         assert re.search(rf"^  {model}\s+seed\s+\d+: .*\(best.ckpt, epoch \d+\); last epoch: MEL AUC", result.stdout,
                          re.MULTILINE), result.stdout
-        found = re.search(rf"^  {model}\s+ensemble of seeds 42 \(flips \+ 4 crops\): MEL AUC (\S+)", result.stdout,
-                          re.MULTILINE)
+        ensemble = rf"^  {model}\s+ensemble of seeds 42 \(flips \+ 4 crops\): MEL AUC ([\d.]+), BACC ([\d.]+)$"
+        found = re.search(ensemble, result.stdout, re.MULTILINE)
         assert found and 0 <= float(found.group(1)) <= 1, result.stdout
