@@ -58,24 +58,25 @@ def colour_floor(root: Path) -> float:
     return float(roc_auc_score(y_test == mel, model.predict_proba(scaler.transform(x_test))[:, 1]))
 
 
+def run_script(script: str, overrides: list[str], cwd: Path, what: str) -> None:
+    """Run ``train.py`` or ``evaluate.py`` with ``overrides``; exit with its error output if it fails."""
+    done = subprocess.run([sys.executable, str(REPO / script), *overrides], cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{script} {what} failed:\n{done.stderr[-4000:]}")
+
+
 def train(root: Path, model: str, seed: int, args: argparse.Namespace, folder: Path) -> dict:
     """Train one run; return the test metrics of its best checkpoint, with the epoch chosen and those of its last."""
     run_dir = folder / f"{model}-{seed}"
-    done = subprocess.run([
-        sys.executable, str(REPO / "train.py"), "dataset=isic2017", f"dataset.root={root}", f"model={model}",
-        "model.backbone=resnet18", "model.weights=none", f"dataset.image_size={args.size}", "balance=class_weight",
-        "trainer=cpu", f"trainer.max_epochs={args.epochs}", "patience=null", f"seed={seed}", "logger=csv",
-        *args.extra, f"hydra.run.dir={run_dir}",
-    ], cwd=folder, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"train.py {model} seed {seed} failed:\n{done.stderr[-4000:]}")
+    run_script("train.py", [
+        "dataset=isic2017", f"dataset.root={root}", f"model={model}", "model.backbone=resnet18", "model.weights=none",
+        f"dataset.image_size={args.size}", "balance=class_weight", "trainer=cpu", f"trainer.max_epochs={args.epochs}",
+        "patience=null", f"seed={seed}", "logger=csv", *args.extra, f"hydra.run.dir={run_dir}",
+    ], folder, f"of {model} seed {seed}")
     last = run_dir / "last-epoch"
-    done = subprocess.run([
-        sys.executable, str(REPO / "evaluate.py"), f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "split=test",
-        f"out={last}", "gradcam.n=0", "plots=false", "bootstrap=10",
-    ], cwd=folder, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"evaluate.py of the last epoch of {model} seed {seed} failed:\n{done.stderr[-4000:]}")
+    run_script("evaluate.py", [f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", "split=test", f"out={last}",
+                               "gradcam.n=0", "plots=false", "bootstrap=10"],
+               folder, f"of the last epoch of {model} seed {seed}")
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     metrics["epoch"] = json.loads((run_dir / "val_metrics.json").read_text())["epoch"]
     metrics["last"] = json.loads((last / "metrics.json").read_text())
@@ -85,12 +86,8 @@ def train(root: Path, model: str, seed: int, args: argparse.Namespace, folder: P
 def ensemble(runs: list[Path], out: Path) -> dict:
     """Test metrics of the runs' best checkpoints as one ensemble (mean), each with flips and 4 crops."""
     members = ",".join(str(run / "checkpoints" / "best.ckpt") for run in runs)
-    done = subprocess.run([
-        sys.executable, str(REPO / "evaluate.py"), f"ckpt=[{members}]", "split=test", f"out={out}", "tta.flips=true",
-        "tta.crops=4", "gradcam.n=0", "plots=false", "bootstrap=10",
-    ], cwd=out.parent, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"evaluate.py of the ensemble failed:\n{done.stderr[-4000:]}")
+    run_script("evaluate.py", [f"ckpt=[{members}]", "split=test", f"out={out}", "tta.flips=true", "tta.crops=4",
+                               "gradcam.n=0", "plots=false", "bootstrap=10"], out.parent, "of the ensemble")
     return json.loads((out / "metrics.json").read_text())
 
 

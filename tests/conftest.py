@@ -88,9 +88,11 @@ class _ForkServer:
 
     def run(self, command: list[str], module: str | None, cwd: Path, env: dict[str, str],
             timeout: int) -> subprocess.CompletedProcess:
+        """Run ``command`` (``python SCRIPT …`` or ``python -m MODULE …``, ``module`` naming the module)."""
         self.runs += 1
         out, err = self.streams / f"{self.runs}.out", self.streams / f"{self.runs}.err"
-        request = {"argv": command[1:] if module is None else [module, *command[3:]], "module": module,
+        argv = command[2:] if module else command[1:]  # what sys.argv starts from: the module or the script
+        request = {"argv": argv, "module": module,
                    "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "timeout": timeout}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
