@@ -27,6 +27,9 @@ from lesion.train.optim import SCHEDULERS
 
 WEIGHTINGS = ("inverse_frequency", "effective_number")
 GRADCAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+EXPORT_FORMATS = ("onnx", "torchscript")
+# What computes evaluate.py's probabilities: the checkpoint's torch net, or the same net exported to ONNX.
+RUNTIMES = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -382,13 +385,19 @@ def tta_views(tta: object) -> tuple[bool, int]:
     return (tta, 1) if isinstance(tta, bool) else (tta["flips"], tta["crops"])
 
 
+def _check_checkpoints(ckpt: object) -> None:
+    """``ckpt``: a checkpoint, a glob, a sweep folder, or a non-empty list of them."""
+    Value("strings", also=(str,), hint="a .ckpt, a glob, a sweep folder, or a list of them").check("ckpt", ckpt)
+    if isinstance(ckpt, (list, tuple)) and not ckpt:
+        raise LesionError("ckpt", "is an empty list", "name one checkpoint or more")
+
+
 def check_evaluate(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/evaluate.yaml`` config (a plain dict), before any work."""
-    Value("strings", also=(str,), hint="a .ckpt, a glob, a sweep folder, or a list of them").check("ckpt", cfg["ckpt"])
-    if isinstance(cfg["ckpt"], (list, tuple)) and not cfg["ckpt"]:
-        raise LesionError("ckpt", "is an empty list", "name one checkpoint or more")
+    _check_checkpoints(cfg["ckpt"])
     Value(str, choices=ENSEMBLES).check("ensemble", cfg["ensemble"])
     Value(bool).check("member_columns", cfg["member_columns"])
+    Value(str, choices=RUNTIMES).check("runtime", cfg["runtime"])
     tta = cfg["tta"]
     if not isinstance(tta, (bool, Mapping)):
         raise LesionError("tta", f"is {_describe(tta)}, not true, false or flips/crops options",
@@ -415,6 +424,15 @@ def check_evaluate(cfg: Mapping) -> None:
     dataset = cfg.get("dataset") or {}
     if dataset.get("layout") is not None:
         DATASET.check("dataset", {k: v for k, v in dataset.items() if k != "seed"})
+
+
+def check_export(cfg: Mapping) -> None:
+    """Refuse any bad option of a composed ``conf/export.yaml`` config (a plain dict), before any work."""
+    _check_checkpoints(cfg["ckpt"])
+    Value(str, choices=EXPORT_FORMATS).check("format", cfg["format"])
+    Value(str, null=True).check("out", cfg["out"])
+    _integer(17, hint="an ONNX opset ≥ 17").check("opset", cfg["opset"])
+    Value(bool).check("trust_checkpoint", cfg["trust_checkpoint"])
 
 
 STORED_KEYS = ("model", "loss", "optimizer", "scheduler", "classes", "taxonomy", "mean", "std", "image_size",

@@ -16,13 +16,18 @@ The probabilities of all views are averaged.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lesion.export.graph import ProbabilityGraph
 from lesion.train.module import LesionClassifier
+
+# Images (B×3×H×W) and encoded metadata (B×D or None) → B×K class probabilities.
+Probabilities = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -50,19 +55,24 @@ def views(images: torch.Tensor, size: int, flips: bool = False, crops: int = 1) 
 
 
 @torch.no_grad()
-def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, crops: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, crops: int = 1,
+            graph: Probabilities | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N×K) and labels (N, -1 when unlabelled) over ``loader``, in order.
 
     Batches are ``(images, labels)``, or ``(images, metadata, labels)`` for a net that takes
     patient metadata (the same metadata for every view). The probabilities are averaged over
     :func:`views`; with ``crops > 1`` the loader gives whole squares (``SquarePreset``).
+    ``graph`` computes each view's probabilities: by default the module's net, the same
+    :class:`~lesion.export.graph.ProbabilityGraph` an export holds; an exported graph run
+    elsewhere (:class:`~lesion.export.onnx.OnnxRuntimeGraph`) takes its place.
     """
     probs, labels = [], []
     size = module.hparams.image_size
+    graph = graph or ProbabilityGraph([module.net]).eval()
     for *inputs, targets in tqdm(loader, desc="predict", unit="batch"):
         images = inputs[0].to(module.device)
         metadata = inputs[1].to(module.device) if module.uses_metadata else None
         seen = views(images, size, flips, crops)
-        probs.append(torch.stack([module(v, metadata).float().softmax(1) for v in seen]).mean(0).cpu())
+        probs.append(torch.stack([graph(v, metadata) for v in seen]).mean(0).cpu())
         labels.append(targets)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()

@@ -35,6 +35,9 @@ from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet
 from lesion.evaluate.ensemble import combine, member_checkpoints
 from lesion.evaluate.predict import predict
 from lesion.evaluate.report import evaluation_report, format_report
+from lesion.export.graph import ProbabilityGraph
+from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
+from lesion.export.preprocessing import preprocessing_record
 from lesion.files import write_atomic, write_json
 from lesion.hydra_record import write_record
 from lesion.options import DATASET, check_evaluate, tta_views
@@ -187,11 +190,23 @@ def _check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
 
 @dataclass
 class Member:
-    """One model of the evaluation: its checkpoint, its module and its name in outputs."""
+    """One model of the evaluation: its checkpoint, its module, its name in outputs, and the graph that
+    computes its probabilities when not the module's own net (``runtime=onnx``)."""
 
     path: Path
     module: LesionClassifier
     name: str
+    graph: OnnxRuntimeGraph | None = None
+
+    def predict(self, loader: DataLoader, flips: bool, crops: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~lesion.evaluate.predict.predict` with this member's net or graph."""
+        return predict(self.module, loader, flips, crops, self.graph)
+
+
+def _onnx_graph(module: LesionClassifier) -> OnnxRuntimeGraph:
+    """The module's net exported to ONNX in memory (as ``export.py`` writes it), run by ONNX Runtime."""
+    record = preprocessing_record(module.hparams)
+    return OnnxRuntimeGraph(onnx_bytes(ProbabilityGraph([module.net]), record, record["input_size"]))
 
 
 def _members(cfg: DictConfig) -> list[Member]:
@@ -200,6 +215,9 @@ def _members(cfg: DictConfig) -> list[Member]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     members = [Member(path, LesionClassifier.load_from_checkpoint(path, device, weights_only=not cfg.trust_checkpoint),
                       f"member_{k}") for k, path in enumerate(paths, 1)]
+    if cfg.runtime == "onnx":
+        for member in members:
+            member.graph = _onnx_graph(member.module)
     classes = list(members[0].module.hparams.classes)
     for member in members[1:]:
         if list(member.module.hparams.classes) != classes:
@@ -256,6 +274,8 @@ def run(cfg: DictConfig) -> dict:
     """
     options = OmegaConf.to_container(cfg, resolve=True)
     check_evaluate(options)
+    if cfg.runtime == "onnx":
+        require_onnx("runtime=onnx")
     members = _members(cfg)
     classes = list(members[0].module.hparams.classes)
     if cfg.gradcam.target is not None and cfg.gradcam.target not in classes:
@@ -268,8 +288,8 @@ def run(cfg: DictConfig) -> dict:
             log.warning("metadata: only the members trained with patient metadata read it")
         folders = [_folder(member, cfg) for member in members]
         write_record(cfg, out)
-        each = [predict(m.module, DataLoader(_as_viewed(f, m, crops), batch_size=cfg.batch_size, num_workers=workers),
-                        flips, crops)[0] for m, f in zip(members, folders)]
+        each = [m.predict(DataLoader(_as_viewed(f, m, crops), batch_size=cfg.batch_size, num_workers=workers),
+                          flips, crops)[0] for m, f in zip(members, folders)]
         probs = combine(each, cfg.ensemble)
         table = _table(folders[0].ids, each, probs, members, cfg, None)
         write_atomic(out / "predictions.csv", table.to_csv(index=False))
@@ -291,13 +311,12 @@ def run(cfg: DictConfig) -> dict:
             raise LesionError("ckpt", f"{member.path} evaluates other {cfg.split} images ({len(dataset)}) than "
                               f"{members[0].path} ({len(datasets[0])})", "ensemble models of the same dataset and split")
     write_record(cfg, out)
-    predicted = [predict(m.module, dm.loader(_as_viewed(d, m, crops)), flips, crops)
-                 for m, (dm, d) in zip(members, prepared)]
+    predicted = [m.predict(dm.loader(_as_viewed(d, m, crops)), flips, crops) for m, (dm, d) in zip(members, prepared)]
     each, labels = [p for p, _ in predicted], predicted[0][1]
     probs = combine(each, cfg.ensemble)
 
     if cfg.calibrate:
-        val_probs = combine([predict(m.module, dm.loader(_as_viewed(dm.val_set, m, crops)), flips, crops)[0]
+        val_probs = combine([m.predict(dm.loader(_as_viewed(dm.val_set, m, crops)), flips, crops)[0]
                              for m, (dm, _) in zip(members, prepared)], cfg.ensemble)
         val_labels = prepared[0][0].val_set.labels
         temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
@@ -308,6 +327,8 @@ def run(cfg: DictConfig) -> dict:
     report = evaluation_report(probs, labels, classes, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
     if len(members) > 1:
         report["ensemble"] = _ensemble_record(members, cfg)
+    if cfg.runtime != "torch":
+        report["runtime"] = cfg.runtime
     write_json(out / "metrics.json", report)
     write_atomic(out / "metrics.txt", format_report(report))
     datamodule, dataset = prepared[0]

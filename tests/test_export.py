@@ -1,0 +1,209 @@
+"""ONNX / TorchScript export (export.py), and evaluate.py runtime=onnx: the exported graph gives the
+torch model's probabilities on real images, and the file carries the preprocessing."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from lesion.data.transforms import EvalPreset
+from lesion.data.unlabelled import FolderImages
+from lesion.errors import LesionError
+from lesion.export.graph import ProbabilityGraph
+from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, read_record
+from lesion.export.preprocessing import ensemble_record, preprocessing_record
+from lesion.export.torchscript import load_torchscript
+from lesion.models.registry import barata_net, baseline_net
+from lesion.train.module import LesionClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_UDA1 = REPO.parent / "shared" / "data" / "isic2017-uda1"
+CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+TINY = ("trainer=cpu", "model.backbone=resnet18", "model.weights=none", "dataset=synthetic2018", "dataset.image_size=32",
+        "dataset.batch_size=4", "dataset.num_workers=0", "dataset.synthetic_n=30", "trainer.max_epochs=1")
+
+
+@pytest.fixture(scope="module")
+def baseline_run(run_cli, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("baseline")
+    run_cli("train.py", *TINY, "model=baseline", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+@pytest.fixture(params=["baseline", "barata"])
+def checkpoint(request, baseline_run, trained_run) -> Path:
+    """best.ckpt of the linear head, or of the hierarchical Barata head (LSTM decoder)."""
+    return (baseline_run if request.param == "baseline" else trained_run) / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def real_images(tmp_path_factory) -> Path:
+    """20 real UDA-1 validation images as a folder, at their own sizes."""
+    if not SHARED_UDA1.is_dir():
+        pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
+    folder = tmp_path_factory.mktemp("images")
+    with zipfile.ZipFile(SHARED_UDA1 / "ISIC-2017_Validation_Data.zip") as archive:
+        names = sorted(n for n in archive.namelist() if re.search(r"ISIC_\d{7}\.jpg$", n))[:20]
+        for name in names:
+            (folder / Path(name).name).write_bytes(archive.read(name))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def predictions(run_cli, real_images, tmp_path_factory):
+    """``predictions(ckpt, *options)``: evaluate.py's predictions.csv on the real images (each evaluation once)."""
+    made: dict[tuple, pd.DataFrame] = {}
+
+    def evaluate(ckpt: Path, *options: str) -> pd.DataFrame:
+        if (ckpt, options) not in made:
+            out = tmp_path_factory.mktemp("eval")
+            run_cli("evaluate.py", f"ckpt={ckpt}", f"images={real_images}", f"out={out}", "gradcam.n=0",
+                    "num_workers=0", *options)
+            made[ckpt, options] = pd.read_csv(out / "predictions.csv").set_index("image")
+        return made[ckpt, options]
+
+    return evaluate
+
+
+@pytest.fixture(scope="module")
+def exported(run_cli, tmp_path_factory):
+    """``exported(ckpt, format)``: export.py's file of a checkpoint (each export once)."""
+    made: dict[tuple, Path] = {}
+
+    def export(ckpt: Path, form: str = "onnx") -> Path:
+        if (ckpt, form) not in made:
+            out = tmp_path_factory.mktemp("export") / ("model.onnx" if form == "onnx" else "model.pt")
+            run_cli("export.py", f"ckpt={ckpt}", f"format={form}", f"out={out}")
+            made[ckpt, form] = out
+        return made[ckpt, form]
+
+    return export
+
+
+def _inputs(images: Path, hparams) -> tuple[list[str], torch.Tensor]:
+    """The folder's images preprocessed as evaluate.py does, as one batch."""
+    record = preprocessing_record(hparams)
+    folder = FolderImages(images, EvalPreset(record["input_size"], record["mean"], record["std"]), record["cache_size"])
+    return folder.ids, torch.stack([folder[i][0] for i in range(len(folder))])
+
+
+@pytest.mark.parametrize("views", [(), ("tta.crops=4",)], ids=["plain", "crops4"])
+def test_onnx_runtime_gives_the_torch_probabilities_on_real_images(checkpoint, views, predictions):
+    torch_side, onnx_side = predictions(checkpoint, *views), predictions(checkpoint, *views, "runtime=onnx")
+    assert len(torch_side) == 20
+    difference = np.abs(onnx_side[CLASSES].to_numpy() - torch_side[CLASSES].to_numpy()).max()
+    print(f"max |Δ probability| onnx vs torch on 20 real images ({checkpoint.parent.parent.name}, {views}): "
+          f"{difference:.2e}")
+    assert difference <= 1e-4
+    assert (onnx_side["prediction"] == torch_side["prediction"]).all()
+
+
+def test_exported_files_carry_the_preprocessing_and_take_any_batch(checkpoint, real_images, predictions, exported):
+    expected = predictions(checkpoint)
+    module = LesionClassifier.load_from_checkpoint(checkpoint)
+    ids, batch = _inputs(real_images, module.hparams)
+    onnx_file, script_file = exported(checkpoint), exported(checkpoint, "torchscript")
+
+    record = read_record(onnx_file.read_bytes())
+    hp = module.hparams
+    assert record["classes"] == CLASSES == list(hp.classes)
+    assert (record["mean"], record["std"]) == (list(hp.mean), list(hp.std))
+    assert (record["input_size"], record["cache_size"], record["color_constancy"]) == (32, 41, None)
+    assert record["lesion_version"] == __import__("lesion").__version__
+    assert record["model"] == hp.model["name"] and record["inputs"] == ["image"]
+    graph = OnnxRuntimeGraph(onnx_file.read_bytes())
+    assert [d.dim_param for d in onnx.load(onnx_file).graph.input[0].type.tensor_type.shape.dim][0] == "batch"
+    script, script_record = load_torchscript(script_file.read_bytes())
+    assert script_record == record
+    want = expected.loc[ids, CLASSES].to_numpy()
+    for run in (graph, script):
+        with torch.no_grad():
+            whole = run(batch).numpy()
+            one_by_one = np.concatenate([run(batch[i:i + 1]).numpy() for i in range(3)])
+        assert np.abs(whole - want).max() <= 1e-4
+        assert np.abs(one_by_one - want[:3]).max() <= 1e-4
+
+
+def test_an_ensemble_exports_as_one_graph_of_the_mean_probability(baseline_run, trained_run, real_images, predictions,
+                                                                  run_cli, tmp_path):
+    members = [baseline_run / "checkpoints" / "best.ckpt", trained_run / "checkpoints" / "best.ckpt"]
+    each = [predictions(m) for m in members]
+    out = tmp_path / "ensemble.onnx"
+    run_cli("export.py", f"ckpt=[{members[0]},{members[1]}]", f"out={out}")
+    record = read_record(out.read_bytes())
+    assert record["ensemble"] == {"method": "mean", "members": 2} and record["model"] == ["baseline", "barata"]
+    ids, batch = _inputs(real_images, LesionClassifier.load_from_checkpoint(members[0]).hparams)
+    mean = np.mean([table.loc[ids, CLASSES].to_numpy() for table in each], axis=0)
+    assert np.abs(OnnxRuntimeGraph(out.read_bytes())(batch).numpy() - mean).max() <= 1e-4
+
+
+@pytest.mark.parametrize("head", ["baseline", "hierarchical"])
+def test_a_metadata_net_exports_with_a_metadata_input(head):
+    torch.manual_seed(0)
+    taxonomy = [[0, 0, 0], [0, 1, 1], [1, 0, 2]]
+    if head == "baseline":
+        net = baseline_net(3, taxonomy, backbone="resnet18", weights="none", metadata_features=6)
+    else:
+        net = barata_net(3, taxonomy, backbone="resnet18", weights="none", hierarchical=True, hidden_size=16,
+                         embed_dim=4, metadata_features=6)
+    graph = ProbabilityGraph([net]).eval()
+    exported = OnnxRuntimeGraph(onnx_bytes(graph, {"inputs": ["image", "metadata"]}, 32))
+    assert exported.inputs == ["image", "metadata"]
+    x, meta = torch.randn(3, 3, 32, 32), torch.randn(3, 6)
+    with torch.no_grad():
+        want, other = graph(x, meta), graph(x, meta.flip(0))
+    assert torch.allclose(exported(x, meta), want, atol=1e-5)
+    assert (want - other).abs().max() > 1e-4  # the metadata input reaches the output
+
+
+def test_members_that_preprocess_differently_are_refused():
+    hparams = {"model": {"name": "baseline", "backbone": "resnet18"}, "classes": CLASSES, "mean": [0.5] * 3,
+               "std": [0.2] * 3, "image_size": 32, "dataset": {}, "metadata": None}
+    records = [preprocessing_record(hparams), preprocessing_record({**hparams, "image_size": 64})]
+    with pytest.raises(LesionError, match="b.ckpt differs from a.ckpt in input_size, cache_size"):
+        ensemble_record(records, ["a.ckpt", "b.ckpt"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (["format=tflite"], "format: 'tflite' is not one of onnx, torchscript"),
+    (["out={tmp}"], "is a folder"),
+    (["ckpt=[{ckpt},{ckpt}]"], "is named twice"),
+    (["ckpt=[{ckpt},{other}]"], "out: is needed for an ensemble"),
+    (["opset=9"], "opset"),
+])
+def test_refusals_write_nothing(options, message, baseline_run, trained_run, run_cli, tmp_path):
+    ckpt, other = baseline_run / "checkpoints" / "best.ckpt", trained_run / "checkpoints" / "best.ckpt"
+    before = sorted(p.name for p in ckpt.parent.iterdir())
+    given = [o.format(tmp=tmp_path, ckpt=ckpt, other=other) for o in options]
+    if not any(o.startswith("ckpt=") for o in given):
+        given.insert(0, f"ckpt={ckpt}")
+    result = run_cli("export.py", *given, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("lesion: error: ") and message in result.stderr
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == before and not any(tmp_path.iterdir())
+
+
+def test_readme_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(baseline_run, real_images, predictions,
+                                                                               exported, tmp_path, monkeypatch):
+    snippet = re.search(r"<!-- onnx-snippet -->\s*```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    assert len(snippet.strip().splitlines()) <= 12
+    ckpt = baseline_run / "checkpoints" / "best.ckpt"
+    expected = predictions(ckpt)
+    (tmp_path / "model.onnx").symlink_to(exported(ckpt))
+    monkeypatch.chdir(tmp_path)
+    worst = 0.0
+    for image in sorted(real_images.iterdir())[:5]:
+        (tmp_path / "lesion.jpg").write_bytes(image.read_bytes())
+        namespace: dict = {}
+        exec(compile(snippet, "README snippet", "exec"), namespace)  # noqa: S102 — the README's own code
+        worst = max(worst, float(np.abs(namespace["probs"] - expected.loc[image.stem, CLASSES].to_numpy()).max()))
+    print(f"README snippet vs evaluate.py: max |Δ probability| {worst:.4f} on 5 real images")
+    assert worst <= 0.02  # PIL's bilinear resize in place of lesion's (albumentations); the README says so
