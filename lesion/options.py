@@ -435,6 +435,17 @@ def check_export(cfg: Mapping) -> None:
     Value(bool).check("trust_checkpoint", cfg["trust_checkpoint"])
 
 
+def check_demo(cfg: Mapping) -> None:
+    """Refuse any bad option of a composed ``conf/demo.yaml`` config (a plain dict), before any work."""
+    Value(str).check("ckpt", cfg["ckpt"])
+    Value(str).check("host", cfg["host"])
+    _integer(1, 65535, hint="a TCP port, e.g. 7860").check("port", cfg["port"])
+    for key in ("share", "trust_checkpoint"):
+        Value(bool).check(key, cfg[key])
+    Value(str).check("max_file_size", cfg["max_file_size"])
+    Section({"layer": Value(str, choices=GRADCAM_LAYERS)}).check("gradcam", cfg["gradcam"])
+
+
 STORED_KEYS = ("model", "loss", "optimizer", "scheduler", "classes", "taxonomy", "mean", "std", "image_size",
                "dataset", "split", "metadata")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,16 @@ class FolderImages(Dataset):
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
         self.transform, self.size, self.color_constancy = transform, size, color_constancy
         self.metadata: np.ndarray | None = None
+
+    @classmethod
+    def of_files(cls, paths: Sequence[Path], transform: EvalPreset, size: int,
+                 color_constancy: str | None = None) -> FolderImages:
+        """The given files, in the given order and whatever their names (e.g. uploads), decoded as a folder's."""
+        images = cls.__new__(cls)
+        images.paths = [Path(p) for p in paths]
+        images.transform, images.size, images.color_constancy = transform, size, color_constancy
+        images.metadata = None
+        return images
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -305,8 +305,13 @@ def write_gradcam(stem: str, image: Image.Image, cam: np.ndarray, out_dir: Path)
         np.save(f, cam)
     # The same colour map as show_cam_on_image, so the colour file matches the overlay.
     _save_png(paths["color"], cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB))
-    _save_png(paths["overlay"], show_cam_on_image(np.float32(rgb) / 255, cam, use_rgb=True))
+    _save_png(paths["overlay"], overlay(rgb, cam))
     return paths
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """The CAM (H×W in [0, 1]) in jet colours over an H×W×3 uint8 RGB image: H×W×3 uint8."""
+    return show_cam_on_image(np.float32(rgb) / 255, np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0), use_rgb=True)
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

@@ -1,0 +1,122 @@
+"""Drive the demo page in headless Chromium: upload images, wait for the result, take a screenshot.
+
+    python docs/demo_browser.py --ckpt PATH --image FILE [--image FILE …] --out docs/demo.png
+
+Starts ``demo.py ckpt=PATH`` on a free port of 127.0.0.1, opens the page in Debian's ``chromium``
+through ``chromedriver`` (selenium), uploads the images, waits until the summary names every
+image, saves a screenshot of the whole page and prints the summary. The browser test
+(``tests/test_demo.py``) and the README's screenshot both use :func:`classify_in_browser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-quic", "--window-size=1280,1600")
+
+
+def chromium() -> tuple[str, str] | None:
+    """Paths of ``chromium`` and ``chromedriver``, or ``None`` when either is missing."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(ckpt: Path, *options: str, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[str]:
+    """``demo.py ckpt=…`` running on a free local port; yields its URL and stops it afterwards."""
+    port = free_port()
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen([sys.executable, str(REPO / "demo.py"), f"ckpt={ckpt}", f"port={port}", *options],
+                               stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            log.seek(0)
+            text = log.read()
+            if "Running on local URL" in text:
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"demo.py did not start (exit {process.poll()}):\n{text[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def classify_in_browser(url: str, images: Sequence[Path], screenshot: Path, timeout: float = 120) -> str:
+    """Upload ``images`` on the page at ``url``, wait for their result, save ``screenshot``; returns the summary text."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver_path = chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, timeout)
+        upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+        upload.send_keys("\n".join(str(Path(p).resolve()) for p in images))
+        names = [Path(p).name for p in images]
+        wait.until(lambda d: all(n in d.find_element(By.ID, "summary").text for n in names))
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gradcam img")) > 0)
+        time.sleep(1)  # let the chart and the gallery finish drawing
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, min(max(height, 900), 4000))
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(screenshot))
+        return driver.find_element(By.ID, "summary").text + "\n" + driver.find_element(By.ID, "notice").text
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", type=Path, required=True)
+    parser.add_argument("--image", type=Path, action="append", required=True)
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "demo.png")
+    parser.add_argument("demo_options", nargs="*", help="more demo.py options, e.g. gradcam.layer=layer3")
+    args = parser.parse_args()
+    if chromium() is None:
+        raise SystemExit("demo_browser: chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    with served(args.ckpt, *args.demo_options, env=dict(os.environ)) as url:
+        print(classify_in_browser(url, args.image, args.out))
+    print(f"screenshot → {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The web page (demo.py): the same numbers as evaluate.py images=…, readable messages for bad files,
+local binding, and a real browser (headless Chromium) that uploads a real image and sees the result."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from lesion.data.metadata_features import MetadataEncoding
+from lesion.demo.classify import PageModel, load_page_model
+from lesion.demo.page import NOTICE, respond
+from lesion.errors import LesionError
+from lesion.train.run import build_classifier
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_UDA1 = REPO.parent / "shared" / "data" / "isic2017-uda1"
+CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+_spec = importlib.util.spec_from_file_location("demo_browser", REPO / "docs" / "demo_browser.py")
+demo_browser = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo_browser)
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory) -> Path:
+    """6 real UDA-1 images, one of them as a 16-bit grayscale PNG and one as RGBA PNG (modes folder inference takes)."""
+    if not SHARED_UDA1.is_dir():
+        pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
+    folder = tmp_path_factory.mktemp("uploads")
+    with zipfile.ZipFile(SHARED_UDA1 / "ISIC-2017_Test_v2_Data.zip") as archive:
+        names = sorted(n for n in archive.namelist() if re.search(r"ISIC_\d{7}\.jpg$", n))[:6]
+        for name in names:
+            (folder / Path(name).name).write_bytes(archive.read(name))
+    first, second = sorted(folder.iterdir())[:2]
+    gray = np.asarray(Image.open(first).convert("L"), dtype=np.uint16) * 257
+    Image.fromarray(gray).save(folder / f"{first.stem}_16bit.png")
+    Image.open(second).convert("RGBA").save(folder / f"{second.stem}_rgba.png")
+    first.unlink()
+    second.unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_run, uploads, run_cli, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("eval")
+    run_cli("evaluate.py", f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", f"images={uploads}", f"out={out}",
+            "gradcam.n=0", "num_workers=0")
+    return pd.read_csv(out / "predictions.csv").set_index("image")
+
+
+@pytest.fixture(scope="module")
+def page_model(trained_run) -> PageModel:
+    return load_page_model(trained_run / "checkpoints" / "best.ckpt", "layer3")
+
+
+def test_the_page_shows_the_probabilities_of_evaluate_py_for_the_same_images(page_model, uploads, evaluated):
+    files = sorted(uploads.iterdir())
+    summary, chart, gallery, table = respond(page_model, [str(f) for f in files])
+    table = table.set_index("image")
+    for f in files:
+        # The page's table (4 decimals) and evaluate.py's predictions.csv, image by image.
+        assert np.abs(table.loc[f.name, CLASSES].to_numpy(float) - evaluated.loc[f.stem, CLASSES].to_numpy()).max() <= 5e-5
+        assert f"**{f.name}** → **{evaluated.loc[f.stem, 'prediction']}**" in summary
+    exact = page_model.classify(files)
+    want = evaluated.loc[[f.stem for f in files], CLASSES].to_numpy()
+    assert np.abs(np.stack([r.probabilities for r in exact]) - want).max() <= 1e-6
+    for (picture, caption), f, result in zip(gallery, files, exact):
+        assert picture.shape == (*Image.open(f).size[::-1], 3)  # the overlay at the upload's own size
+        assert caption == f"{f.name}: Grad-CAM of {result.explained}"
+    assert chart is not None and len(chart.axes) == len(files)
+
+
+def test_bad_files_get_a_readable_message_on_the_page_and_the_rest_are_classified(page_model, uploads, tmp_path):
+    good = sorted(uploads.glob("*.jpg"))[0]
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    summary, _, gallery, table = respond(page_model, [str(text), str(good), str(empty)])
+    assert "Traceback" not in summary and str(tmp_path) not in summary
+    assert re.search(r"\*\*notes\.jpg\*\*: not classified: cannot be decoded as an image", summary)
+    assert re.search(r"\*\*empty\.png\*\*: not classified: cannot be decoded as an image", summary)
+    assert f"**{good.name}** → **" in summary and list(table["image"]) == [good.name] and len(gallery) == 1
+    assert respond(page_model, None) == ("", None, [], None)
+
+
+def test_a_model_trained_with_metadata_is_refused_by_the_page():
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("train", overrides=["dataset=synthetic_ham10000", "model=baseline", "model.backbone=resnet18",
+                                          "model.weights=none", "model.metadata=true", "dataset.image_size=32"])
+    module = build_classifier(cfg, None, MetadataEncoding(("female", "male"), ("back",), 50.0, 20.0).as_dict())
+    with pytest.raises(LesionError, match="trained with patient metadata, and the page takes images only"):
+        PageModel(module, "fused.ckpt")
+
+
+@pytest.mark.parametrize("options, message", [
+    (["ckpt=missing.ckpt"], "missing.ckpt: checkpoint not found"),
+    (["port=0"], "port"),
+    (["share=maybe"], "share"),
+    (["gradcam.layer=fc"], "gradcam.layer"),
+])
+def test_bad_options_are_refused_before_anything_is_served(options, message, trained_run, run_cli):
+    given = options if options[0].startswith("ckpt=") else [f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", *options]
+    result = run_cli("demo.py", *given, check=False, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "Running on" not in result.stdout
+    assert result.stderr.startswith("lesion: error: ") and message in result.stderr
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp{,6} writes them) listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.append(address)
+    return found
+
+
+@pytest.mark.slow
+def test_the_page_in_a_real_browser_shows_the_top_class_of_an_uploaded_real_image(trained_run, uploads, evaluated,
+                                                                                  cli_env, tmp_path):
+    if demo_browser.chromium() is None:
+        pytest.skip("no Chromium: install Debian's chromium and chromium-driver (.ci/run does when apt-get works)")
+    image = sorted(uploads.glob("*.jpg"))[0]
+    screenshot = tmp_path / "page.png"
+    with demo_browser.served(trained_run / "checkpoints" / "best.ckpt", "gradcam.layer=layer3", env=cli_env) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert _listening(port) == ["0100007F"]  # 127.0.0.1 only
+        shown = demo_browser.classify_in_browser(url, [image], screenshot)
+    assert f"{image.name} → {evaluated.loc[image.stem, 'prediction']} " in shown
+    assert "Research tool, not a diagnosis." in shown and NOTICE.split("**")[2].strip()[:40] in shown
+    with Image.open(screenshot) as picture:
+        assert picture.format == "PNG" and picture.width >= 1000 and picture.height >= 600
