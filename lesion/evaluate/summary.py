@@ -17,6 +17,9 @@ differ between the rows (unset, i.e. null, values are left out).
 
 Configs are read as saved, without resolving interpolations: ``${now:…}`` or ``${oc.env:…}`` would
 resolve to today's values, not the run's.
+
+An Optuna search (``hparams_search=optuna``) adds a ``trial`` column, the trial numbers of each
+row's runs, and a line after the table with the study's best trial (:mod:`lesion.evaluate.study`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from lesion.errors import LesionError, exit_with
+from lesion.evaluate.study import describe, read_study
 from lesion.files import write_atomic
 
 CONFIG = Path(".hydra") / "config.yaml"
@@ -221,7 +225,7 @@ def _number(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _row(runs: list[_Run], classes: list[str], diff_keys: list[str]) -> dict:
+def _row(runs: list[_Run], classes: list[str], diff_keys: list[str], trials: dict[str, int] | None) -> dict:
     first, finished = runs[0], [run for run in runs if run.metrics is not None]
     row = {"experiment": _experiment(first), "seeds": len(finished)}
     validated = pd.Series([_number(run.val_bacc) for run in finished], dtype=float).dropna()
@@ -235,6 +239,10 @@ def _row(runs: list[_Run], classes: list[str], diff_keys: list[str]) -> dict:
         "batch": first.flat.get("dataset.batch_size"),
         "lr": first.flat.get("optimizer.lr"),
         "seed": ", ".join(_text(run.config.get("seed")) for run in runs),
+    })
+    if trials is not None:
+        row["trial"] = ", ".join(_text(trials.get(run.path.as_posix())) for run in runs)
+    row.update({
         "run_dir": ", ".join(run.path.as_posix() for run in runs),
         "config_diff": _diff(first.flat, diff_keys),
         "status": _status(runs),
@@ -252,11 +260,11 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
         Columns ``experiment``, ``seeds`` (finished runs), ``val_bacc_mean``/``val_bacc_std`` (over
         the finished runs with ``val_metrics.json``; NaN without any), ``bacc_mean``/``bacc_std``,
         ``auc_macro_mean``/``_std``, ``recall/<CLASS>_mean``/``_std`` in class order, ``balancing``,
-        ``loss``, ``batch``, ``lr``, ``seed``, ``run_dir`` (relative, comma-separated per seed),
-        ``config_diff`` and ``status`` (``ok`` or the errors).
+        ``loss``, ``batch``, ``lr``, ``seed``, for an Optuna search ``trial`` (trial numbers), ``run_dir``
+        (relative, comma-separated per seed), ``config_diff`` and ``status`` (``ok`` or the errors).
 
     Raises:
-        LesionError: the folder does not exist or holds no run, or a run's YAML is unreadable.
+        LesionError: the folder does not exist or holds no run, or a run's YAML or the study is unreadable.
     """
     root = Path(multirun_dir)
     if not root.is_dir():
@@ -272,7 +280,8 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
     classes = list(dict.fromkeys(name for runs in groups.values() for run in runs
                                  if run.metrics for name in run.metrics.get("classes", [])))
     diff_keys = _varying_keys([runs[0].flat for runs in groups.values()])
-    rows = [_row(runs, classes, diff_keys) for runs in groups.values()]
+    study = read_study(root)
+    rows = [_row(runs, classes, diff_keys, None if study is None else study.trials) for runs in groups.values()]
     # Validation only ranks the validated settings (a test metric must not pick among them); the
     # others keep the test ranking older sweeps had. Stable sort: ties keep the sweep's job order.
     rows.sort(key=lambda row: (0, -row["val_bacc_mean"]) if not math.isnan(row["val_bacc_mean"])
@@ -359,10 +368,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         frame = summarize(args.multirun_dir)
+        study = read_study(args.multirun_dir)
     except LesionError as error:
         exit_with(error)
     out = args.out or args.multirun_dir
     table = markdown(frame)
+    if study is not None:
+        table += f"\n{describe(study)}\n"
     write_atomic(out / "summary.md", table)
     write_atomic(out / "summary.csv", frame.to_csv(index=False))
     print(table, end="")
