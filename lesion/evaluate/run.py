@@ -204,9 +204,10 @@ class Member:
 
 
 def _onnx_graph(module: LesionClassifier) -> OnnxRuntimeGraph:
-    """The module's net exported to ONNX in memory (as ``export.py`` writes it), run by ONNX Runtime."""
+    """The module's net exported to ONNX in memory (as ``export.py`` writes it), run by ONNX Runtime on the CPU."""
     record = preprocessing_record(module.hparams)
-    return OnnxRuntimeGraph(onnx_bytes(ProbabilityGraph([module.net]), record, record["input_size"]))
+    net = copy.deepcopy(module.net).cpu()  # exported from the CPU, wherever the module runs
+    return OnnxRuntimeGraph(onnx_bytes(ProbabilityGraph([net]), record, record["input_size"]))
 
 
 def _members(cfg: DictConfig) -> list[Member]:
