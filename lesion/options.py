@@ -317,7 +317,8 @@ def _check_classes(where: str, value: object, classes: Sequence[str]) -> None:
 
 
 def _check_objects(group: str, entries: object) -> None:
-    """A ``callbacks`` / ``logger`` group: each entry null or options with a ``_target_`` class path."""
+    """A ``callbacks`` / ``logger`` group: each entry null or options with a ``_target_`` class path; a
+    tracker (MLflow, W&B) needs its package."""
     if entries is None:
         return
     if not isinstance(entries, Mapping):
@@ -327,6 +328,10 @@ def _check_objects(group: str, entries: object) -> None:
         if spec is not None and not (isinstance(spec, Mapping) and isinstance(spec.get("_target_"), str)):
             raise LesionError(f"{group}.{name}", f"is {_describe(spec)}, not options with a _target_ class",
                               f"give it a _target_ (see conf/{group}/), or set {group}.{name}=null to leave it out")
+        if group == "logger" and spec is not None:
+            from lesion.train.tracking import check_installed  # imports Lightning: only for a training config
+
+            check_installed(f"{group}.{name}", spec["_target_"])
 
 
 def check_train(cfg: Mapping) -> None:

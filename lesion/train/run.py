@@ -3,7 +3,8 @@
 The run reads top to bottom: options checked → training stages, each with its Trainer (so
 options that Lightning refuses stop the run before anything is written) → the run's record →
 the DataModule (reads, caches, splits, balances its training split) → the LightningModule →
-each stage fitted in turn → the best checkpoint of the last stage tested.
+each stage fitted in turn → the best checkpoint of the last stage tested → the run's files sent to
+its trackers (:mod:`lesion.train.tracking`).
 
 Stages: ``fit`` trains the whole network (and resumes ``ckpt_path``); with
 ``balance.smote_tomek.enabled`` the ``head`` stage then retrains the head on SMOTE-Tomek
@@ -34,7 +35,8 @@ from lesion.hydra_record import write_record
 from lesion.models.backbone import normalisation
 from lesion.options import check_train
 from lesion.train.module import VAL_BACC_KEY, LesionClassifier
-from lesion.train.trainer import best_callback, best_checkpoint, build_trainer
+from lesion.train.tracking import finish_run
+from lesion.train.trainer import best_callback, best_checkpoint, build_run_loggers, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +117,17 @@ def training_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     balance = _container(cfg.balance)
     smote = balance["smote_tomek"]
     checkpoints = run_dir / "checkpoints"
+    trackers = build_run_loggers(cfg)  # one tracker run (MLflow, W&B) for all the stages
     stages = []
     if not smote["enabled"] or smote["finetune"]:
         folder = checkpoints / "finetune" if smote["enabled"] else checkpoints
         resume = _resume_checkpoint(cfg, folder)
-        trainer = build_trainer(cfg, folder, _log_version(run_dir, resume is not None))
+        trainer = build_trainer(cfg, folder, _log_version(run_dir, resume is not None), trackers)
         stages.append(Stage("fit", trainer, partial(_fit_network, resume=resume)))
     if smote["enabled"]:
         if balance["backbone_ckpt"]:
             _check_backbone_source(balance["backbone_ckpt"], cfg.model.backbone)
-        trainer = build_trainer(cfg, checkpoints, "head", max_epochs=smote["head_epochs"])
+        trainer = build_trainer(cfg, checkpoints, "head", trackers, max_epochs=smote["head_epochs"])
         stages.append(Stage("head", trainer, partial(_fit_head, smote=smote, backbone_ckpt=balance["backbone_ckpt"],
                                                      run_dir=run_dir)))
     return stages
@@ -171,6 +174,7 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         write_json(run_dir / "val_metrics.json", validation)
         write_json(run_dir / "test_metrics.json", results)
+        finish_run(trainer.loggers, run_dir, best)
         log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f → %s", validation["bacc"],
                  validation["epoch"], results["bacc"], results["auc_macro"], run_dir / "test_metrics.json")
     return {"val": validation, "test": results}

@@ -1,0 +1,173 @@
+"""Experiment tracking (``logger=mlflow|wandb|many``): read back with the trackers' own clients, offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lesion.errors import LesionError
+from lesion.evaluate.summary import summarize
+from lesion.options import check_train
+from lesion.train.run import run
+from lesion.train.tracking import MlflowRun, wandb_credentials
+from lesion.train.trainer import build_run_loggers
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["experiment=quickstart", "trainer.max_epochs=2", "dataset.synthetic_n=60", "dataset.num_workers=0"]
+TRACK = 'pip install "lesion[track]"'
+
+
+def _client(store: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+
+
+def _runs(client) -> list:
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _val_bacc(csv: Path) -> pd.DataFrame:
+    log = pd.read_csv(csv)
+    return log[log["val/bacc"].notna()][["step", "val/bacc"]]
+
+
+@pytest.mark.slow
+def test_an_mlflow_run_holds_the_config_the_metrics_and_the_files(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli("train.py", *TINY, "logger=[csv,mlflow]", f"hydra.run.dir={run_dir}")
+    client = _client(run_dir)
+    (tracked,) = _runs(client)
+    assert client.get_experiment(tracked.info.experiment_id).name == "lesion"
+    assert tracked.info.status == "FINISHED" and tracked.info.run_name == "run"
+    params = tracked.data.params
+    assert params["optimizer.lr"] == "0.001" and params["model.backbone"] == "resnet18"
+    assert params["trainer.max_epochs"] == "2" and params["seed"] == "42" and params["balance.name"] == "sampler"
+    record = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    record.run_dir = str(run_dir)  # ${hydra:runtime.output_dir}, a Hydra runtime value
+    composed = OmegaConf.to_container(record, resolve=True)
+    assert params == {key: str(value) for key, value in pd.json_normalize(composed, sep=".").iloc[0].items()}
+    history = client.get_metric_history(tracked.info.run_id, "val/bacc")
+    csv = _val_bacc(run_dir / "logs" / "metrics.csv")
+    assert len(history) == 2 == len(csv)
+    assert [m.step for m in history] == csv["step"].tolist()
+    assert [m.value for m in history] == pytest.approx(csv["val/bacc"].tolist(), abs=1e-6)
+    top = {f.path for f in client.list_artifacts(tracked.info.run_id)}
+    assert {"test_metrics.json", "val_metrics.json", "balance.json", "hydra", "checkpoints"} <= top
+    assert {f.path for f in client.list_artifacts(tracked.info.run_id, "hydra")} == \
+        {"hydra/config.yaml", "hydra/hydra.yaml", "hydra/overrides.yaml"}
+    assert [f.path for f in client.list_artifacts(tracked.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    copy = client.download_artifacts(tracked.info.run_id, "test_metrics.json", str(tmp_path))
+    assert json.loads(Path(copy).read_text()) == json.loads((run_dir / "test_metrics.json").read_text())
+    assert (run_dir / "mlartifacts").is_dir()  # artifacts stay under the run, not in the working directory
+
+
+@pytest.mark.slow
+def test_both_smote_tomek_stages_log_into_one_mlflow_run(run_cli, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli("train.py", *TINY, "trainer.max_epochs=1", "balance=smote_tomek", "balance.smote_tomek.finetune=true",
+            "balance.smote_tomek.head_epochs=2", "logger=[csv,mlflow]", f"hydra.run.dir={run_dir}")
+    client = _client(run_dir)
+    (tracked,) = _runs(client)
+    history = client.get_metric_history(tracked.info.run_id, "val/bacc")
+    stages = pd.concat([_val_bacc(run_dir / "logs" / "metrics.csv"), _val_bacc(run_dir / "logs/head/metrics.csv")])
+    assert len(history) == 1 + 2 == len(stages)
+    assert [m.value for m in history] == pytest.approx(stages["val/bacc"].tolist(), abs=1e-6)
+    steps = [m.step for m in history]
+    assert steps == sorted(set(steps))  # the head stage continues after the fit stage's last step
+    assert [f.path for f in client.list_artifacts(tracked.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+
+
+@pytest.mark.slow
+def test_a_sweep_is_one_mlflow_experiment_under_the_sweep_folder(run_cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("train.py", "-m", *TINY, "trainer.max_epochs=1", "seed=1,2", "logger=mlflow", f"hydra.sweep.dir={sweep}")
+    assert not list(sweep.glob("*/mlflow.db"))
+    client = _client(sweep)
+    runs = _runs(client)
+    assert len(runs) == 2 and {client.get_experiment(r.info.experiment_id).name for r in runs} == {"sweep"}
+    assert sorted((r.info.run_name, r.data.params["seed"]) for r in runs) == [("0", "1"), ("1", "2")]
+    assert sorted(r.data.tags["lesion.run_dir"] for r in runs) == [str(sweep / "0"), str(sweep / "1")]
+    assert summarize(sweep)["run_dir"].tolist() == ["0, 1"]  # the artifact copies are not runs to lesion.summary
+
+
+@pytest.mark.slow
+def test_wandb_without_credentials_runs_offline_in_the_run_folder(run_cli, cli_env, monkeypatch, tmp_path):
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delitem(cli_env, key, raising=False)
+    env = {"NETRC": str(tmp_path / "no-netrc"), "WANDB_BASE_URL": "http://127.0.0.1:9",  # unreachable if tried
+           **{f"WANDB_{k}_DIR": str(tmp_path / k.lower()) for k in ("CONFIG", "CACHE", "DATA")}}
+    run_dir = tmp_path / "run"
+    run_cli("train.py", *TINY, "trainer.max_epochs=1", "logger=wandb", f"hydra.run.dir={run_dir}", env=env)
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    assert not list((run_dir / "wandb").glob("run-*"))
+    (record,) = offline.glob("run-*.wandb")
+    data = record.read_bytes()
+    assert b"val/bacc" in data and b"optimizer" in data  # metrics and the composed config
+    saved = offline / "files" / "test_metrics.json"
+    assert json.loads(saved.read_text()) == json.loads((run_dir / "test_metrics.json").read_text())
+
+
+def test_wandb_credentials_are_a_key_or_a_netrc_entry(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert not wandb_credentials()
+    (tmp_path / "netrc").write_text("machine example.org login u password p\n")
+    assert not wandb_credentials()
+    (tmp_path / "netrc").write_text("machine api.wandb.ai login user password key\n")
+    assert wandb_credentials()
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    monkeypatch.setenv("WANDB_API_KEY", "key")
+    assert wandb_credentials()
+
+
+def _config(overrides: list[str], run_dir: Path):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    OmegaConf.set_struct(cfg, False)
+    cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def test_a_tracker_without_its_package_stops_the_run_before_it_writes(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # what `import mlflow` meets when it is not installed
+    run_dir = tmp_path / "run"
+    with pytest.raises(LesionError) as refused:
+        run(_config([*TINY, "logger=mlflow"], run_dir))
+    assert str(refused.value) == ("logger.mlflow: needs mlflow, which cannot be imported "
+                                  f"(import of mlflow halted; None in sys.modules) — {TRACK}")
+    assert not run_dir.exists()
+
+
+def test_check_train_refuses_many_without_wandb(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    refusal = rf"^logger\.wandb: needs wandb, which cannot be imported .* — {re.escape(TRACK)}$"
+    with pytest.raises(LesionError, match=refusal):
+        check_train(OmegaConf.to_container(_config(["logger=many"], tmp_path), resolve=True))
+    check_train(OmegaConf.to_container(_config(["logger=mlflow"], tmp_path), resolve=True))
+
+
+@pytest.mark.parametrize("logger", ["mlflow", "wandb"])
+def test_a_bad_tracker_option_is_refused_when_the_loggers_are_built(tmp_path, logger):
+    with pytest.raises(LesionError, match=rf"^logger\.{logger}: Lightning refuses these options \(.*'bogus'"):
+        build_run_loggers(_config([f"logger={logger}", f"+logger.{logger}.bogus=1"], tmp_path))
+
+
+def test_building_the_mlflow_logger_writes_nothing(tmp_path):
+    (tracker,) = build_run_loggers(_config(["logger=[csv,mlflow]"], tmp_path))  # CSV: a stage logger
+    assert isinstance(tracker, MlflowRun)
+    assert not list(tmp_path.iterdir())  # the store opens on first use: a run refused now leaves none behind
+
+
+def test_a_logger_whose_module_is_missing_names_it():
+    cfg = OmegaConf.create({"logger": {"x": {"_target_": "no_such_tracker.Logger"}}})
+    with pytest.raises(LesionError, match=r"^logger\.x: cannot be built \(No module named 'no_such_tracker'\) — "):
+        build_run_loggers(cfg)
