@@ -30,6 +30,18 @@ def write_record(cfg: DictConfig, run_dir: Path) -> None:
     write_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hydra.overrides.task))))
 
 
+def dotted(tree: dict, prefix: str = "") -> dict:
+    """A config tree with dotted keys (``{"optimizer": {"lr": 1e-3}}`` → ``{"optimizer.lr": 1e-3}``); lists
+    and empty groups stay values."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def discard_refused(folder: str | Path | None) -> None:
     """Remove what a refused run left in its output folder: the job's log (only in a folder without
     a ``.hydra/`` record, i.e. of no accepted run), then the folder itself if that left it empty."""

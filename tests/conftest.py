@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,27 @@ def uda1() -> Path:
     if not SHARED_UDA1.is_dir():
         pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
     return SHARED_UDA1
+
+
+UDA1_ZIPS = {"train": "ISIC-2017_Training_Data.zip", "val": "ISIC-2017_Validation_Data.zip",
+             "test": "ISIC-2017_Test_v2_Data.zip"}
+
+
+@pytest.fixture(scope="session")
+def uda1_images(tmp_path_factory):
+    """Factory: the first ``n`` real UDA-1 images of a split, by id, as a folder (skips when ../shared is absent)."""
+
+    def extract(split: str, n: int) -> Path:
+        if not SHARED_UDA1.is_dir():
+            pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
+        folder = tmp_path_factory.mktemp(f"uda1-{split}")
+        with zipfile.ZipFile(SHARED_UDA1 / UDA1_ZIPS[split]) as archive:
+            names = sorted(name for name in archive.namelist() if re.search(r"ISIC_\d{7}\.jpg$", name))[:n]
+            for name in names:
+                (folder / Path(name).name).write_bytes(archive.read(name))
+        return folder
+
+    return extract
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from lesion.errors import LesionError
 from lesion.train.run import build_classifier
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_UDA1 = REPO.parent / "shared" / "data" / "isic2017-uda1"
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 _spec = importlib.util.spec_from_file_location("demo_browser", REPO / "docs" / "demo_browser.py")
 demo_browser = importlib.util.module_from_spec(_spec)
@@ -29,15 +27,9 @@ _spec.loader.exec_module(demo_browser)
 
 
 @pytest.fixture(scope="module")
-def uploads(tmp_path_factory) -> Path:
+def uploads(uda1_images) -> Path:
     """6 real UDA-1 images, one of them as a 16-bit grayscale PNG and one as RGBA PNG (modes folder inference takes)."""
-    if not SHARED_UDA1.is_dir():
-        pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
-    folder = tmp_path_factory.mktemp("uploads")
-    with zipfile.ZipFile(SHARED_UDA1 / "ISIC-2017_Test_v2_Data.zip") as archive:
-        names = sorted(n for n in archive.namelist() if re.search(r"ISIC_\d{7}\.jpg$", n))[:6]
-        for name in names:
-            (folder / Path(name).name).write_bytes(archive.read(name))
+    folder = uda1_images("test", 6)
     first, second = sorted(folder.iterdir())[:2]
     gray = np.asarray(Image.open(first).convert("L"), dtype=np.uint16) * 257
     Image.fromarray(gray).save(folder / f"{first.stem}_16bit.png")

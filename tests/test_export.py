@@ -3,9 +3,7 @@ torch model's probabilities on real images, and the file carries the preprocessi
 
 from __future__ import annotations
 
-import json
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,6 @@ from lesion.models.registry import barata_net, baseline_net
 from lesion.train.module import LesionClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_UDA1 = REPO.parent / "shared" / "data" / "isic2017-uda1"
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 TINY = ("trainer=cpu", "model.backbone=resnet18", "model.weights=none", "dataset=synthetic2018", "dataset.image_size=32",
         "dataset.batch_size=4", "dataset.num_workers=0", "dataset.synthetic_n=30", "trainer.max_epochs=1")
@@ -45,16 +42,9 @@ def checkpoint(request, baseline_run, trained_run) -> Path:
 
 
 @pytest.fixture(scope="module")
-def real_images(tmp_path_factory) -> Path:
+def real_images(uda1_images) -> Path:
     """20 real UDA-1 validation images as a folder, at their own sizes."""
-    if not SHARED_UDA1.is_dir():
-        pytest.skip(f"real images not found at {SHARED_UDA1} (the shared data folder is absent)")
-    folder = tmp_path_factory.mktemp("images")
-    with zipfile.ZipFile(SHARED_UDA1 / "ISIC-2017_Validation_Data.zip") as archive:
-        names = sorted(n for n in archive.namelist() if re.search(r"ISIC_\d{7}\.jpg$", n))[:20]
-        for name in names:
-            (folder / Path(name).name).write_bytes(archive.read(name))
-    return folder
+    return uda1_images("val", 20)
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +85,10 @@ def _inputs(images: Path, hparams) -> tuple[list[str], torch.Tensor]:
     return folder.ids, torch.stack([folder[i][0] for i in range(len(folder))])
 
 
-@pytest.mark.parametrize("views", [(), ("tta.crops=4",)], ids=["plain", "crops4"])
-def test_onnx_runtime_gives_the_torch_probabilities_on_real_images(checkpoint, views, predictions):
+@pytest.mark.parametrize("head, views", [("baseline", ()), ("barata", ()), ("barata", ("tta.crops=4",))],
+                         ids=["baseline", "barata", "barata-crops4"])
+def test_onnx_runtime_gives_the_torch_probabilities_on_real_images(head, views, baseline_run, trained_run, predictions):
+    checkpoint = (baseline_run if head == "baseline" else trained_run) / "checkpoints" / "best.ckpt"
     torch_side, onnx_side = predictions(checkpoint, *views), predictions(checkpoint, *views, "runtime=onnx")
     assert len(torch_side) == 20
     difference = np.abs(onnx_side[CLASSES].to_numpy() - torch_side[CLASSES].to_numpy()).max()

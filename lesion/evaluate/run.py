@@ -216,9 +216,6 @@ def _members(cfg: DictConfig) -> list[Member]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     members = [Member(path, LesionClassifier.load_from_checkpoint(path, device, weights_only=not cfg.trust_checkpoint),
                       f"member_{k}") for k, path in enumerate(paths, 1)]
-    if cfg.runtime == "onnx":
-        for member in members:
-            member.graph = _onnx_graph(member.module)
     classes = list(members[0].module.hparams.classes)
     for member in members[1:]:
         if list(member.module.hparams.classes) != classes:
@@ -226,6 +223,9 @@ def _members(cfg: DictConfig) -> list[Member]:
                               f"{members[0].path} {classes}", "ensemble models of the same classes")
     if cfg.metadata is not None and not any(m.module.uses_metadata for m in members):
         raise LesionError("metadata", f"{members[0].path} takes no patient metadata", "drop metadata=")
+    if cfg.runtime == "onnx":
+        for member in members:
+            member.graph = _onnx_graph(member.module)
     return members
 
 

@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from lesion.errors import LesionError, exit_with
 from lesion.evaluate.study import describe, read_study
 from lesion.files import write_atomic
+from lesion.hydra_record import dotted
 
 CONFIG = Path(".hydra") / "config.yaml"
 METRICS = "test_metrics.json"
@@ -62,16 +63,6 @@ class _Run:
 def _run_specific(key: str) -> bool:
     """Seed and the run's own paths: they differ between runs of one setting."""
     return key in ("seed", "ckpt_path") or key.rsplit(".", 1)[-1].endswith("_dir")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _text(value) -> str:
@@ -137,7 +128,7 @@ def _load_run(job: Path, root: Path) -> _Run:
     else:
         overrides = hydra.get("overrides", {}).get("task", [])
     metrics, error = _outcome(job)
-    return _Run(path=job.relative_to(root), config=config, flat=_flatten(config),
+    return _Run(path=job.relative_to(root), config=config, flat=dotted(config),
                 choices=hydra.get("runtime", {}).get("choices", {}), overrides=list(overrides),
                 metrics=metrics, error=error, val_bacc=_val_bacc(job))
 

@@ -35,6 +35,7 @@ from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from lesion.errors import LesionError
+from lesion.hydra_record import dotted
 
 # The package that a tracker's ``_target_`` (by its last name) needs.
 _PACKAGES = {"mlflow_logger": "mlflow", "MLFlowLogger": "mlflow", "wandb_logger": "wandb", "WandbLogger": "wandb"}
@@ -58,18 +59,6 @@ def check_installed(where: str, target: str) -> None:
         problem = (str(error).splitlines() or [type(error).__name__])[0]
         raise LesionError(where, f"needs {package}, which cannot be imported ({problem})",
                           'pip install "lesion[track]"') from None
-
-
-def dotted(tree: dict, prefix: str = "") -> dict:
-    """``tree`` flattened to dotted keys (``{"optimizer": {"lr": 1e-3}}`` → ``{"optimizer.lr": 1e-3}``); lists
-    stay values."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 @contextmanager
