@@ -11,7 +11,9 @@ import onnx
 import pandas as pd
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+import lesion.export.run as export_run
 from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
 from lesion.errors import LesionError
@@ -199,3 +201,17 @@ def test_readme_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(ba
         worst = max(worst, float(np.abs(namespace["probs"] - expected.loc[image.stem, CLASSES].to_numpy()).max()))
     print(f"README snippet vs evaluate.py: max |Δ probability| {worst:.4f} on 5 real images")
     assert worst <= 0.02  # PIL's bilinear resize in place of lesion's (albumentations); the README says so
+
+
+def test_a_graph_that_does_not_reproduce_the_model_is_never_written(baseline_run, monkeypatch, tmp_path):
+    class Drifting(OnnxRuntimeGraph):
+        def __call__(self, image, metadata=None):
+            return super().__call__(image, metadata) + 2e-4  # just over the tolerance
+
+    monkeypatch.setattr(export_run, "OnnxRuntimeGraph", Drifting)
+    out = tmp_path / "model.onnx"
+    with initialize_config_dir(str(REPO / "conf"), version_base=None):
+        cfg = compose("export", overrides=[f"ckpt={baseline_run / 'checkpoints' / 'best.ckpt'}", f"out={out}"])
+    with pytest.raises(RuntimeError, match="differ from the model's by 2.0"):
+        export_run.run(cfg)
+    assert not any(tmp_path.iterdir())
