@@ -45,63 +45,69 @@ def free_port() -> int:
 def served(ckpt: Path, *options: str, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[str]:
     """``demo.py ckpt=…`` running on a free local port; yields its URL and stops it afterwards."""
     port = free_port()
-    log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen([sys.executable, str(REPO / "demo.py"), f"ckpt={ckpt}", f"port={port}", *options],
-                               stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, text=True)
     url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            log.seek(0)
-            text = log.read()
-            if "Running on local URL" in text:
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"demo.py did not start (exit {process.poll()}):\n{text[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen([sys.executable, str(REPO / "demo.py"), f"ckpt={ckpt}", f"port={port}", *options],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, text=True)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                log.seek(0)
+                text = log.read()
+                if "Running on local URL" in text:
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"demo.py did not start (exit {process.poll()}):\n{text[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def classify_in_browser(url: str, images: Sequence[Path], screenshot: Path, timeout: float = 120) -> str:
     """Upload ``images`` on the page at ``url``, wait for their result, save ``screenshot``; returns the summary text."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    found = chromium()
+    if found is None:
+        raise RuntimeError("chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        driver = webdriver.Chrome(service=Service(found[1]), options=options)
+        try:
+            return _upload_and_wait(driver, url, images, screenshot, timeout)
+        finally:
+            driver.quit()
+
+
+def _upload_and_wait(driver, url: str, images: Sequence[Path], screenshot: Path, timeout: float) -> str:
+    """:func:`classify_in_browser`'s steps in an open browser."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser, driver_path = chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        driver.get(url)
-        wait = WebDriverWait(driver, timeout)
-        upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
-        upload.send_keys("\n".join(str(Path(p).resolve()) for p in images))
-        names = [Path(p).name for p in images]
-        wait.until(lambda d: all(n in d.find_element(By.ID, "summary").text for n in names))
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gradcam img")) > 0)
-        time.sleep(1)  # let the chart and the gallery finish drawing
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1280, min(max(height, 900), 4000))
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(screenshot))
-        return driver.find_element(By.ID, "summary").text + "\n" + driver.find_element(By.ID, "notice").text
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    driver.get(url)
+    wait = WebDriverWait(driver, timeout)
+    upload = wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#upload input[type=file]")))
+    upload.send_keys("\n".join(str(Path(p).resolve()) for p in images))
+    names = [Path(p).name for p in images]
+    wait.until(lambda d: all(n in d.find_element(By.ID, "summary").text for n in names))
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gradcam img")) > 0)
+    time.sleep(1)  # let the chart and the gallery finish drawing
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(height, 900), 4000))
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(screenshot))
+    return driver.find_element(By.ID, "summary").text + "\n" + driver.find_element(By.ID, "notice").text
 
 
 def main() -> None:

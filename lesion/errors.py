@@ -21,6 +21,7 @@ class LesionError(Exception):
     """
 
     def __init__(self, where: str | Path, problem: str | None = None, fix: str | None = None):
+        self.where, self.problem, self.fix = where, problem, fix
         if problem is None:
             # Rebuilt from a message alone: unpickling, or a DataLoader worker re-raising it with
             # the worker's traceback prepended; keep only the original line.

@@ -9,6 +9,7 @@ booleans, lists of them); a dict where a value belongs, an unknown key (``_targe
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,7 +437,7 @@ def check_export(cfg: Mapping) -> None:
     _check_checkpoints(cfg["ckpt"])
     Value(str, choices=EXPORT_FORMATS).check("format", cfg["format"])
     Value(str, null=True).check("out", cfg["out"])
-    _integer(17, hint="an ONNX opset ≥ 17").check("opset", cfg["opset"])
+    _integer(18, hint="an ONNX opset ≥ 18 (the exporter's oldest)").check("opset", cfg["opset"])
     Value(bool).check("trust_checkpoint", cfg["trust_checkpoint"])
 
 
@@ -447,7 +448,9 @@ def check_demo(cfg: Mapping) -> None:
     _integer(1, 65535, hint="a TCP port, e.g. 7860").check("port", cfg["port"])
     for key in ("share", "trust_checkpoint"):
         Value(bool).check(key, cfg[key])
-    Value(str).check("max_file_size", cfg["max_file_size"])
+    size = cfg["max_file_size"]
+    if size is not None and not (isinstance(size, str) and re.fullmatch(r"\d+(\.\d+)?\s*[kmgt]?b", size.lower())):
+        raise LesionError("max_file_size", f"is {_describe(size)}, not a size", "use e.g. 50mb, 2gb, or null (no limit)")
     Section({"layer": Value(str, choices=GRADCAM_LAYERS)}).check("gradcam", cfg["gradcam"])
 
 

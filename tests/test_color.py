@@ -70,7 +70,7 @@ def test_the_same_pixels_from_cache_decoding_and_folder_inference(synthetic_root
     plain = SquareImages(table, squares.size, None, squares.max_pixels)[0]
     with zipfile.ZipFile(root / "ISIC2018_Task3_Test_Input.zip") as archive:
         archive.extractall(tmp_path)
-    folder = FolderImages(tmp_path / "ISIC2018_Task3_Test_Input", EvalPreset(32, data.mean, data.std), squares.size,
+    folder = FolderImages.in_folder(tmp_path / "ISIC2018_Task3_Test_Input", EvalPreset(32, data.mean, data.std), squares.size,
                           "shades_of_gray")
     assert folder.ids[0] == table.ids[0]
     assert np.array_equal(cached, decoded) and np.array_equal(cached, folder.square(0))

@@ -15,7 +15,7 @@ from PIL import Image
 
 from lesion.data.metadata_features import MetadataEncoding
 from lesion.demo.classify import PageModel, load_page_model
-from lesion.demo.page import NOTICE, respond
+from lesion.demo.page import NOTICE, build_page, respond
 from lesion.errors import LesionError
 from lesion.train.run import build_classifier
 
@@ -83,6 +83,12 @@ def test_bad_files_get_a_readable_message_on_the_page_and_the_rest_are_classifie
     assert respond(page_model, None) == ("", None, [], None)
 
 
+def test_uploads_are_deleted_after_an_hour_and_served_one_at_a_time(page_model):
+    page = build_page(page_model)
+    assert page.delete_cache == (3600, 3600)  # (check every, delete older than) seconds
+    assert [f.concurrency_limit for f in page.fns.values()] == [1]
+
+
 def test_a_model_trained_with_metadata_is_refused_by_the_page():
     with initialize_config_dir(str(REPO / "conf"), version_base=None):
         cfg = compose("train", overrides=["dataset=synthetic_ham10000", "model=baseline", "model.backbone=resnet18",
@@ -97,6 +103,7 @@ def test_a_model_trained_with_metadata_is_refused_by_the_page():
     (["port=0"], "port"),
     (["share=maybe"], "share"),
     (["gradcam.layer=fc"], "gradcam.layer"),
+    (["max_file_size=50xb"], "max_file_size: is '50xb', not a size"),
 ])
 def test_bad_options_are_refused_before_anything_is_served(options, message, trained_run, run_cli):
     given = options if options[0].startswith("ckpt=") else [f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", *options]

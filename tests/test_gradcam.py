@@ -299,7 +299,7 @@ def test_folder_images_decode_as_split_images(tmp_path):
     data.setup("test")
     data.loader(data.test_set)  # builds the cache the split reads from
     extract_images(root / "ISIC2018_Task3_Test_Input.zip", tmp_path / "images")
-    images = FolderImages(tmp_path / "images", EvalPreset(SIZE, data.mean, data.std), data.cache_size)
+    images = FolderImages.in_folder(tmp_path / "images", EvalPreset(SIZE, data.mean, data.std), data.cache_size)
     assert len(images) == len(data.test_set) > 0
     differ = different_inputs(images, data.test_set)
     assert not differ, f"folder and split inputs differ for {differ}"
@@ -319,7 +319,7 @@ def test_uda1_cams_explain_the_pixels_predicted(trained_run, uda1, tmp_path):
     loader = data.loader(dataset)  # builds the cache
 
     extract_images(uda1 / "ISIC-2017_Test_v2_Data.zip", tmp_path / "images")
-    images = FolderImages(tmp_path / "images", EvalPreset(hp.image_size, hp.mean, hp.std), data.cache_size)
+    images = FolderImages.in_folder(tmp_path / "images", EvalPreset(hp.image_size, hp.mean, hp.std), data.cache_size)
     differ = different_inputs(images, dataset)
     assert not differ, f"folder and split inputs differ for {len(differ)} of {len(images)} images, e.g. {differ[:3]}"
 

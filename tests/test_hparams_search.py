@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -139,9 +140,22 @@ def test_an_unreadable_study_is_one_error_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_status:
         summary_main([str(tmp_path)])
     assert exit_status.value.code == 2
-    assert capsys.readouterr().err == (f"lesion: error: {tmp_path / search.STUDY_FILE}: cannot read it "
-                                       "(DatabaseError) — repair or remove the file\n")
+    assert capsys.readouterr().err == (f"lesion: error: {tmp_path / search.STUDY_FILE}: is not a readable Optuna "
+                                       "study (DatabaseError) — repair or remove the file, or read it with the optuna "
+                                       "version that wrote it\n")
     assert not (tmp_path / "summary.md").exists()
+
+
+def test_the_summary_reads_a_database_without_writing_to_it(tmp_path, capsys):
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    with sqlite3.connect(tmp_path / search.STUDY_FILE) as other:  # some other program's database
+        other.execute("CREATE TABLE notes (text)")
+    before = (tmp_path / search.STUDY_FILE).read_bytes()
+    with pytest.raises(SystemExit):
+        summary_main([str(tmp_path)])
+    assert "is not a readable Optuna study" in capsys.readouterr().err
+    assert (tmp_path / search.STUDY_FILE).read_bytes() == before  # optuna's tables were not added
 
 
 # A cheap search: one epoch on 60 images; lr searched; weighted_ce trials are refused next to the weighted

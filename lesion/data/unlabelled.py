@@ -17,7 +17,8 @@ from lesion.errors import LesionError
 
 
 class FolderImages(Dataset):
-    """Every image file directly in a folder (any size and mode), sorted by name, unlabelled.
+    """Image files to predict (any size and mode), unlabelled: every image of a folder
+    (:meth:`in_folder`, sorted by name), or given files in the given order (e.g. uploads).
 
     Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
     ``size``, with the same colour constancy), then ``transform``; :meth:`read` gives the full-resolution original. Items are
@@ -25,24 +26,21 @@ class FolderImages(Dataset):
     metadata (N×D float32, in :attr:`ids` order).
     """
 
-    def __init__(self, folder: Path, transform: EvalPreset, size: int, color_constancy: str | None = None):
-        if not folder.is_dir():
-            raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
-        self.paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
-        if not self.paths:
-            raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
+    def __init__(self, paths: Sequence[Path], transform: EvalPreset, size: int, color_constancy: str | None = None):
+        self.paths = [Path(p) for p in paths]
         self.transform, self.size, self.color_constancy = transform, size, color_constancy
         self.metadata: np.ndarray | None = None
 
     @classmethod
-    def of_files(cls, paths: Sequence[Path], transform: EvalPreset, size: int,
-                 color_constancy: str | None = None) -> FolderImages:
-        """The given files, in the given order and whatever their names (e.g. uploads), decoded as a folder's."""
-        images = cls.__new__(cls)
-        images.paths = [Path(p) for p in paths]
-        images.transform, images.size, images.color_constancy = transform, size, color_constancy
-        images.metadata = None
-        return images
+    def in_folder(cls, folder: Path, transform: EvalPreset, size: int,
+                  color_constancy: str | None = None) -> FolderImages:
+        """Every image file directly in ``folder``, sorted by name."""
+        if not folder.is_dir():
+            raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
+        paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
+        if not paths:
+            raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
+        return cls(paths, transform, size, color_constancy)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -66,13 +66,13 @@ class PageModel:
     def classify(self, paths: Sequence[Path], names: Sequence[str] | None = None) -> list[Result]:
         """A :class:`Result` per file, in order; ``names`` are what the page calls them (default the file names)."""
         names = list(names or [Path(p).name for p in paths])
-        images = FolderImages.of_files(paths, self._transform, self._size, self._color_constancy)
+        images = FolderImages(paths, self._transform, self._size, self._color_constancy)
         items, errors = {}, {}
         for i, name in enumerate(names):
             try:
                 items[i] = images[i]
-            except LesionError as error:
-                errors[i] = str(error).split(": ", 1)[-1]  # the path is a temporary upload: name it instead
+            except LesionError as error:  # its `where` is the upload's temporary path: the page names the file
+                errors[i] = f"{error.problem} — {error.fix}" if error.problem else str(error)
         results = {i: Result(names[i], error=message) for i, message in errors.items()}
         if items:
             order = sorted(items)

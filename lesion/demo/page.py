@@ -75,7 +75,8 @@ def respond(model: PageModel, files: list[str] | None) -> tuple:
 
 def build_page(model: PageModel) -> gr.Blocks:
     """The page of ``model`` (not yet launched)."""
-    with gr.Blocks(title="lesion: skin-lesion classifier") as page:
+    # Uploads are patients' images: Gradio's copies are deleted after an hour (checked hourly).
+    with gr.Blocks(title="lesion: skin-lesion classifier", delete_cache=(3600, 3600)) as page:
         gr.Markdown("# lesion: skin-lesion classifier")
         gr.Markdown(NOTICE, elem_id="notice")
         gr.Markdown(f"Model: `{model.name}` · {model.description}", elem_id="model")
@@ -86,5 +87,7 @@ def build_page(model: PageModel) -> gr.Blocks:
             chart = gr.Plot(label="Class probabilities", elem_id="chart")
             gallery = gr.Gallery(label="Grad-CAM (the class predicted)", elem_id="gradcam", columns=2)
         table = gr.Dataframe(label="Probabilities", elem_id="table")
-        files.change(lambda f: respond(model, f), inputs=files, outputs=[summary, chart, gallery, table])
+        # One request at a time: Grad-CAM hooks the one shared net.
+        files.change(lambda f: respond(model, f), inputs=files, outputs=[summary, chart, gallery, table],
+                     concurrency_limit=1)
     return page

@@ -39,5 +39,5 @@ def run(cfg: DictConfig) -> None:
         page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, show_error=False,
                     max_file_size=cfg.max_file_size, quiet=False)
     except OSError as error:
-        raise LesionError("port", f"{cfg.host}:{cfg.port} cannot be served ({error})",
-                          "pass another port=N, or stop what uses it") from None
+        raise LesionError("host, port", f"{cfg.host}:{cfg.port} cannot be served ({error})",
+                          "pass another port=N (or stop what uses it), or a host name of this machine") from None

@@ -108,7 +108,7 @@ def _folder(member: Member, cfg: DictConfig) -> FolderImages:
     metadata net (from ``cfg.metadata``, encoded as the checkpoint says)."""
     module, hp = member.module, member.module.hparams
     size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
-    images = FolderImages(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size,
+    images = FolderImages.in_folder(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size,
                           (hp.dataset or {}).get("color_constancy"))
     if module.uses_metadata and cfg.metadata is None:
         raise LesionError("metadata", f"{member.path} was trained with patient metadata, and no metadata CSV is given",

@@ -44,12 +44,13 @@ def read_study(sweep_dir: str | Path) -> StudyRecord | None:
         import optuna
         from sqlalchemy.exc import SQLAlchemyError
 
-        from lesion.train.search import FOLDER_PARAM, study_storage
+        from lesion.train.search import FOLDER_PARAM
     except ImportError:
         raise LesionError(path, "is an Optuna study and optuna is not installed",
                           'pip install "lesion[search]"') from None
     try:
-        storage = study_storage(str(path.parent))
+        # Read-only: a file that is not a study is refused, never given optuna's tables.
+        storage = optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true")
         names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
         if not names:  # the search stopped before its study was created
             return None
@@ -57,8 +58,9 @@ def read_study(sweep_dir: str | Path) -> StudyRecord | None:
             raise LesionError(path, f"holds {len(names)} studies", "keep one search per sweep folder")
         study = optuna.load_study(study_name=names[0], storage=storage)
         trials = study.get_trials(deepcopy=False)
-    except SQLAlchemyError as exc:
-        raise LesionError(path, f"cannot read it ({type(exc).__name__})", "repair or remove the file") from None
+    except (SQLAlchemyError, RuntimeError, AssertionError) as exc:  # not a study, or another optuna's schema
+        raise LesionError(path, f"is not a readable Optuna study ({type(exc).__name__})",
+                          "repair or remove the file, or read it with the optuna version that wrote it") from None
     folders = {t.number: str(t.params[FOLDER_PARAM]) for t in trials if FOLDER_PARAM in t.params}
     finished = any(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     best = study.best_trial if finished else None  # the trial optimization_results.yaml names

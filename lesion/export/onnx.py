@@ -21,11 +21,12 @@ from lesion.errors import LesionError
 from lesion.export.graph import ProbabilityGraph
 
 OPSET = 18
+_EXPORTER_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
 _INSTALL = 'pip install "lesion[export]"'
 
 
 def require_onnx(where: str) -> None:
-    """Refuse, before any work, when ``onnx`` or ``onnxruntime`` is not installed."""
+    """Refuse, before any work, when ``onnx``, ``onnxruntime`` or ``onnxscript`` (the exporter's) is not installed."""
     for package in ("onnx", "onnxruntime", "onnxscript"):
         try:
             __import__(package)
@@ -41,16 +42,25 @@ def onnx_bytes(graph: ProbabilityGraph, record: dict, size: int, opset: int = OP
     inputs = graph.example_inputs(size)
     names = ["image", "metadata"][:len(inputs)]
     batch = torch.export.Dim("batch", min=1)
-    passes = logging.getLogger("onnx_ir")
-    level = passes.level
-    passes.setLevel(logging.WARNING)  # the exporter's notes on its own optimisation passes
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, inputs, input_names=names, output_names=["probabilities"],
-                                    dynamic_shapes=tuple({0: batch} for _ in inputs), opset_version=opset,
-                                    dynamo=True, verbose=False)
-    passes.setLevel(level)
+    # The exporter's notes on its own passes and opset conversion; what matters is checked below.
+    quiet = {name: logging.getLogger(name) for name in _EXPORTER_LOGGERS}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, inputs, input_names=names, output_names=["probabilities"],
+                                        dynamic_shapes=tuple({0: batch} for _ in inputs), opset_version=opset,
+                                        dynamo=True, verbose=False)
+    finally:
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
     model = program.model_proto
+    made = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
+    if made != opset:  # the exporter falls back to its own opset when it cannot convert to the one asked for
+        raise LesionError("opset", f"the exporter could not convert the graph to opset {opset} (it made {made})",
+                          f"use opset={made}")
     for key, value in record.items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=json.dumps(value)))
     return model.SerializeToString()

@@ -69,6 +69,8 @@ def run(cfg: DictConfig) -> Path:
     out = _output(cfg, paths)
     if out.is_dir():
         raise LesionError("out", f"{out} is a folder", f"pass a file name, e.g. out={out / ('model' + SUFFIXES[cfg.format])}")
+    if any(out.resolve() == p.resolve() for p in paths):
+        raise LesionError("out", f"{out} is the checkpoint being exported", "pass another out=FILE")
     modules = [LesionClassifier.load_from_checkpoint(p, "cpu", weights_only=not cfg.trust_checkpoint) for p in paths]
     graph, record = exported_graph(modules, [str(p) for p in paths])
     size = record["input_size"]
@@ -80,9 +82,15 @@ def run(cfg: DictConfig) -> Path:
         run_exported = load_torchscript(data)[0]
     difference = _largest_difference(graph, run_exported, size)
     if not difference <= TOLERANCE:
-        raise RuntimeError(f"the exported graph's probabilities differ from the model's by {difference:.2e}")
-    with atomic_path(out) as tmp:
-        tmp.write_bytes(data)
+        raise LesionError("ckpt", f"its {cfg.format} export gives probabilities that differ from the model's by "
+                          f"{difference:.2e} (over {TOLERANCE:.0e}), so no file was written",
+                          "export with the other format, and report the checkpoint's model options")
+    try:
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
+    except OSError as error:
+        raise LesionError("out", f"{out} cannot be written ({error.strerror or error})",
+                          "pass out=<a file in a folder you can write to>") from None
     log.info("%s (%s, %d member%s, classes %s; max |Δp| against torch %.1e) → %s", cfg.format, record["model"],
              len(paths), "s" if len(paths) > 1 else "", ", ".join(record["classes"]), difference, out)
     return out
