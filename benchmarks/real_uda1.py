@@ -98,7 +98,7 @@ def report(model: str, name: str, values: list[float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs at 64 px (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs at 32 px (a smoke run)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--models", nargs="+", default=["baseline", "barata"])
     parser.add_argument("--epochs", type=int, default=15)
@@ -111,7 +111,7 @@ def main() -> None:
     if not args.data.is_dir():
         sys.exit(f"real images not found at {args.data} (the shared data folder is absent)")
     if args.quick:
-        args.seeds, args.epochs, args.size = args.seeds[:1], 2, 64
+        args.seeds, args.epochs, args.size = args.seeds[:1], 2, 32
     print(f"UDA-1 (366 train / 50 val / 139 test), ResNet-18 from scratch, {args.size} px, {args.epochs} epochs, "
           f"class-weighted CE{' + ' + ' '.join(args.extra) if args.extra else ''}")
     print(f"  colour-histogram logistic regression: MEL AUC {colour_floor(args.data):.3f}")
