@@ -1,12 +1,13 @@
 """Train and eval image presets (albumentations).
 
-Albumentations keeps its own random generator, untouched by ``seed_everything``: every
-DataLoader worker must reseed it (see :func:`lesion.data.datamodule.seed_worker_transform`),
+Albumentations keeps its own random generators, untouched by ``seed_everything``: every
+DataLoader worker must reseed them (see :func:`lesion.data.datamodule.seed_worker_transform`),
 or all workers and epochs repeat the same augmentations.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import albumentations as A
@@ -21,8 +22,13 @@ class Preset:
     transform: A.Compose
 
     def set_random_seed(self, seed: int) -> None:
-        """Reseed the augmentation generator (per DataLoader worker)."""
-        self.transform.set_random_seed(seed)
+        """Reseed the augmentation (per DataLoader worker): one generator pair drives every transform.
+
+        Albumentations' own ``Compose.set_random_seed`` gives each transform a generator of the
+        same seed, so transforms that draw alike choose alike (both flips fire or neither: 4 of the
+        8 orientations). Drawing in turn from one shared stream, they choose independently.
+        """
+        self.transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """H×W×3 uint8 RGB → 3×size×size float tensor."""
