@@ -4,7 +4,9 @@ All figures come from epoch-level state (a confusion matrix and the concatenated
 synchronised across DDP ranks by torchmetrics, never averaged per batch. A class with no
 samples in the split (e.g. seborrheic keratosis in a set without any) has undefined recall and
 AUC: they are reported as NaN and left out of BACC and macro AUC, as scikit-learn's
-``balanced_accuracy_score`` does.
+``balanced_accuracy_score`` does. Likewise a class nothing was predicted as has undefined
+precision, and one with neither samples nor predictions undefined F1 (``2TP / (support +
+predicted)``): NaN, as scikit-learn's ``zero_division=np.nan``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAUROC, MulticlassConfusionMatrix
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
+    """``numerator / denominator``, NaN (undefined) when the denominator is 0."""
+    return (numerator / denominator).item() if denominator > 0 else math.nan
 
 
 def _nanmean(values: list[float]) -> float:
@@ -68,9 +75,9 @@ class LesionMetrics(nn.Module):
         out: dict = {}
         recall, aucs = [], []
         for k, name in enumerate(self.classes):
-            r = (tp[k] / support[k]).item() if present[k] else math.nan
-            p = (tp[k] / predicted[k]).item() if predicted[k] > 0 else 0.0
-            f1 = 2 * p * r / (p + r) if (p + r) > 0 and not math.isnan(r) else (math.nan if math.isnan(r) else 0.0)
+            r = _ratio(tp[k], support[k])
+            p = _ratio(tp[k], predicted[k])
+            f1 = _ratio(2 * tp[k], support[k] + predicted[k])  # = 2pr / (p + r) where p and r are defined
             a = auc[k].item() if defined_auc[k] else math.nan
             out[f"recall/{name}"], out[f"precision/{name}"] = r, p
             out[f"f1/{name}"], out[f"auc/{name}"] = f1, a

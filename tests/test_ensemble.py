@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 import torch
 from albumentations.pytorch import ToTensorV2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from torch.utils.data import DataLoader
 
 from lesion.data.datamodule import IsicDataModule, LesionDataset
 from lesion.errors import LesionError
-from lesion.evaluate.ensemble import combine, member_checkpoints
+from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
 from lesion.evaluate.predict import crop_corners, predict
 from lesion.evaluate.summary import ensemble_commands
 from lesion.train.module import LesionClassifier
@@ -33,6 +35,17 @@ def test_rank_averaging_shares_ranks_between_ties():
     assert np.allclose(combine([first, second], "mean"), (first + second) / 2)
     with pytest.raises(LesionError, match="ensemble: 'median' is not one of mean, rank"):
         combine([first], "median")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.permutations([f"ISIC_{k:07d}" for k in range(6)]), st.integers(0, 5))
+def test_member_rows_are_matched_by_image_id_whatever_their_order(ids, changed):
+    reference = sorted(ids)
+    rows = image_rows(reference, ids)
+    assert [ids[row] for row in rows] == reference
+    other = [*ids[:changed], "ISIC_9999999", *ids[changed + 1:]]
+    assert image_rows(reference, other) is None
+    assert image_rows(reference, ids[:-1]) is None and image_rows(reference, [*ids, ids[changed]]) is None
 
 
 def test_members_from_a_list_a_glob_and_a_sweep_folder_in_job_order(tmp_path):

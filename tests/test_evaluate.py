@@ -45,16 +45,16 @@ def test_every_metric_agrees_with_sklearn_on_predictions_csv(evaluated):
     present = sorted(set(y.tolist()))
     assert same(metrics["bacc"], balanced_accuracy_score(y, pred))
     assert same(metrics["accuracy"], float((pred == y).mean()))
-    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=range(7), zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=range(7), zero_division=np.nan)
     cm = confusion_matrix(y, pred, labels=range(7))
     aucs = []
     for k, name in enumerate(CLASSES):
         assert metrics[f"support/{name}"] == support[k]
         assert same(metrics[f"precision/{name}"], precision[k])
+        assert same(metrics[f"recall/{name}"], recall[k]) and same(metrics[f"f1/{name}"], f1[k])
         if k in present:
             auc = roc_auc_score(y == k, probs[:, k]) if len(present) > 1 else math.nan
             aucs.append(auc)
-            assert same(metrics[f"recall/{name}"], recall[k]) and same(metrics[f"f1/{name}"], f1[k])
             assert same(metrics[f"auc/{name}"], auc)
         else:
             assert metrics[f"recall/{name}"] is None and metrics[f"auc/{name}"] is None
@@ -117,3 +117,19 @@ def test_folder_inference_handles_every_image_mode(trained_run, run_cli, synthet
     assert np.allclose(predictions.loc["b_gray", CLASSES], predictions.loc["e_gray16", CLASSES], atol=1e-3)
     with Image.open(out / "gradcam" / "a_rgb_gradcam_overlay.png") as overlay:
         assert overlay.size == source.size
+
+
+def test_folder_with_two_images_of_one_name_is_refused_before_writing(trained_run, run_cli, synthetic_root, tmp_path):
+    table = read_split("isic2018", synthetic_root("isic2018"), "test")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, suffix in enumerate((".jpg", ".png")):
+        table.images.read(table.ids[k]).save(folder / f"ISIC_0000001{suffix}")  # two pictures, one id
+    table.images.read(table.ids[2]).save(folder / "ISIC_0000002.jpg")
+    out = tmp_path / "out"
+    result = run_cli("evaluate.py", f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", f"images={folder}",
+                     "gradcam.n=-1", "num_workers=0", f"out={out}", check=False)
+    assert result.returncode == 2, result.stderr[-600:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"lesion: error: {folder}: holds two images of id ISIC_0000001 (ISIC_0000001.jpg, ISIC_0000001.png) — ")
+    assert "Traceback" not in result.stderr and not out.exists()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+from pathlib import PurePath
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from lesion.data.images import decode, to_rgb
+from lesion.data.images import decode, image_ids, to_rgb
+from lesion.errors import LesionError
 
 
 def encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -85,3 +89,19 @@ def test_the_configured_limit_replaces_pils_global_one_without_changing_it(synth
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL alone would refuse these ~80×60 images
     assert min(table.images.read(table.ids[0], max_pixels=10**9).size) > 10
     assert Image.MAX_IMAGE_PIXELS == 100
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["ISIC_0000001", "ISIC_0000002", "a", "a.b"]),
+                          st.sampled_from([".jpg", ".JPG", ".png", ".tif"])), min_size=1, max_size=6, unique=True))
+def test_image_ids_are_file_names_without_suffix_and_two_files_of_one_id_are_refused(names):
+    paths = [PurePath("/images") / (stem + suffix) for stem, suffix in names]
+    stems = [stem for stem, _ in names]
+    if len(set(stems)) == len(stems):
+        assert image_ids(paths) == stems
+    else:
+        twice = next(stem for k, stem in enumerate(stems) if stem in stems[:k])
+        first, second = [f"{stem}{suffix}" for stem, suffix in names if stem == twice][:2]
+        with pytest.raises(LesionError) as refused:
+            image_ids(paths)
+        assert str(refused.value).startswith(f"/images: holds two images of id {twice} ({first}, {second}) — ")

@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_score,
-                             recall_score, roc_auc_score)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support,
+                             precision_score, recall_score, roc_auc_score)
 
 from lesion.metrics import LesionMetrics
 
@@ -64,3 +66,25 @@ def test_class_without_samples_is_nan_and_excluded():
     aucs = [roc_auc_score((y.numpy() == k).astype(int), probs[:, k].numpy()) for k in present]
     assert out["auc_macro"] == pytest.approx(np.mean(aucs), abs=1e-5)
     assert math.isfinite(out["auc/MEL"])
+
+
+CLASS = st.integers(0, len(CLASSES) - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(CLASS, CLASS), min_size=1, max_size=40))
+def test_precision_recall_f1_are_undefined_exactly_at_zero_denominators(pairs):
+    y, pred = np.array(pairs).T
+    metrics = LesionMetrics(CLASSES)
+    metrics.update(torch.nn.functional.one_hot(torch.from_numpy(pred), len(CLASSES)).float(), torch.from_numpy(y))
+    out = metrics.compute()
+    labels = list(range(len(CLASSES)))
+    expected = precision_recall_fscore_support(y, pred, labels=labels, zero_division=np.nan)
+    for k, name in enumerate(CLASSES):
+        support, predicted = (y == k).sum(), (pred == k).sum()
+        denominators = {"precision": predicted, "recall": support, "f1": support + predicted}  # F1 = 2TP / (S + P)
+        for key, sklearn_values in zip(("precision", "recall", "f1"), expected):
+            value = out[f"{key}/{name}"]
+            assert math.isnan(value) == (denominators[key] == 0), (key, name, value)
+            if denominators[key]:
+                assert value == pytest.approx(sklearn_values[k], abs=1e-9), (key, name)

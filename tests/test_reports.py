@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 
 from lesion.evaluate.calibration import apply_temperature, calibration_bins, fit_temperature
 from lesion.evaluate.report import _weighted_auc, evaluation_report, format_report
+from lesion.files import write_json
 
 ISIC2018 = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 ISIC2017 = ["NV", "SK", "MEL"]
@@ -119,8 +121,11 @@ def test_absent_class_is_nan_and_left_out():
     # No DF (index 5) in the split.
     probs, labels = predictions(500, 7, present=[0, 1, 2, 3, 4, 6])
     report = evaluation_report(probs, labels, ISIC2018, n_bootstrap=200)
-    assert math.isnan(report["recall/DF"]) and math.isnan(report["auc/DF"]) and math.isnan(report["f1/DF"])
+    assert math.isnan(report["recall/DF"]) and math.isnan(report["auc/DF"])
     assert report["support/DF"] == 0
+    predicted_df = (probs.argmax(1) == 5).sum()
+    # Predicted but absent: precision 0 / predicted and F1 2·0 / (0 + predicted) are 0, as in scikit-learn.
+    assert predicted_df > 0 and report["precision/DF"] == 0 and report["f1/DF"] == 0
     assert not math.isnan(report["specificity/DF"])  # every image is a negative
     pred = probs.argmax(1)
     with pytest.warns(UserWarning):  # sklearn warns about the empty class, then leaves it out
@@ -150,6 +155,25 @@ def test_format_report_lists_classes_and_nan():
     assert "n/a" in text
     assert "Challenge score" in text and "ECE" in text
     assert f"{report['bacc']:.4f}" in text and f"{report['ci/bacc'][0]:.4f}" in text
+
+
+def test_precision_of_a_class_nothing_was_predicted_as_is_undefined_in_json_and_text(tmp_path):
+    labels = np.array([0] * 6 + [2] * 4)  # NV and MEL; no SK
+    probs = np.tile([0.7, 0.1, 0.2], (10, 1))
+    probs[6:] = [0.5, 0.1, 0.4]  # every image predicted NV
+    report = evaluation_report(probs, labels, ISIC2017, n_bootstrap=10)
+    stored = json.loads(write_json(tmp_path / "metrics.json", report).read_text())
+    # MEL: 4 images, none predicted (precision 0/0); SK: no images, none predicted (all 0/0).
+    assert [stored[f"{key}/MEL"] for key in ("precision", "recall", "f1")] == [None, 0, 0]
+    assert [stored[f"{key}/SK"] for key in ("precision", "recall", "f1")] == [None, None, None]
+    assert stored["precision/NV"] == pytest.approx(0.6)
+    per_class = {}
+    for line in format_report(report).splitlines():  # the per-class rows come before the confusion rows
+        per_class.setdefault(line.split()[0] if line.strip() else "", line.split()[1:])
+    columns = ["support", "precision", "recall", "specificity", "F1", "AUC"]
+    assert dict(zip(columns, per_class["MEL"])) | {"AUC": None} == {
+        "support": "4", "precision": "n/a", "recall": "0.0000", "specificity": "1.0000", "F1": "0.0000", "AUC": None}
+    assert per_class["SK"] == ["0", "n/a", "n/a", "1.0000", "n/a", "n/a"]
 
 
 def test_fit_temperature_recovers_known_temperature():

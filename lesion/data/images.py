@@ -3,17 +3,21 @@
 Handles what real collections contain: EXIF orientation, grayscale, palette, RGBA/LA (alpha
 dropped), CMYK, 16-bit grayscale PNGs (scaled to 8 bits rather than clipped) and 16-bit colour
 PNGs (PIL keeps the high byte). The bytes decide the format, not the suffix: a WEBP or PNG named
-``.jpg`` decodes as what it is.
+``.jpg`` decodes as what it is. The names decide which files are images (:func:`is_image_name`)
+and the id each one is known by (:func:`image_ids`).
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from pathlib import PurePath
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from lesion.errors import LesionError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 # What a bad or hostile file raises while decoding.
@@ -32,6 +36,24 @@ def is_image_name(name: str) -> bool:
     The file's content decides its format, so a WEBP or PNG named ``.jpg`` is still decoded.
     """
     return not name.startswith(".") and PurePath(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_ids(paths: Sequence[PurePath]) -> list[str]:
+    """The id of each image file: its name without the suffix, as the ids of a CSV dataset.
+
+    An id names one image in every output (a row of ``predictions.csv``, its Grad-CAM files), so
+    two files of one id in one folder (``a.jpg`` and ``a.png``) are refused.
+
+    Raises:
+        LesionError: two of ``paths`` have the same id.
+    """
+    found: dict[str, PurePath] = {}
+    for path in paths:
+        first = found.setdefault(path.stem, path)
+        if first is not path:
+            raise LesionError(path.parent, f"holds two images of id {path.stem} ({first.name}, {path.name})",
+                              "keep one of them, or rename the other")
+    return list(found)
 
 
 def _draft_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lesion.data.cache import decode_square
-from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, is_image_name
+from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, image_ids, is_image_name
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 
@@ -34,12 +34,13 @@ class FolderImages(Dataset):
     @classmethod
     def in_folder(cls, folder: Path, transform: EvalPreset, size: int,
                   color_constancy: str | None = None) -> FolderImages:
-        """Every image file directly in ``folder``, sorted by name."""
+        """Every image file directly in ``folder``, sorted by name (two files of one id are refused)."""
         if not folder.is_dir():
             raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
         paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
         if not paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
+        image_ids(paths)  # one row and one set of Grad-CAM files per id: refuses a.jpg beside a.png
         return cls(paths, transform, size, color_constancy)
 
     def __len__(self) -> int:

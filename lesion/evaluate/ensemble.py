@@ -2,7 +2,8 @@
 
 ``ckpt`` is a checkpoint, a glob, a sweep folder (its jobs' ``checkpoints/best.ckpt``, in job
 order), or a list of any of these. Members must share their classes; each preprocesses with its
-own settings (input size, cache size, colour constancy, metadata).
+own settings (input size, cache size, colour constancy, metadata). Their probabilities combine
+image by image, matched by id (:func:`image_rows`).
 
 - ``mean``: the average of the members' probabilities.
 - ``rank`` (rank averaging, as the SIIM-ISIC 2020 winners): per member and class, each image's
@@ -58,6 +59,21 @@ def member_checkpoints(ckpt: str | Sequence[str]) -> list[Path]:
             raise LesionError("ckpt", f"{path} is named twice", "name each member once")
         seen.add(path.resolve())
     return found
+
+
+def image_rows(reference: Sequence[str], ids: Sequence[str]) -> np.ndarray | None:
+    """The row of ``ids`` holding each image of ``reference``, in ``reference`` order.
+
+    Members list their images in the order of their own data (e.g. their copy of a ground-truth
+    CSV): their probabilities combine row by row only once matched by image id.
+
+    Returns:
+        (N,) int64 row indices, or ``None`` unless both list the same images, each once.
+    """
+    row_of = {image: row for row, image in enumerate(ids)}
+    if len(row_of) != len(ids) or len(reference) != len(ids) or row_of.keys() != set(reference):
+        return None
+    return np.array([row_of[image] for image in reference], dtype=np.int64)
 
 
 def combine(probs: Sequence[np.ndarray], method: str = "mean") -> np.ndarray:

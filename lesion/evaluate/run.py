@@ -32,7 +32,7 @@ from lesion.errors import LesionError
 from lesion.evaluate import plots
 from lesion.evaluate.calibration import apply_temperature, fit_temperature
 from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
-from lesion.evaluate.ensemble import combine, member_checkpoints
+from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
 from lesion.evaluate.predict import predict
 from lesion.evaluate.report import evaluation_report, format_report
 from lesion.export.graph import ProbabilityGraph
@@ -257,6 +257,25 @@ def _table(ids: list[str], each: list[np.ndarray], probs: np.ndarray, members: l
     return table
 
 
+def _matched_rows(members: list[Member], datasets: list[Dataset], where: str, other_images: str,
+                  fix: str) -> list[np.ndarray]:
+    """Per member, the rows of its dataset in the first member's image order (matched by image id).
+
+    Refuses a member whose dataset holds other images than the first member's, in one line naming
+    both: ``where`` and ``fix`` as in :class:`LesionError`, ``other_images`` what the member did.
+    """
+    first = datasets[0].ids
+    rows = []
+    for member, dataset in zip(members, datasets):
+        matched = image_rows(first, dataset.ids)
+        if matched is None:
+            shared = len(set(first) & set(dataset.ids))
+            raise LesionError(where, f"{member.name} ({member.path}) {other_images} than {members[0].name} "
+                              f"({members[0].path}): {len(dataset)} and {len(first)} images, {shared} shared", fix)
+        rows.append(matched)
+    return rows
+
+
 def _ensemble_record(members: list[Member], cfg: DictConfig) -> dict:
     return {"method": cfg.ensemble, "members": {m.name: str(m.path) for m in members}} if len(members) > 1 else {}
 
@@ -306,19 +325,23 @@ def run(cfg: DictConfig) -> dict:
                           "use ensemble=mean, or drop calibrate")
 
     prepared = [_prepared_split(member, cfg, options) for member in members]
-    datasets = [dataset for _, dataset in prepared]
-    for member, dataset in zip(members[1:], datasets[1:]):
-        if dataset.ids != datasets[0].ids:
-            raise LesionError("ckpt", f"{member.path} evaluates other {cfg.split} images ({len(dataset)}) than "
-                              f"{members[0].path} ({len(datasets[0])})", "ensemble models of the same dataset and split")
+    rows = _matched_rows(members, [dataset for _, dataset in prepared], "ckpt", f"evaluates other {cfg.split} images",
+                         "ensemble models of the same dataset and split")
+    if cfg.calibrate:
+        # The temperature is fitted to the ensemble's probability of each validation image, which
+        # only members that all validated on that image (none trained on it) can give.
+        val_rows = _matched_rows(members, [dm.val_set for dm, _ in prepared], "calibrate", "validated on other images",
+                                 "calibrate each member alone, or ensemble members that share their validation split "
+                                 "(the same data, seed and dataset.fold)")
     write_record(cfg, out)
     predicted = [m.predict(dm.loader(_as_viewed(d, m, crops)), flips, crops) for m, (dm, d) in zip(members, prepared)]
-    each, labels = [p for p, _ in predicted], predicted[0][1]
+    own = [p for p, _ in predicted]  # each member's rows in its own image order
+    each, labels = [p[r] for p, r in zip(own, rows)], predicted[0][1]
     probs = combine(each, cfg.ensemble)
 
     if cfg.calibrate:
-        val_probs = combine([m.predict(dm.loader(_as_viewed(dm.val_set, m, crops)), flips, crops)[0]
-                             for m, (dm, _) in zip(members, prepared)], cfg.ensemble)
+        val_probs = combine([m.predict(dm.loader(_as_viewed(dm.val_set, m, crops)), flips, crops)[0][r]
+                             for m, (dm, _), r in zip(members, prepared, val_rows)], cfg.ensemble)
         val_labels = prepared[0][0].val_set.labels
         temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
         write_json(out / "calibration.json", {"temperature": temperature, "fitted_on": "val", "images": len(val_labels)})
@@ -336,7 +359,7 @@ def run(cfg: DictConfig) -> dict:
     write_atomic(out / "predictions.csv", _table(dataset.ids, each, probs, members, cfg, labels).to_csv(index=False))
     if cfg.plots:
         _plots(members, datamodule, probs, labels, report, cfg, out)
-    for member, (_, member_dataset), member_probs in zip(members, prepared, each):
+    for member, (_, member_dataset), member_probs in zip(members, prepared, own):
         _explain(member.module, cfg, member_dataset, lambda i, d=member_dataset: d.table.images.read(d.ids[i]),
                  member_probs, *_gradcam_paths(out, member, members))
     log.info("%s/%s: bacc %.4f [%.4f, %.4f], auc_macro %.4f → %s", datamodule.layout.name, cfg.split,
