@@ -193,15 +193,16 @@ def test_each_layout_trains_and_evaluates_end_to_end(run_cli, tmp_path):
         predictions = pd.read_csv(out / "predictions.csv")
         assert np.allclose(predictions[trained["classes"]].sum(axis=1), 1, atol=1e-4)
         assert list((out / "gradcam").glob("*_gradcam_overlay.png"))
-    # A test hold-out other than the one training made (here: of one training image fewer) is refused.
+    # A test hold-out other than the one training made (here: without one of its images) is refused.
     job = next(j for j in jobs if "synthetic2020" in (j / ".hydra" / "overrides.yaml").read_text())
     best = job / "checkpoints" / "best.ckpt"
     stored = torch.load(best, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert stored["split"]["test"] == "holdout"
+    tested = pd.read_csv(job / "evaluation" / "predictions.csv")["image_name"].iloc[0]  # ISIC 2020's id column
     copy = shutil.copytree(stored["dataset"]["root"], tmp_path / "fewer")
     for name in ("ISIC_2020_Training_GroundTruth_v2.csv", "ISIC_2020_Training_GroundTruth.csv"):
         lines = (copy / name).read_text().splitlines()
-        (copy / name).write_text("\n".join(lines[:-1]) + "\n")
+        (copy / name).write_text("\n".join(line for line in lines if not line.startswith(f"{tested},")) + "\n")
     result = run_cli("evaluate.py", f"ckpt={best}", f"dataset.root={copy}", f"out={tmp_path / 'refused'}",
                      "num_workers=0", check=False)
     assert result.returncode == 2, result.stderr[-2000:]

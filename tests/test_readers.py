@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import zipfile
 from pathlib import Path
@@ -190,3 +191,37 @@ def test_zip_with_a_parent_path_member_is_refused(synthetic_root, tmp_path):
     with pytest.raises(LesionError, match=r"'\.\.' path"):
         read_split("isic2018", root, "train")
     assert not (root.parent / "evil.jpg").exists()
+
+
+def not_in_csv_messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "lesion.data.readers" and "have no row" in r.getMessage()]
+
+
+@pytest.mark.parametrize("packing", ["zip", "folder"])
+def test_files_the_layout_knows_are_not_lesion_images_are_not_counted(packing, synthetic_root, as_folders, tmp_path,
+                                                                      caplog):
+    """ISIC 2017's superpixel maps are image files but not lesion images: reading says nothing of them,
+    and still counts a lesion image that no row lists."""
+    root = synthetic_root("isic2017")
+    if packing == "folder":
+        root = as_folders(root, tmp_path / "extracted")
+    with caplog.at_level(logging.INFO, logger="lesion.data.readers"):
+        for split in SPLITS:
+            read_split("isic2017", root, split)
+    assert not_in_csv_messages(caplog) == []
+    folder = root if packing == "folder" else as_folders(root, tmp_path / "extracted")
+    stem = LAYOUTS["isic2017"].splits["train"].images[0]
+    listed = read_split("isic2017", folder, "train")
+    (folder / stem / "ISIC_9999999.jpg").write_bytes(listed.images.read_bytes(listed.ids[0]))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lesion.data.readers"):
+        assert read_split("isic2017", folder, "train").ids == listed.ids
+    assert [m.split(": ", 1)[1] for m in not_in_csv_messages(caplog)] == [
+        "1 images have no row in ISIC-2017_Training_Part3_GroundTruth.csv and are ignored"]
+
+
+def test_reading_the_real_uda1_archives_logs_nothing(uda1, caplog):
+    with caplog.at_level(logging.INFO, logger="lesion.data.readers"):
+        tables = [read_split("isic2017", uda1, split) for split in SPLITS]
+    assert [len(t) for t in tables] == [366, 50, 139]
+    assert [r.getMessage() for r in caplog.records if r.name == "lesion.data.readers"] == []

@@ -50,8 +50,8 @@ def test_holdout_keeps_every_lesion_on_one_side(grouped_root):
     train_ids, val_ids = dm.train_set.ids, dm.val_set.ids
     assert len(train_ids) + len(val_ids) == 60 and not set(train_ids) & set(val_ids)
     assert not lesions(grouped_root, train_ids) & lesions(grouped_root, val_ids)
-    # 1 of round(1 / 0.2) = 5 folds of the lesions: about a fifth of the images
-    assert 6 <= len(val_ids) <= 18
+    # a fifth of the 60 images, to within one lesion of 3
+    assert 9 <= len(val_ids) <= 15
 
 
 def test_folds_partition_the_training_split_by_lesion(grouped_root):

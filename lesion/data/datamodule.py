@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, get_worker_info
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler, get_worker_info
 
 from lesion.balance.plan import BalancePlan, plan_balance
 from lesion.data.cache import SquareImages, available_cores, default_cache_dir, square_size
@@ -211,18 +212,20 @@ class IsicDataModule(pl.LightningDataModule):
         grouped_by = "image" if groups is None else grouping.kind
         rest = np.arange(len(train))  # training rows not held out for testing
         if test is None and self.test_fraction is not None:
-            rest, tested = split_indices(train.table.labels, self.seed, self.test_fraction, None, groups)
-            log.warning("%s: no test split; testing on a %.0f%% hold-out of the %d training images, by %s (seed %d)",
-                        self.root, 100 * self.test_fraction, len(train), grouped_by, self.seed)
+            rest, tested = split_indices(train.table.labels, self.seed, self.test_fraction, None, groups,
+                                         "dataset.test_fraction")
+            log.warning("%s: no test split; testing on a %.0f%% hold-out of the %d training images, by %s (seed %d): "
+                        "%d images, %.1f%% held out", self.root, 100 * self.test_fraction, len(train), grouped_by,
+                        self.seed, len(tested), 100 * len(tested) / len(train))
             self.test_set = LesionDataset(train, eval_preset, tested)
         if val is None or self.fold is not None:
             keep, held = split_indices(train.table.labels[rest], self.seed, self.val_fraction, self.fold,
                                        None if groups is None else groups[rest])
             validation = "fold" if self.fold else "holdout"
             how = f"fold {self.fold[0]}/{self.fold[1]}" if self.fold else f"{self.val_fraction:.0%} hold-out"
-            log.warning("%s: validating on a %s of the %d training images, by %s (seed %d)%s", self.root, how,
-                        len(rest), grouped_by, self.seed,
-                        "; the official validation split is not used" if val is not None else "")
+            log.warning("%s: validating on a %s of the %d training images, by %s (seed %d): %d images, "
+                        "%.1f%% held out%s", self.root, how, len(rest), grouped_by, self.seed, len(held),
+                        100 * len(held) / len(rest), "; the official validation split is not used" if val is not None else "")
             self.train_set = LesionDataset(train, train_preset, rest[keep])
             self.val_set = LesionDataset(train, eval_preset, rest[held])
         else:
@@ -312,10 +315,16 @@ class IsicDataModule(pl.LightningDataModule):
         """Images per class of ``dataset``, in class order."""
         return counts_of(dataset.labels, self.classes)
 
-    def loader(self, dataset: LesionDataset, train: bool = False) -> DataLoader:
-        """DataLoader over ``dataset`` (its image cache built first when enabled)."""
+    def loader(self, dataset: LesionDataset, train: bool = False, sampler: Sampler | None = None) -> DataLoader:
+        """DataLoader over ``dataset`` (its image cache built first when enabled).
+
+        Args:
+            dataset: the items.
+            train: shuffle them (or draw them with the balance plan's weighted sampler) and drop a
+                last batch of one.
+            sampler: for evaluation, the items to load in their order (default: all, in order).
+        """
         dataset.images.build()
-        sampler = None
         if train and self.plan.sample_weights is not None:
             sampler = WeightedRandomSampler(self.plan.sample_weights.tolist(), num_samples=len(dataset), replacement=True)
         return DataLoader(
@@ -335,10 +344,28 @@ class IsicDataModule(pl.LightningDataModule):
         return self.loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.val_set, train=False)
+        return self.loader(self.val_set, sampler=evaluation_sampler(self.val_set, self.trainer))
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.test_set, train=False)
+        return self.loader(self.test_set, sampler=evaluation_sampler(self.test_set, self.trainer))
+
+
+def evaluation_sampler(dataset: Sized, trainer: pl.Trainer | None) -> Sampler | None:
+    """This process's share of ``dataset`` to validate or test under DDP, every item in exactly one
+    share; ``None`` (all items, in order) in a single process.
+
+    Lightning's own ``DistributedSampler`` makes the shares equal by repeating items, which the
+    metrics would then count twice. Here shares differ by at most one item, so a process may run
+    one batch fewer: evaluation synchronises nothing per batch, and torchmetrics gathers states of
+    unequal length.
+    """
+    shares = trainer.distributed_sampler_kwargs if trainer is not None else None
+    if not shares or shares["num_replicas"] == 1:
+        return None
+    if len(dataset) < shares["num_replicas"]:  # a process without a batch would skip the metrics' gathering
+        raise LesionError("trainer.devices", f"{shares['num_replicas']} processes share an evaluation split of "
+                          f"{len(dataset)} images, and each needs one", "train on fewer devices")
+    return UnrepeatedDistributedSampler(dataset, shuffle=False, **shares)
 
 
 def ids_digest(ids: Sequence[str]) -> str:

@@ -91,7 +91,9 @@ class Layout:
     training split). ``groupings`` are the optional grouping files, in order of preference;
     ``duplicates`` an optional list of images published twice. ``has_taxonomy``: the classes
     have a place in the lesion taxonomy (hierarchical decoding). ``metadata``: per split, the
-    patient-metadata files in order of preference; ``sites`` the site names they use. ``source``: ``official`` files,
+    patient-metadata files in order of preference; ``sites`` the site names they use. ``not_images``:
+    name patterns (``fnmatch``) of image files in the image archives that are not lesion images
+    (ISIC 2017's superpixel maps), never taken for an image nor counted. ``source``: ``official`` files,
     or the user's own (``folder`` / ``csv``, built by :mod:`lesion.data.custom`).
     """
 
@@ -108,6 +110,7 @@ class Layout:
     has_taxonomy: bool = True
     metadata: dict[str, tuple[MetadataFile, ...]] = field(default_factory=dict)  # split -> candidates
     sites: tuple[str, ...] = ()  # the anatomic sites the metadata names
+    not_images: tuple[str, ...] = ()
     source: str = "official"  # "folder": one sub-folder per class; "csv": the user's CSV (lesion.data.custom)
 
     @property
@@ -144,6 +147,7 @@ ISIC2017 = Layout(
     metadata={split: (MetadataFile(f"{stem}_metadata.csv", "image_id", "age_approximate", "sex", None, in_images=True),)
               for split, stem in (("train", "ISIC-2017_Training_Data"), ("val", "ISIC-2017_Validation_Data"),
                                   ("test", "ISIC-2017_Test_v2_Data"))},
+    not_images=("*_superpixels.png",),  # one superpixel map per lesion image, ISIC_<id>_superpixels.png
 )
 
 ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 
 from lesion.data.layouts import LAYOUTS, Layout, MetadataFile
-from lesion.data.images import is_image_name
-from lesion.data.readers import archive_file, read_csv
+from lesion.data.readers import archive_file, image_id_of, read_csv
 from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
@@ -79,14 +78,14 @@ def metadata_table(frame: pd.DataFrame, meta: MetadataFile, sites: tuple[str, ..
         meta: its columns.
         sites: the site vocabulary.
         where: the file, for errors and warnings.
-        ids: the images, in order; a name in the id column may carry an image extension.
+        ids: the images, in order; the id column names them as any CSV may
+            (:func:`lesion.data.readers.image_id_of`).
     """
     columns = [c for c in (meta.id_column, meta.age, meta.sex, meta.site) if c]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise LesionError(where, f"missing column(s) {', '.join(missing)}", f"use a file with columns {','.join(columns)}")
-    frame = frame.assign(**{meta.id_column: [PurePosixPath(v.replace("\\", "/")).stem if is_image_name(v) else v
-                                             for v in frame[meta.id_column]]})
+    frame = frame.assign(**{meta.id_column: [image_id_of(v) for v in frame[meta.id_column]]})
     rows = frame.drop_duplicates(meta.id_column).set_index(meta.id_column)
     absent = [i for i in ids if i not in rows.index]
     if absent:

@@ -2,7 +2,12 @@
 
 Each split's images are read from the official ``.zip`` or from the extracted folder, without
 extracting anything to disk. Images are selected by the ids of the ground-truth CSV, never by
-globbing, so the superpixel PNGs and metadata CSVs inside the ISIC 2017 archives are ignored.
+globbing, so the superpixel PNGs and metadata CSVs inside the ISIC 2017 archives are ignored; the
+files a layout names as not lesion images (``Layout.not_images``) are not even counted.
+
+Every name a CSV gives an image (ground truth, groupings, duplicates; metadata too, in
+:mod:`lesion.data.metadata`) becomes an image id by one rule, :func:`image_id_of`: with or without
+its extension and folders, a name means the same image everywhere.
 
 Files as other systems and people make them are read as the official ones: zips with any inner
 folder or none, backslash member names (old Windows tools), macOS's ``__MACOSX/`` and ``._*``
@@ -14,6 +19,7 @@ folder in place of an image) is one :class:`~lesion.errors.LesionError`.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import logging
 import os
@@ -232,30 +238,45 @@ def _parts(name: str) -> tuple[str, ...]:
     return PurePosixPath(name.replace("\\", "/")).parts
 
 
-def _image_id(name: str) -> str | None:
-    """The ISIC id whose image ``name`` (zip member or relative path) may hold, else ``None``.
+def image_id_of(name: str) -> str:
+    """The image id a name in a CSV (or a file path) stands for: the file name without folders and
+    without its image extension.
+
+    ``NV/ISIC_0000001.jpg``, ``NV\\ISIC_0000001.JPG`` and ``ISIC_0000001`` are all ``ISIC_0000001``;
+    a name without an image extension keeps its dots (``ISIC_0000001_downsampled``, ``scan.v2``).
+    """
+    parts = _parts(name)
+    file_name = parts[-1] if parts else name
+    return PurePosixPath(file_name).stem if is_image_name(file_name) else file_name
+
+
+def _member_id(name: str, not_images: tuple[str, ...] = ()) -> str | None:
+    """The id whose image ``name`` (zip member or relative path) may hold, else ``None``.
 
     Any inner folder, or none, is accepted, but nothing inside a hidden folder or macOS's
-    ``__MACOSX`` (resource forks of the zipped files) is an image.
+    ``__MACOSX`` (resource forks of the zipped files) is an image, nor a file whose name matches
+    one of the layout's ``not_images`` patterns.
     """
     parts = _parts(name)
     if not parts or not is_image_name(parts[-1]) or any(p.startswith(".") or p == "__MACOSX" for p in parts[:-1]):
         return None
-    return PurePosixPath(parts[-1]).stem
+    if any(fnmatch.fnmatchcase(parts[-1], pattern) for pattern in not_images):
+        return None
+    return image_id_of(parts[-1])
 
 
-def _index(names: Iterable[str]) -> dict[str, list[str]]:
-    """ISIC id → every name in ``names`` that may hold its image."""
+def _index(names: Iterable[str], not_images: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Image id → every name in ``names`` that may hold its image."""
     index = defaultdict(list)
     for name in names:
-        image_id = _image_id(name)
-        if image_id is not None:
-            index[image_id].append(name)
+        found = _member_id(name, not_images)
+        if found is not None:
+            index[found].append(name)
     return dict(index)
 
 
-def _index_folder(folder: Path) -> dict[str, list[str]]:
-    """ISIC id → relative paths below ``folder`` that may hold its image.
+def _index_folder(folder: Path, not_images: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Image id → relative paths below ``folder`` that may hold its image.
 
     A folder named like an image stands for an id only when no file does, so that it is reported
     as a folder rather than as a missing image (and a NAS's thumbnail folders are harmless).
@@ -265,14 +286,14 @@ def _index_folder(folder: Path) -> dict[str, list[str]]:
         here = Path(dirpath).relative_to(folder)
         files += [str(here / name) for name in filenames]  # includes broken links: reported in _members
         folders += [str(here / name) for name in dirnames]
-    index = _index(files)
-    for image_id, names in _index(folders).items():
-        index.setdefault(image_id, names)
+    index = _index(files, not_images)
+    for found, names in _index(folders, not_images).items():
+        index.setdefault(found, names)
     return index
 
 
-def _index_zip(path: Path) -> dict[str, list[str]]:
-    """ISIC id → member names of the zip ``path`` that may hold its image."""
+def _index_zip(path: Path, not_images: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Image id → member names of the zip ``path`` that may hold its image."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -283,17 +304,17 @@ def _index_zip(path: Path) -> dict[str, list[str]]:
     if unsafe:
         raise LesionError(path, f"holds a member with an absolute or '..' path ({unsafe[0]})",
                           "re-download the official archive; this one is not safe to use")
-    return _index(n for n in names if not n.endswith(("/", "\\")))
+    return _index((n for n in names if not n.endswith(("/", "\\"))), not_images)
 
 
-def _index_archive(root: Path, stem: str) -> tuple[Path, dict[str, list[str]]] | None:
+def _index_archive(root: Path, stem: str, not_images: tuple[str, ...] = ()) -> tuple[Path, dict[str, list[str]]] | None:
     """The split's images from ``<root>/<stem>`` (folder, preferred) or ``<root>/<stem>.zip``,
-    with their index."""
+    with their index (files matching ``not_images`` left out)."""
     folder, archive = root / stem, root / f"{stem}.zip"
     if folder.is_dir():
-        return folder, _index_folder(folder)
+        return folder, _index_folder(folder, not_images)
     if archive.is_file():
-        return archive, _index_zip(archive)
+        return archive, _index_zip(archive, not_images)
     return None
 
 
@@ -371,7 +392,7 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         return _read_class_folders(layout, root)
     files = layout.splits[split]
     csv_path = _find(root, files.csv)
-    archives = [a for a in (_index_archive(root, stem) for stem in files.images) if a is not None]
+    archives = [a for a in (_index_archive(root, stem, layout.not_images) for stem in files.images) if a is not None]
     if csv_path is None and not archives and split != "train":
         return None
     if csv_path is None and files.labels_optional and archives:
@@ -384,9 +405,8 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         missing = next(stem for stem in files.images if _index_archive(root, stem) is None)
         raise LesionError(root / f"{missing}.zip", "image archive not found (neither the zip nor the extracted folder)",
                           f"download the official {layout.name} {split} images into {root}")
-    ids, labels = read_labels(layout, csv_path)
-    if layout.source == "csv":
-        ids = _ids_from_names(ids, csv_path)
+    names, labels = read_labels(layout, csv_path)
+    ids = _ids_from_names(names, csv_path)
     ids, labels = _without_duplicates(layout, root, ids, labels)
     if len(archives) == 1:
         path, index = archives[0]
@@ -397,14 +417,14 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
 
 
 def _ids_from_names(names: list[str], csv_path: Path) -> list[str]:
-    """Image ids from a user's image column: names with an image extension (and folders) lose them."""
-    ids = [PurePosixPath(n.replace("\\", "/")).stem if is_image_name(n) else n for n in names]
+    """The image ids (:func:`image_id_of`) of a CSV's names; two names of one id are refused."""
+    ids = [image_id_of(n) for n in names]
     seen: dict[str, str] = {}
-    for name, image_id in zip(names, ids):
-        if image_id in seen:
-            raise LesionError(csv_path, f"names {seen[image_id]} and {name}, one image id ({image_id})",
+    for name, found in zip(names, ids):
+        if found in seen:
+            raise LesionError(csv_path, f"names {seen[found]} and {name}, one image id ({found})",
                               "give every image a name of its own, or remove one of the rows")
-        seen[image_id] = name
+        seen[found] = name
     return ids
 
 
@@ -416,9 +436,9 @@ def _read_class_folders(layout: Layout, root: Path) -> SplitTable:
         if not (root / cls).is_dir():
             log.warning("%s: no folder for class %s; it has no training images", root, cls)
             continue
-        for image_id, names in _index_folder(root / cls).items():
-            index[image_id] += [f"{cls}/{name}" for name in names]
-            label_of[image_id] = k
+        for found, names in _index_folder(root / cls).items():
+            index[found] += [f"{cls}/{name}" for name in names]
+            label_of[found] = k
     ids = sorted(index)
     _check_listed(root, dict(index), ids, root)
     members = {i: index[i][0] for i in ids}
@@ -432,8 +452,8 @@ def _parts_of(archives: list[tuple[Path, dict[str, list[str]]]], ids: list[str],
     """The split's images over several archives: each id in exactly one of them."""
     merged: dict[str, list[str]] = defaultdict(list)
     for path, index in archives:
-        for image_id, names in index.items():
-            merged[image_id] += [f"{path.name}/{name}" for name in names]
+        for found, names in index.items():
+            merged[found] += [f"{path.name}/{name}" for name in names]
     _check_listed(archives[0][0].parent, dict(merged), ids, csv_path)  # every id once, over all parts
     parts = []
     for path, index in archives:
@@ -451,7 +471,7 @@ def _without_duplicates(layout: Layout, root: Path, ids: list[str], labels: np.n
     if missing:
         raise LesionError(path, f"missing column(s) {', '.join(missing)}",
                           f"use the official duplicates CSV with columns {','.join(layout.duplicates.columns)}")
-    first, second = (frame[c].tolist() for c in layout.duplicates.columns)
+    first, second = ([image_id_of(n) for n in frame[c]] for c in layout.duplicates.columns)
     listed = set(ids)
     dropped = {b for a, b in zip(first, second) if a in listed and b in listed and a != b}
     keep = [k for k, i in enumerate(ids) if i not in dropped]
@@ -467,7 +487,8 @@ def find_grouping(layout: str | Layout, root: str | Path) -> Grouping | None:
 
 
 def read_group_map(layout: str | Layout, root: str | Path) -> tuple[Grouping, dict[str, str]] | None:
-    """The layout's grouping file present in ``root`` and its image id → lesion (or patient) id, else ``None``."""
+    """The layout's grouping file present in ``root`` and its image id (:func:`image_id_of`) → lesion (or
+    patient) id, else ``None``. Rows with an empty group cell are left out."""
     grouping = find_grouping(layout, root)
     if grouping is None:
         return None
@@ -477,25 +498,34 @@ def read_group_map(layout: str | Layout, root: str | Path) -> tuple[Grouping, di
     if missing:
         raise LesionError(path, f"missing column(s) {', '.join(missing)}",
                           f"use a CSV with columns {grouping.id_column},{grouping.group_column}")
-    return grouping, {i: g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
+    return grouping, {image_id_of(i): g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
 
 
 def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.ndarray | None:
     """Lesion (or patient) id of every image in ``ids``, from the layout's grouping file (``None`` if absent).
 
-    Images missing from the file count as groups of their own (logged).
+    A few images missing from the file count as groups of their own (warned); when most are
+    missing, the file does not describe these images and grouping by it would be a pretence.
+
+    Raises:
+        LesionError: more than half of ``ids`` have no group in the file.
     """
     found = read_group_map(layout, root)
-    if found is not None:
-        grouping, lesion_of = found
-        path = Path(root).expanduser() / grouping.file
-        unknown = [i for i in ids if i not in lesion_of]
-        if unknown:
-            log.warning("%s: %d images have no %s id; each counts as its own %s", path, len(unknown),
-                        grouping.kind, grouping.kind)
-        log.info("%s groupings from %s", grouping.kind, path)
-        return np.array([lesion_of.get(i, f"image:{i}") for i in ids], dtype=object)
-    return None
+    if found is None:
+        return None
+    grouping, lesion_of = found
+    path = Path(root).expanduser() / grouping.file
+    unknown = [i for i in ids if i not in lesion_of]
+    if 2 * len(unknown) > len(ids):
+        raise LesionError(path, f"{len(unknown)} of {len(ids)} images have no {grouping.kind} id (e.g. {unknown[0]}) "
+                          f"in column {grouping.group_column}",
+                          f"give every image (named in column {grouping.id_column} as in the ground truth, with or "
+                          f"without its extension) its {grouping.kind} id, or use dataset.split_by=image")
+    if unknown:
+        log.warning("%s: %d of %d images have no %s id; each counts as its own %s", path, len(unknown), len(ids),
+                    grouping.kind, grouping.kind)
+    log.info("%s groupings from %s", grouping.kind, path)
+    return np.array([lesion_of.get(i, f"image:{i}") for i in ids], dtype=object)
 
 
 def archive_file(root: str | Path, stem: str, name: str) -> bytes | None:

@@ -1,8 +1,9 @@
 """Seeded stratified hold-out and k-fold splits of the training split, by image or by lesion.
 
-With lesion groupings (several images of one lesion), every split keeps all images of a lesion
-on one side (scikit-learn ``StratifiedGroupKFold``): images of the same lesion on both sides
-leak and inflate validation scores.
+With lesion groupings (several images of one lesion, or of one patient), every split keeps all
+images of a group on one side: images of the same lesion on both sides leak and inflate
+validation scores. A grouped hold-out takes the requested share of the images to within half a
+group (:func:`grouped_holdout`); grouped folds are scikit-learn's ``StratifiedGroupKFold``.
 """
 
 from __future__ import annotations
@@ -52,25 +53,86 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(holdout))
 
 
-def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int,
-                  where: str = "dataset.fold") -> list[np.ndarray]:
-    """Indices of each of ``n_folds`` lesion-grouped, class-stratified folds (seeded).
+def _class_cost(held: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """How far hold-out class counts (…×C) are from their targets: squared deviations relative to class size."""
+    return ((held - target) ** 2) @ weight
+
+
+def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
+                    where: str = "dataset.val_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, holdout) with every group on one side, holding out ``fraction`` of the images.
+
+    Groups are visited in a seeded random order, pass after pass, each moving to the other side
+    when that brings every class's held count nearer ``fraction`` of the class (squared deviations
+    relative to class size, so that a rare class counts as much as a common one), until no move
+    does. Then, while moving a group brings the hold-out's size nearer ``fraction`` of all images,
+    the move that keeps the classes nearest their shares is made. So the hold-out holds
+    ``fraction`` of the images to within half a group, and each class as near its share as whole
+    groups allow. Both sides keep at least one group (then within one group's size).
 
     Args:
-        where: the option that asked for the folds, named in an error.
+        labels: class index per image (N,).
+        groups: lesion or patient id per image (N,).
+        fraction: share of the images to hold out, in (0, 1).
+        seed: seed of the visiting order.
+        where: the option that asked for the hold-out, named in an error.
+
+    Returns:
+        Sorted index arrays ``keep`` and ``holdout``.
     """
-    fix = "use fewer folds" if where == "dataset.fold" else "use a larger dataset.val_fraction (fewer folds)"
+    names, group_of = np.unique(groups, return_inverse=True)
+    if len(names) < 2:
+        raise LesionError(where, f"all {len(labels)} images are of one lesion or patient, so none can be held out",
+                          "add images of other lesions, or use dataset.split_by=image")
+    classes, class_of = np.unique(labels, return_inverse=True)
+    order = np.random.default_rng(seed).permutation(len(names))
+    counts = np.zeros((len(names), len(classes)))
+    np.add.at(counts, (group_of, class_of), 1)
+    counts = counts[order]  # groups in visiting order: ties below go to the earlier visited
+    target, weight = fraction * counts.sum(0), 1 / counts.sum(0)
+    held, held_counts = np.zeros(len(names), dtype=bool), np.zeros(len(classes))
+    improved = True
+    while improved:  # ends: every move lowers the cost, and there are finitely many hold-outs
+        improved = False
+        for g in range(len(names)):
+            after = held_counts - counts[g] if held[g] else held_counts + counts[g]
+            if _class_cost(after, target, weight) < _class_cost(held_counts, target, weight):
+                held[g], held_counts, improved = ~held[g], after, True
+
+    def moved() -> np.ndarray:
+        """The hold-out's class counts after moving each group to the other side."""
+        return held_counts + np.where(held[:, None], -counts, counts)
+
+    wanted = fraction * len(labels)
+    while True:
+        after = moved()
+        nearer = np.abs(after.sum(1) - wanted) < abs(held_counts.sum() - wanted)
+        if not nearer.any():
+            break
+        g = np.flatnonzero(nearer)[np.argmin(_class_cost(after[nearer], target, weight))]
+        held[g], held_counts = ~held[g], after[g]
+    if held.all() or not held.any():  # every group is larger than twice the share (or its rest)
+        after = moved()
+        g = int(np.argmin(_class_cost(after, target, weight)))
+        held[g], held_counts = ~held[g], after[g]
+    held_rows = held[np.argsort(order)][group_of]
+    return np.flatnonzero(~held_rows), np.flatnonzero(held_rows)
+
+
+def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> list[np.ndarray]:
+    """Indices of each of ``n_folds`` lesion-grouped, class-stratified folds (seeded)."""
     if len(set(groups.tolist())) < n_folds:
-        raise LesionError(where, f"{len(set(groups.tolist()))} lesions cannot fill {n_folds} folds", fix)
+        raise LesionError("dataset.fold", f"{len(set(groups.tolist()))} lesions cannot fill {n_folds} folds",
+                          "use fewer folds")
     if np.bincount(labels).max() < n_folds:
-        raise LesionError(where, f"no class has {n_folds} images, as {n_folds} stratified folds need",
-                          f"{fix}, or add images")
+        raise LesionError("dataset.fold", f"no class has {n_folds} images, as {n_folds} stratified folds need",
+                          "use fewer folds, or add images")
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
 
 
 def split_indices(labels: np.ndarray, seed: int, fraction: float | None = None, fold: tuple[int, int] | None = None,
-                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  groups: np.ndarray | None = None, where: str = "dataset.val_fraction") -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices: a hold-out of ``fraction``, or fold ``k`` of ``K`` (1-based).
 
     Args:
@@ -79,12 +141,15 @@ def split_indices(labels: np.ndarray, seed: int, fraction: float | None = None, 
         fraction: share held out (when ``fold`` is ``None``).
         fold: ``(k, K)`` for k-fold cross-validation.
         groups: lesion id per image; when given, no lesion is on both sides.
+        where: the option that asked for the hold-out, named in an error.
     """
     if fold is None and groups is None:
         return stratified_holdout(labels, fraction, seed)
-    k, n_folds = fold if fold is not None else (1, max(2, int(round(1 / fraction))))
+    if fold is None:
+        return grouped_holdout(labels, groups, fraction, seed, where)
+    k, n_folds = fold
     if groups is None:
         groups = np.arange(len(labels))  # every image its own group: a stratified k-fold
-    held = grouped_folds(labels, groups, n_folds, seed, "dataset.fold" if fold is not None else "dataset.val_fraction")[k - 1]
+    held = grouped_folds(labels, groups, n_folds, seed)[k - 1]
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return keep, np.sort(held)
