@@ -9,12 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from lesion.data.datamodule import evaluation_sampler
 from lesion.data.synthetic import split_counts
+from lesion.errors import LesionError
 from lesion.train.sweep import claimed_gpu
 from lesion.balance.ranks import unshard
 from lesion.train.sweep import devices_per_job
@@ -42,6 +48,57 @@ def test_quickstart_trains_on_two_ddp_processes_with_the_same_metric_keys(run_cl
     val_rows = [row.split(",") for row in log[1:] if row.split(",")[header.index("val/bacc")]]
     assert sorted(int(r[header.index("epoch")]) for r in val_rows) == [0, 1]  # each epoch logged once
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("balance", [["balance=none"], ["balance=smote_tomek", "balance.smote_tomek.head_epochs=1"]],
+                         ids=["network", "smote-head-stage"])
+def test_under_ddp_validation_and_test_count_every_image_once(run_cli, tmp_path, balance):
+    """7 validation and 7 test images on 2 ranks, in batches of 3: rank 0 gets 4 images (2 batches),
+    rank 1 gets 3 (1 batch). Lightning's own sampler would pad rank 1 with a repeated image. With
+    SMOTE-Tomek, the head stage's validation (of embeddings) chooses ``best.ckpt``."""
+    run_dir = tmp_path / "run"
+    run_cli("train.py", "dataset=synthetic2018", "trainer=ddp_cpu", "model.backbone=resnet18", "model.weights=none",
+            "dataset.image_size=32", "dataset.batch_size=3", "dataset.num_workers=0", "dataset.synthetic_n=21",
+            "trainer.max_epochs=1", *balance, f"hydra.run.dir={run_dir}")
+    sizes = {split: sum(counts.values()) for split, counts in split_counts("isic2018", 21).items()}
+    assert sizes["val"] == sizes["test"] == 7
+    best = run_dir / "checkpoints" / "best.ckpt"
+    evaluated = {}
+    for split in ("val", "test"):
+        out = tmp_path / split
+        run_cli("evaluate.py", f"ckpt={best}", f"split={split}", f"out={out}", "gradcam.n=0", "plots=false",
+                "bootstrap=10", "num_workers=0")
+        evaluated[split] = json.loads((out / "metrics.json").read_text())
+    # The test metrics of the DDP run are those of one process on the same checkpoint, …
+    tested = json.loads((run_dir / "test_metrics.json").read_text())
+    assert sum(map(sum, tested["confusion"])) == sizes["test"]
+    assert tested["confusion"] == evaluated["test"]["confusion"]
+    assert tested["auc_macro"] == pytest.approx(evaluated["test"]["auc_macro"], abs=1e-6, nan_ok=True)
+    # … and so are the validation metrics that chose the checkpoint.
+    assert json.loads((run_dir / "val_metrics.json").read_text())["bacc"] == pytest.approx(
+        evaluated["val"]["bacc"], abs=1e-6)
+    last_stage = run_dir / "logs" / ("head" if "balance=smote_tomek" in balance else "") / "metrics.csv"
+    logged = pd.read_csv(last_stage).dropna(subset=["val/bacc"]).iloc[-1]
+    for key in ("bacc", "accuracy", "auc_macro"):
+        assert logged[f"val/{key}"] == pytest.approx(evaluated["val"][key], abs=1e-6, nan_ok=True), key
+
+
+@settings(max_examples=50, deadline=None)
+@given(items=st.integers(1, 40), processes=st.integers(1, 8))
+def test_evaluation_shares_hold_every_item_once(items, processes):
+    def share(rank: int) -> list[int]:
+        trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": processes, "rank": rank})
+        sampler = evaluation_sampler(range(items), trainer)
+        return list(range(items)) if sampler is None else list(sampler)
+
+    if items < processes:
+        with pytest.raises(LesionError, match="each needs one"):
+            share(0)
+        return
+    shares = [share(rank) for rank in range(processes)]
+    assert sorted(i for s in shares for i in s) == list(range(items))
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1  # at most one batch more on some processes
 
 
 @pytest.mark.slow

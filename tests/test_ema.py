@@ -1,5 +1,5 @@
 """EMA of the weights (callbacks=ema): checkpoints hold the running average, testing from a checkpoint uses
-it, a resumed run continues it, and the SMOTE-Tomek head stage trains with it."""
+it, a resumed run continues it, and the SMOTE-Tomek head stage trains with it; integer state is never averaged."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.layouts import LAYOUTS
+from lesion.models.decoder import LSTMDecoder
 from lesion.train.callbacks import EMA
 from lesion.train.module import LesionClassifier
 
@@ -114,18 +120,84 @@ def test_class_weights_resolved_in_setup_are_in_the_average_and_resume(synthetic
     fit(root, tmp_path / "second", epochs=2, resume=tmp_path / "first" / "last.ckpt", loss=loss)
 
 
+SMOTE_AFTER_FINETUNING = ("balance=smote_tomek", "balance.smote_tomek.finetune=true",
+                          "balance.smote_tomek.head_epochs=2")
+
+
 @pytest.mark.slow
-def test_ema_with_the_smote_head_stage_end_to_end(run_cli, tmp_path):
+@pytest.mark.parametrize(("model", "balance", "decay"), [
+    (("model=baseline",), SMOTE_AFTER_FINETUNING, 0.9),
+    (("model=barata", "model.hierarchical=true"), (), 0.9),
+    (("model=barata", "model.hierarchical=true"), SMOTE_AFTER_FINETUNING, 0.96),
+    (("model=barata", "model.hierarchical=false"), SMOTE_AFTER_FINETUNING, 0.992),
+], ids=["baseline-smote-0.9", "hierarchical-0.9", "hierarchical-smote-0.96", "flat-smote-0.992"])
+def test_the_run_tests_what_evaluation_of_its_checkpoint_gives(run_cli, tmp_path, model, balance, decay):
+    """train.py tests the very net that evaluate.py rebuilds from ``best.ckpt``: the average holds the
+    decoder's taxonomy tables unchanged, through fine-tuning and the SMOTE-Tomek head stage."""
     run_dir = tmp_path / "run"
-    run_cli("train.py", "dataset=synthetic2018", "dataset.synthetic_n=30", "callbacks=ema", "callbacks.ema.decay=0.9",
-            "balance=smote_tomek", "balance.smote_tomek.finetune=true", "balance.smote_tomek.head_epochs=2",
-            "trainer.max_epochs=1", *TINY,
-            f"hydra.run.dir={run_dir}")
-    for stage in ("finetune/best.ckpt", "best.ckpt"):
+    run_cli("train.py", "dataset=synthetic2018", "dataset.synthetic_n=21", *model, *balance, "callbacks=ema",
+            f"callbacks.ema.decay={decay}", "trainer.max_epochs=1", *TINY, f"hydra.run.dir={run_dir}")
+    for stage in ("finetune/best.ckpt", "best.ckpt") if balance else ("best.ckpt",):
         assert "current_model_state" in torch.load(run_dir / "checkpoints" / stage, map_location="cpu",
                                                    weights_only=True)
     trained = json.loads((run_dir / "test_metrics.json").read_text())
     out = tmp_path / "evaluation"
     run_cli("evaluate.py", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"out={out}", "gradcam.n=0",
-            "num_workers=0", "bootstrap=10")
-    assert json.loads((out / "metrics.json").read_text())["confusion"] == trained["confusion"]
+            "num_workers=0", "bootstrap=10", "plots=false")
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["confusion"] == trained["confusion"]
+    assert evaluated["bacc"] == pytest.approx(trained["bacc"], abs=1e-9)
+    assert evaluated["auc_macro"] == pytest.approx(trained["auc_macro"], abs=1e-6, nan_ok=True)
+
+
+class Tables(pl.LightningModule):
+    """Float state (weights, BatchNorm statistics) and integer state (BatchNorm's step counter, the
+    hierarchical decoder's taxonomy tables), trained on random pooled features."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(8)
+        self.decoder = LSTMDecoder(8, LAYOUTS["isic2018"].taxonomy(), hidden_size=8, embed_dim=4, dropout=0.0)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        avg = self.norm(x)
+        steps = self.decoder.steps_from_pooled(avg, avg, y)
+        return sum(F.cross_entropy(s, t) for s, t in zip(steps, self.decoder.step_targets(y)))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class StepBuffers(Callback):
+    """The module's buffers after every optimizer step."""
+
+    def __init__(self):
+        self.steps: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({k: v.detach().clone() for k, v in pl_module.named_buffers()})
+
+
+@settings(max_examples=12, deadline=None)
+@given(decay=st.one_of(st.sampled_from([0.9, 0.95, 0.96, 0.992, 0.997, 0.999, 0.9995]),
+                       st.floats(0.5, 0.99999)),
+       steps=st.integers(2, 5))
+def test_only_floating_point_state_is_averaged(decay, steps):
+    torch.manual_seed(0)
+    module, seen = Tables(), StepBuffers()
+    tables = {k: v.clone() for k, v in module.decoder.named_buffers()}
+    data = TensorDataset(torch.randn(4 * steps, 8), torch.randint(0, 7, (4 * steps,)))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, max_epochs=1, callbacks=[EMA(decay=decay), seen])
+    trainer.fit(module, DataLoader(data, batch_size=4))
+    # After the fit the module holds the average: its integer state is the module's own, …
+    for name, table in tables.items():
+        assert torch.equal(getattr(module.decoder, name), table), name
+    assert int(module.norm.num_batches_tracked) == steps
+    # … its float buffers the running average: the first step's values, then decay·average + (1 − decay)·values.
+    average = seen.steps[0]["norm.running_var"]
+    for buffers in seen.steps[1:]:
+        average = decay * average + (1 - decay) * buffers["norm.running_var"]
+    assert torch.allclose(module.norm.running_var, average, atol=1e-6)
+    assert not torch.allclose(module.norm.running_var, seen.steps[-1]["norm.running_var"])

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from lesion.balance.embedding import cached_embed
 from lesion.balance.ranks import on_every_rank, shard, unshard
 from lesion.balance.smote import smote_tomek
 from lesion.checkpoint import read_checkpoint
-from lesion.data.datamodule import IsicDataModule, LesionDataset
+from lesion.data.datamodule import IsicDataModule, LesionDataset, evaluation_sampler
 from lesion.data.transforms import EvalPreset, TrainPreset
 from lesion.errors import LesionError
 from lesion.models.net import LesionNet
@@ -69,11 +69,17 @@ def _training_views(datamodule: IsicDataModule, views: int, seed: int) -> list[t
     return out
 
 
-def _pooled_loader(columns: list[np.ndarray], labels: np.ndarray, batch_size: int, train: bool) -> DataLoader:
-    """Batches ``(avg, mx, [metadata,] y)`` of pooled embeddings (and encoded metadata)."""
+def _pooled_loader(columns: list[np.ndarray], labels: np.ndarray, batch_size: int, train: bool,
+                   sampler: Sampler | None = None) -> DataLoader:
+    """Batches ``(avg, mx, [metadata,] y)`` of pooled embeddings (and encoded metadata).
+
+    Args:
+        sampler: for evaluation, the rows to load in their order (default: all, in order).
+    """
     tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in columns]
     dataset = TensorDataset(*tensors, torch.from_numpy(labels.astype(np.int64)))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+                      sampler=sampler)
 
 
 class ResampledEmbeddings(pl.LightningDataModule):
@@ -146,7 +152,8 @@ class ResampledEmbeddings(pl.LightningDataModule):
         return _pooled_loader(*self.train, self.datamodule.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return _pooled_loader(self.val, self.datamodule.val_set.labels, self.datamodule.batch_size, train=False)
+        return _pooled_loader(self.val, self.datamodule.val_set.labels, self.datamodule.batch_size, train=False,
+                              sampler=evaluation_sampler(self.datamodule.val_set, self.trainer))  # one row per image
 
 
 def fit_head_on_resampled(trainer: pl.Trainer, module: pl.LightningModule, datamodule: IsicDataModule,

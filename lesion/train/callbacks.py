@@ -1,8 +1,8 @@
 """Callbacks of a training run beyond Lightning's own: checkpoints that stay in their run, interruption, EMA.
 
 :class:`RunCheckpoint` is a ``ModelCheckpoint`` whose restored paths cannot leave its folder.
-:class:`EMA` is Lightning's ``EMAWeightAveraging`` keeping a checkpoint's averaged weights when it
-is tested.
+:class:`EMA` is Lightning's ``EMAWeightAveraging`` averaging floating-point state only and keeping a
+checkpoint's averaged weights when it is tested.
 
 Interruption: a run stopped at any moment resumes with ``ckpt_path=last``.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,11 @@ class EMA(EMAWeightAveraging):
 
     Validation, and so the choice of ``best.ckpt``, runs on the averaged weights; every checkpoint
     holds them as its ``state_dict`` (what evaluation loads) and the training weights beside them,
-    so a resumed run continues both. Two differences from Lightning's callback:
+    so a resumed run continues both. Three differences from Lightning's callback:
 
+    - only floating-point state (weights, BatchNorm statistics) is averaged; integer state, such as
+      BatchNorm's step counter or the decoder's taxonomy tables, is the module's own: averaged in
+      floating point and cast back, a table entry 3 can come back as 2;
     - it puts the training weights back whenever a checkpoint is loaded, also by
       ``trainer.test(ckpt_path=…)``, which would test those instead of the averaged ones; here they
       are put back only when fitting resumes;
@@ -169,3 +173,15 @@ class EMA(EMAWeightAveraging):
     def _copy_module(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._average_model is None:
             super().setup(trainer, pl_module, "fit")
+            self._average_model.avg_fn = _floating_point_only(self._average_model.avg_fn)
+
+
+def _floating_point_only(avg_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+                         ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``AveragedModel``'s ``avg_fn(average, current, n_averaged)`` applied to floating-point tensors;
+    any other tensor takes the module's current value."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor) -> torch.Tensor:
+        return avg_fn(averaged, current, n_averaged) if averaged.is_floating_point() else current
+
+    return average

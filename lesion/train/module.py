@@ -36,7 +36,9 @@ class LesionClassifier(pl.LightningModule):
     """Trains and evaluates the net that ``model`` names.
 
     The final decoding step's loss is the configured one (focal, weighted CE, …); earlier
-    taxonomy steps of a hierarchical decoder use plain cross-entropy; the loss is their mean.
+    taxonomy steps of a hierarchical decoder use plain cross-entropy; the loss is their mean. A
+    hierarchical decoder is fed the true coarse labels for the loss (teacher forcing); every
+    stage's metrics, ``train/*`` included, are of its greedy predictions.
     Class weights that depend on the training counts (``loss.weight: inverse_frequency``,
     ``balance.class_weight``) are resolved in :meth:`setup` from the DataModule's balance plan
     and saved as numbers, so the checkpoint alone rebuilds the same loss.
@@ -128,23 +130,32 @@ class LesionClassifier(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         """Loss and metrics of a batch of images ``(images, [metadata,] y)`` or of pooled embeddings
-        ``(avg, mx, [metadata,] y)``; the metadata is there when the net takes it."""
+        ``(avg, mx, [metadata,] y)``; the metadata is there when the net takes it.
+
+        Images pass the backbone once; the head runs on their pooled embeddings, which gives the
+        same logits (:class:`~lesion.models.net.LesionNet`) and lets the metrics re-decode cheaply.
+        """
         *inputs, y = batch
         metadata = inputs.pop() if self.uses_metadata else None
-        # Teacher forcing only while training; evaluation decodes greedily.
-        teacher = y if stage == "train" else None
         if len(inputs) == 1:
             images = inputs[0]
             if self.channels_last:  # batches in the weights' memory format
                 images = images.contiguous(memory_format=torch.channels_last)
-            steps = self.net.step_logits(images, teacher, metadata)
-        else:
-            steps = self.net.step_logits_from_pooled(*inputs, teacher, metadata)
+            inputs = self.net.embed(images)
+        avg, mx = inputs
+        # Teacher forcing only while training; evaluation decodes greedily.
+        teacher = y if stage == "train" else None
+        steps = self.net.step_logits_from_pooled(avg, mx, teacher, metadata)
         targets = self.net.step_targets(y)
         losses = [F.cross_entropy(s, t) for s, t in zip(steps[:-1], targets[:-1])]
         losses.append(self.loss_fn(steps[-1], targets[-1]))
         loss = torch.stack(losses).mean()
-        self.metrics[f"stage_{stage}"].update(steps[-1].detach().float().softmax(1), y)
+        predicted = steps[-1].detach()
+        if teacher is not None and len(steps) > 1:
+            # The metrics are of what the net predicts, not of what it predicts fed the true coarse labels.
+            with torch.no_grad():
+                predicted = self.net.step_logits_from_pooled(avg, mx, None, metadata)[-1]
+        self.metrics[f"stage_{stage}"].update(predicted.float().softmax(1), y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=len(y), sync_dist=stage != "train")
         return loss
