@@ -158,6 +158,71 @@ def test_the_summary_reads_a_database_without_writing_to_it(tmp_path, capsys):
     assert (tmp_path / search.STUDY_FILE).read_bytes() == before  # optuna's tables were not added
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _assert_refused(result, says: str) -> None:
+    """Exit 2, no traceback, one ``lesion: error:`` line, the last, starting with ``says``."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert [line for line in lines if line.startswith("lesion: error: ")] == lines[-1:], result.stderr[-3000:]
+    assert lines[-1].startswith(f"lesion: error: {says}"), lines[-1]
+
+
+def _not_a_database(path: Path) -> str:
+    path.write_text("not a database\n")
+    return f"{path}: is not a readable Optuna study (DatabaseError) — "
+
+
+def _another_programs_database(path: Path) -> str:
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE notes (text)")
+    return f"{path}: is not a readable Optuna study ("
+
+
+def _another_study(path: Path) -> str:
+    optuna.create_study(study_name="other", storage=study_storage(str(path.parent)), direction="maximize")
+    return f"{path}: holds the study 'other', and this search is '{STUDY}' — "
+
+
+@pytest.mark.parametrize("make", [_not_a_database, _another_programs_database, _another_study],
+                         ids=["not a database", "not a study", "another study"])
+def test_a_study_file_the_search_cannot_resume_is_refused_untouched(run_cli, tmp_path, make):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    says = make(sweep / search.STUDY_FILE)
+    before = _files(tmp_path)
+    result = run_cli("train.py", "-m", "hparams_search=optuna", "experiment=quickstart", f"hydra.sweep.dir={sweep}",
+                     check=False, timeout=120)
+    _assert_refused(result, says)
+    assert _files(tmp_path) == before  # no trial ran, and the file was not given optuna's tables
+
+
+@pytest.mark.parametrize("override", [
+    "optimizer.lr=tag(log,interval(0,0.01))",  # a log range from 0
+    "optimizer.lr=tag(log,interval(-1e-3,0.01))",
+    "optimizer.lr=interval(0.01,0.001)",  # low above high
+    "dataset.batch_size=tag(log,interval(0,32))",
+])
+def test_a_range_optuna_cannot_search_is_refused_before_the_study_is_made(run_cli, tmp_path, override):
+    sweep = tmp_path / "sweep"
+    result = run_cli("train.py", "-m", "hparams_search=optuna", "experiment=quickstart", override,
+                     f"hydra.sweep.dir={sweep}", check=False, timeout=120)
+    key, value = override.split("=", 1)
+    _assert_refused(result, f"{key}: {value} is not a range Optuna can search (")
+    assert not sweep.exists()
+
+
+def test_a_study_the_search_can_resume_is_accepted_and_left_as_it_was(tmp_path):
+    study = optuna.create_study(study_name=STUDY, storage=study_storage(str(tmp_path)), direction="maximize")
+    study.tell(study.ask(), 0.5)
+    before = _files(tmp_path)
+    search.check_study(str(tmp_path), STUDY)
+    search.check_study(str(tmp_path / "new"), STUDY)  # no study yet: a new search
+    assert _files(tmp_path) == before and not (tmp_path / "new").exists()
+
+
 # A cheap search: one epoch on 60 images; lr searched; weighted_ce trials are refused next to the weighted
 # sampler (corrects the imbalance twice), so they fail at once. Sampler seed 3 draws ce, weighted_ce for the
 # first invocation's two trials and ce for the resumed invocation's one.

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from lesion.errors import LesionError
 from lesion.evaluate.summary import summarize
 from lesion.options import check_train
 from lesion.train.run import run
-from lesion.train.tracking import MlflowRun, wandb_credentials
+from lesion.train.tracking import MlflowRun, check_answers, wandb_credentials
 from lesion.train.trainer import build_run_loggers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,3 +177,67 @@ def test_a_logger_whose_module_is_missing_names_it():
     cfg = OmegaConf.create({"logger": {"x": {"_target_": "no_such_tracker.Logger"}}})
     with pytest.raises(LesionError, match=r"^logger\.x: cannot be built \(No module named 'no_such_tracker'\) — "):
         build_run_loggers(cfg)
+
+
+def _closed_port() -> int:
+    """A local port nobody listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_stops_the_run_at_once(run_cli, tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    run_dir = tmp_path / "run"
+    start = time.monotonic()
+    result = run_cli("train.py", *TINY, "logger=[csv,mlflow]", f"logger.mlflow.tracking_uri={uri}",
+                     f"hydra.run.dir={run_dir}", check=False, timeout=120)
+    assert time.monotonic() - start < 30  # a refusal, not minutes of retries (MLflow's own)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lesion: error: ")]
+    assert errors == [result.stderr.strip().splitlines()[-1]]
+    assert errors[0].startswith(f"lesion: error: logger.mlflow.tracking_uri: {uri} does not answer (")
+    assert not run_dir.exists()
+
+
+class _Answering(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(self.status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def answering_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _retried() -> frozenset[int]:
+    from mlflow.utils.request_utils import _TRANSIENT_FAILURE_RESPONSE_CODES
+
+    return _TRANSIENT_FAILURE_RESPONSE_CODES
+
+
+@settings(max_examples=20, deadline=None)
+@given(status=st.one_of(st.sampled_from([408, 429, 500, 502, 503, 504]), st.integers(200, 599)))
+def test_a_tracking_server_that_answers_is_accepted_unless_mlflow_would_retry(answering_server, status):
+    """Any answer is a server that is there; those MLflow's client retries for minutes are refused as well."""
+    _Answering.status = status
+    if status in _retried():
+        with pytest.raises(LesionError, match=rf"does not answer \(HTTP Error {status}: "):
+            check_answers("logger.mlflow.tracking_uri", answering_server)
+    else:
+        check_answers("logger.mlflow.tracking_uri", answering_server)
+
+
+def test_a_closed_port_is_refused_in_seconds():
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    with pytest.raises(LesionError, match=rf"^logger\.mlflow\.tracking_uri: {re.escape(uri)} does not answer \("):
+        check_answers("logger.mlflow.tracking_uri", uri)

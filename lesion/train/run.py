@@ -1,10 +1,11 @@
 """``run(cfg)``: one training run from a composed config (called by ``train.py`` and tests).
 
 The run reads top to bottom: options checked → training stages, each with its Trainer (so
-options that Lightning refuses stop the run before anything is written) → the run's record →
-the DataModule (reads, caches, splits, balances its training split) → the LightningModule →
-each stage fitted in turn → the best checkpoint of the last stage tested → the run's files sent to
-its trackers (:mod:`lesion.train.tracking`).
+options that Lightning refuses stop the run before anything is written) → the DataModule (reads,
+caches every image, splits, balances its training split) → the LightningModule → the run's
+record (only now, so a run refused for its data or its model leaves nothing) → each stage fitted
+in turn → the best checkpoint of the last stage tested → the run's files sent to its trackers
+(:mod:`lesion.train.tracking`).
 
 Stages: ``fit`` trains the whole network (and resumes ``ckpt_path``); with
 ``balance.smote_tomek.enabled`` the ``head`` stage then retrains the head on SMOTE-Tomek
@@ -136,8 +137,9 @@ def training_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
 def run(cfg: DictConfig) -> dict:
     """Balance, train, checkpoint and test one configuration.
 
-    Every option is checked first (:func:`lesion.options.check_train`), and a checkpoint to
-    resume from must match the configured model, before anything is written.
+    Every option is checked first (:func:`lesion.options.check_train`), a checkpoint to resume
+    from must match the configured model, and the data is read and checked and the model built,
+    before anything is written to the run directory.
 
     Args:
         cfg: the composed ``conf/train.yaml`` config.
@@ -150,15 +152,17 @@ def run(cfg: DictConfig) -> dict:
     check_train(_container(cfg))
     run_dir = Path(cfg.run_dir)
     stages = training_stages(cfg, run_dir)
-    write_record(cfg, run_dir)
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    write_json(run_dir / "balance.json", datamodule.balance_report())
+    for split in (datamodule.train_set, datamodule.val_set, datamodule.test_set):
+        split.images.build()  # every image decoded, so checked, before the run is recorded
     encoding = datamodule.metadata_encoding
     module = build_classifier(cfg, datamodule.split, None if encoding is None else encoding.as_dict())
+    write_record(cfg, run_dir)
+    write_json(run_dir / "balance.json", datamodule.balance_report())
 
     best = None
     for stage in stages:

@@ -11,6 +11,9 @@ running the same command again with the same ``hydra.sweep.dir`` resumes the sea
   trials that chose ``loss=focal`` (the other losses have no such option).
 * :class:`FailedTrials`: a job that failed (NaN, see :func:`lesion.train.sweep.run_job`) becomes a
   failed trial, which is never the best one.
+* :class:`CheckedSearch`: before the sweeper opens the study, a search range Optuna cannot use
+  (:func:`check_search_space`) and a study file this search cannot resume (:func:`check_study`)
+  are refused in one line, leaving every file as it was.
 
 Caveats: every invocation runs ``hydra.sweeper.n_trials`` more trials; a trial interrupted with
 its process stays ``RUNNING`` in the study (its folder keeps ``last.ckpt``) and is not retried.
@@ -23,14 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, Trial, TrialState
+
+from lesion.errors import LesionError, exit_with
+from lesion.evaluate.study import read_study
 
 STUDY_FILE = "optuna.db"
 # The trial parameter that names the job folder (a Hydra override, so it reaches the job).
@@ -124,3 +133,57 @@ class FailedTrials(Callback):
         reason = error.read_text().strip() if error.is_file() else "no validation BACC (no checkpoint was saved)"
         job_return.status = JobStatus.FAILED
         job_return.return_value = RuntimeError(f"{error.parent}: {reason}")
+
+
+def check_search_space(params: dict[str, str], overrides: list[str]) -> None:
+    """Refuse a parameter Optuna cannot search (a log range from 0 or below, a range whose low is
+    above its high …), as the sweeper would read it: ``hydra.sweeper.params``, then the command line's
+    overrides (the sweeper's own conversion, so the two cannot disagree).
+
+    Args:
+        params: ``hydra.sweeper.params`` (parameter → sweep, e.g. ``tag(log, interval(1e-4, 1e-2))``).
+        overrides: the command line's overrides (``hydra.overrides.task``).
+    """
+    for text in [f"{key}={value}" for key, value in params.items()] + list(overrides):
+        try:
+            (override,) = OverridesParser.create().parse_overrides([text])
+            create_optuna_distribution_from_override(override)
+        except (HydraException, ValueError, AssertionError, NotImplementedError) as error:
+            key, _, value = text.partition("=")
+            problem = (str(error).splitlines() or [""])[0] or "Optuna has no distribution for it"
+            raise LesionError(key, f"{value} is not a range Optuna can search ({problem})",
+                              "use choice(a,b,…), range(low,high) or interval(low,high) with low ≤ high, and "
+                              "low > 0 in tag(log, interval(…))") from None
+
+
+def check_study(sweep_dir: str, study_name: str) -> None:
+    """Refuse, without writing to it, a ``<sweep_dir>/optuna.db`` that is not a study this search can
+    resume: not an Optuna database (or another optuna's), or one holding another study.
+
+    Args:
+        sweep_dir: the sweep folder (a new search when it holds no study file).
+        study_name: the search's study (``hydra.sweeper.study_name``).
+    """
+    found = read_study(sweep_dir)
+    if found is not None and found.name != study_name:
+        raise LesionError(Path(sweep_dir) / STUDY_FILE, f"holds the study '{found.name}', and this search is "
+                          f"'{study_name}'", f"resume it with hydra.sweeper.study_name={found.name}, or search in "
+                          "another hydra.sweep.dir")
+
+
+class CheckedSearch(Callback):
+    """Hydra callback: the search refused in one line (exit status 2) before the sweeper opens its study
+    or runs a trial, when :func:`check_search_space` or :func:`check_study` refuses it.
+
+    The sweeper creates the study's database as soon as it is built, and Hydra reports what fails
+    there or in the sweep as a traceback; a callback's own exceptions Hydra turns into warnings, so
+    this one exits.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = config.hydra.sweeper
+        try:
+            check_search_space(dict(sweeper.params or {}), list(config.hydra.overrides.task))
+            check_study(config.hydra.sweep.dir, sweeper.study_name)
+        except LesionError as error:
+            exit_with(error)

@@ -8,7 +8,8 @@ logs each epoch, and :func:`finish_run` adds the run's files once it is tested.
 - MLflow (:func:`mlflow_logger`): a local SQLite store, ``<run dir>/mlflow.db`` with artifacts in
   ``<run dir>/mlartifacts/`` (in a ``-m`` sweep the sweep folder's, all runs in one experiment
   named after it). MLflow 3 refuses a plain ``mlruns/`` folder store unless told otherwise, so
-  SQLite it is. ``mlflow ui --backend-store-uri sqlite:///<dir>/mlflow.db`` shows the runs.
+  SQLite it is. ``mlflow ui --backend-store-uri sqlite:///<dir>/mlflow.db`` shows the runs. A
+  tracking server (``http(s)://``) must answer before the run starts (:func:`check_answers`).
 - W&B (:func:`wandb_logger`): offline unless credentials are there (``WANDB_API_KEY``, or a netrc
   entry for the W&B host); the run lives in ``<run dir>/wandb/`` and ``wandb sync`` uploads it.
 
@@ -19,10 +20,14 @@ parallel launcher) take turns to open the SQLite store, then share it (SQLite se
 from __future__ import annotations
 
 import fcntl
+import http.client
 import importlib
 import inspect
 import netrc
 import os
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +46,10 @@ from lesion.hydra_record import dotted
 _PACKAGES = {"mlflow_logger": "mlflow", "MLFlowLogger": "mlflow", "wandb_logger": "wandb", "WandbLogger": "wandb"}
 # The run's files that trackers keep (those that exist); MLflow also keeps the .hydra/ record.
 RUN_FILES = ("test_metrics.json", "val_metrics.json", "balance.json")
+# How long a tracking server may take to answer; MLflow itself retries a silent one for minutes.
+ANSWER_TIMEOUT_S = 5.0
+# The answers MLflow's client retries for minutes too (a proxy in front of a server that is down).
+RETRIED_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def check_installed(where: str, target: str) -> None:
@@ -59,6 +68,35 @@ def check_installed(where: str, target: str) -> None:
         problem = (str(error).splitlines() or [type(error).__name__])[0]
         raise LesionError(where, f"needs {package}, which cannot be imported ({problem})",
                           'pip install "lesion[track]"') from None
+
+
+def check_answers(where: str, uri: str, timeout_s: float = ANSWER_TIMEOUT_S) -> None:
+    """Refuse, before any work, a tracking server that does not answer a request for its ``/health``
+    endpoint within ``timeout_s`` seconds.
+
+    Refused: a closed port, an unknown host, a connection reset, silence, and the statuses MLflow
+    would retry (:data:`RETRIED_STATUSES`). Any other answer comes from a server that is there (an
+    error status or a TLS complaint included), and MLflow reports what is wrong with it.
+
+    Args:
+        where: the config entry (``logger.mlflow.tracking_uri``).
+        uri: the server's ``http(s)://`` address.
+        timeout_s: seconds to wait for the connection, and again for the answer.
+    """
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+        return
+    except urllib.error.HTTPError as error:
+        cause = error if error.code in RETRIED_STATUSES else None
+    except urllib.error.URLError as error:
+        cause = error.reason
+    except (OSError, http.client.HTTPException) as error:  # reset or silent once connected, or not HTTP
+        cause = error
+    if cause is None or isinstance(cause, ssl.SSLError):
+        return
+    reason = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    raise LesionError(where, f"{uri} does not answer ({reason})",
+                      "start the tracking server or correct the address (null: a local store in the run folder)")
 
 
 @contextmanager
@@ -187,6 +225,7 @@ def mlflow_logger(run_dir: str, run_config: dict | None = None, tracking_uri: st
         run_config: the composed config, logged as params (the run fills it in).
         tracking_uri: ``None``: the local store ``sqlite:///<dir>/mlflow.db``, ``<dir>`` being the
             sweep folder in a ``-m`` sweep, else ``run_dir``; artifacts then go to ``<dir>/mlartifacts/``.
+            A server (``http(s)://``) must answer now (:func:`check_answers`).
         experiment_name: ``None``: the sweep folder's name in a sweep, else ``lesion``.
         run_name: ``None``: the run folder's name.
         log_checkpoint: keep the best checkpoint as an artifact.
@@ -197,6 +236,8 @@ def mlflow_logger(run_dir: str, run_config: dict | None = None, tracking_uri: st
         store = Path(sweep or run_dir).resolve()
         tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
         options.setdefault("artifact_location", (store / "mlartifacts").as_uri())
+    elif urlparse(tracking_uri).scheme in ("http", "https"):
+        check_answers("logger.mlflow.tracking_uri", tracking_uri)
     options.setdefault("tags", {"lesion.run_dir": str(Path(run_dir).resolve())})
     return MlflowRun(run_config, log_checkpoint, store, tracking_uri=tracking_uri,
                      experiment_name=experiment_name or (sweep.name if sweep else "lesion"),
