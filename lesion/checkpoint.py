@@ -55,8 +55,8 @@ def _translate_legacy(hparams: object, path: Path) -> object:
             continue
         section = dict(section)
         target = section.pop("_target_")
-        if target not in names:
-            raise LesionError(path, f"its {key} names '{target}', which lesion does not build",
+        if not isinstance(target, str) or target not in names:
+            raise LesionError(path, f"its {key} names {target!r}, which lesion does not build",
                               "use a checkpoint written by lesion's train.py")
         if section.get("_partial_") is True:
             del section["_partial_"]

@@ -69,12 +69,15 @@ class FolderState:
         empty: the folder was absent or empty (Hydra makes it for the job).
         logs: each log file of the job in the folder → its length then (``None``: not there).
         record: the record's :func:`_stamp` then.
+        workdir: the folder the command was started in (Hydra's ``runtime.cwd``), if known: empty
+            folders between it and ``folder`` (Hydra's ``outputs/train/`` on a first run) go too.
     """
 
     folder: Path
     empty: bool
     logs: dict[Path, int | None]
     record: tuple[int, int] | None
+    workdir: Path | None = None
 
     @classmethod
     def of(cls, folder: str | Path) -> FolderState:
@@ -83,13 +86,15 @@ class FolderState:
         files = [Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
         logs = {log: log.stat().st_size if log.is_file() else None for log in files if log.resolve().parent == root}
         empty = not root.is_dir() or not any(root.iterdir())
-        return cls(root, empty, logs, _stamp(root / _RECORD))
+        workdir = Path(HydraConfig.get().runtime.cwd).resolve() if HydraConfig.initialized() else None
+        return cls(root, empty, logs, _stamp(root / _RECORD), workdir)
 
 
 def discard_refused(before: FolderState | None) -> None:
     """Put the output folder of a refused job back as it was ``before``: the job's logs cut back to
     their length (removed when new), then the folder removed when the job found it empty and nothing
-    else was put in it since.
+    else was put in it since, with the folders above it that this leaves empty, up to the folder the
+    command was started in.
 
     A job that wrote its record (:func:`write_record`) had started its run: its folder is kept as it
     is (the checkpoints written so far resume it). Files the job did not write are never touched.
@@ -102,9 +107,17 @@ def discard_refused(before: FolderState | None) -> None:
                 log.unlink(missing_ok=True)
             elif log.stat().st_size > size:
                 os.truncate(log, size)  # the lines this job appended
-    if before.empty:
-        with suppress(OSError):  # not empty: someone else's files are in it
-            before.folder.rmdir()
+    if not before.empty:
+        return
+    folder = before.folder
+    while True:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone else's files are in it
+            return
+        folder = folder.parent
+        if before.workdir is None or before.workdir not in folder.parents:
+            return
 
 
 def run_or_refuse(run: Callable[[DictConfig], object], cfg: DictConfig, folder: str | Path | None) -> object:

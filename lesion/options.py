@@ -1,26 +1,34 @@
 """The typed, ranged schema of every option: one place that refuses bad values before any work.
 
-The same checks read a training config (``train.py``), an evaluation config (``evaluate.py``)
-and the hyper-parameters stored in a checkpoint. Values must be plain (numbers, strings,
-booleans, lists of them); a dict where a value belongs, an unknown key (``_target_``,
-``_args_``, ``_partial_`` …) or a name outside the registries is refused with one line.
+The same checks read a training config (``train.py``), the configs of ``evaluate.py``,
+``export.py`` and ``demo.py`` (each command's options are its own: any other key, such as a
+training group added with ``+model=…``, is refused) and the hyper-parameters stored in a
+checkpoint. Values must be plain (numbers, strings, booleans, lists of them); a dict where a
+value belongs, an unknown key (``_target_``, ``_args_``, ``_partial_`` …) or a name outside the
+registries is refused with one line.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from hydra.utils import get_object
 
 from lesion.data.cache import square_size
 from lesion.data.color import METHODS as COLOR_METHODS
 from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
+from lesion.data.readers import dataset_folder
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
-from lesion.errors import LesionError
+from lesion.errors import LesionError, exit_with
 from lesion.evaluate.ensemble import METHODS as ENSEMBLES
+from lesion.files import output_folder
 from lesion.train.losses import check_weighting
 from lesion.models.backbone import NAMES as BACKBONES
 from lesion.models.backbone import STAGES as BACKBONE_STAGES
@@ -142,10 +150,25 @@ def _describe(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class Section:
-    """A mapping of named values and nested sections; ``extra`` lets unknown keys through unchecked."""
+class Rule:
+    """An option of a shape no :class:`Value` or :class:`Section` describes, checked by ``check(where, value)``."""
 
-    fields: Mapping[str, Value | Section]
+    check: Callable[[str, object], object]
+
+
+def _inside(where: str, key: object) -> str:
+    """The name of option ``key`` of ``where`` (``""``: a command's own options)."""
+    return f"{where}.{key}" if where else str(key)
+
+
+@dataclass(frozen=True)
+class Section:
+    """A mapping of named values and nested sections; ``extra`` lets unknown keys through unchecked.
+
+    Checked with ``where=""``, it is a whole command's options (e.g. :data:`EVALUATE`).
+    """
+
+    fields: Mapping[str, Value | Section | Rule]
     extra: bool = False
     null: bool = False
     optional: frozenset = field(default_factory=frozenset)
@@ -157,18 +180,22 @@ class Section:
         if not isinstance(values, Mapping):
             raise LesionError(where, f"is {_describe(values)}, not a group of options",
                               "write it as key: value entries")
-        unknown = [k for k in values if k not in self.fields]
-        if unknown and not self.extra:
-            raise LesionError(f"{where}.{unknown[0]}", "is not an option lesion knows here",
-                              f"remove it (options: {', '.join(self.fields)})")
+        self.refuse_unknown(where, values)
         missing = [k for k in self.fields if k not in values and k not in self.optional]
         if missing:
-            raise LesionError(f"{where}.{missing[0]}", "is missing", "give it a value")
+            raise LesionError(_inside(where, missing[0]), "is missing", "give it a value")
         out = {k: v for k, v in values.items() if k not in self.fields}
         for key, spec in self.fields.items():
             if key in values:
-                out[key] = spec.check(f"{where}.{key}", values[key])
+                out[key] = spec.check(_inside(where, key), values[key])
         return out
+
+    def refuse_unknown(self, where: str, keys: Iterable) -> None:
+        """Refuse the first of ``keys`` that is not a field (unless ``extra``)."""
+        unknown = [k for k in keys if k not in self.fields]
+        if unknown and not self.extra:
+            raise LesionError(_inside(where, unknown[0]), "is not an option lesion knows here",
+                              f"remove it (options: {', '.join(self.fields)})")
 
 
 @dataclass(frozen=True)
@@ -305,10 +332,7 @@ def _named(where: str, values: object, sections: Mapping[str, Section]) -> dict:
     """Check a section chosen by its ``name`` entry from ``sections``."""
     if not isinstance(values, Mapping):
         raise LesionError(where, f"is {_describe(values)}, not a group of options", "write it as key: value entries")
-    name = values.get("name")
-    if name not in sections:
-        raise LesionError(f"{where}.name", f"'{name}' is not one of {', '.join(sections)}",
-                          f"use one of {', '.join(sections)}")
+    name = Value(str, choices=tuple(sections)).check(f"{where}.name", values.get("name"))
     return sections[name].check(where, values)
 
 
@@ -340,6 +364,8 @@ def check_train(cfg: Mapping) -> None:
     dataset = DATASET.check("dataset", cfg["dataset"])
     square_size(dataset["image_size"], dataset["cache_size"])
     layout = layout_of(dataset)
+    if not dataset["synthetic"]:  # here rather than when the data is read: before the trainers say anything
+        dataset_folder(layout, dataset["root"])
     classes = layout.classes
     model = _named("model", cfg["model"], MODELS)
     if model.get("hierarchical") and not layout.has_taxonomy:
@@ -371,7 +397,7 @@ def check_train(cfg: Mapping) -> None:
     for group in ("callbacks", "logger"):
         _check_objects(group, cfg[group])
     smote = balance["smote_tomek"]
-    check_weighting(loss, len(classes), bool(balance["class_weight"]), balance["sampler"])
+    check_weighting(loss, len(classes), bool(balance["class_weight"]), balance["sampler"], smote["enabled"])
     if balance["backbone_ckpt"] and not smote["enabled"]:
         raise LesionError("balance.backbone_ckpt", "only gives the SMOTE-Tomek embeddings a backbone, and "
                           "balance.smote_tomek.enabled is false", "drop it, or use balance=smote_tomek")
@@ -391,67 +417,113 @@ def tta_views(tta: object) -> tuple[bool, int]:
     return (tta, 1) if isinstance(tta, bool) else (tta["flips"], tta["crops"])
 
 
-def _check_checkpoints(ckpt: object) -> None:
+def _checkpoints(where: str, ckpt: object) -> object:
     """``ckpt``: a checkpoint, a glob, a sweep folder, or a non-empty list of them."""
-    Value("strings", also=(str,), hint="a .ckpt, a glob, a sweep folder, or a list of them").check("ckpt", ckpt)
-    if isinstance(ckpt, (list, tuple)) and not ckpt:
-        raise LesionError("ckpt", "is an empty list", "name one checkpoint or more")
+    ckpt = Value("strings", also=(str,), hint="a .ckpt, a glob, a sweep folder, or a list of them").check(where, ckpt)
+    if isinstance(ckpt, list) and not ckpt:
+        raise LesionError(where, "is an empty list", "name one checkpoint or more")
+    return ckpt
+
+
+def _tta(where: str, tta: object) -> object:
+    """``tta``: true / false (the flips), or ``flips`` and ``crops`` (a square number) options."""
+    if isinstance(tta, bool):
+        return tta
+    if not isinstance(tta, Mapping):
+        raise LesionError(where, f"is {_describe(tta)}, not true, false or flips/crops options",
+                          "use tta=true, or tta.flips=true and/or tta.crops=N")
+    tta = TTA.check(where, tta)
+    if math.isqrt(tta["crops"]) ** 2 != tta["crops"]:
+        raise LesionError(f"{where}.crops", f"{tta['crops']} is not a square number", "use 1, 4, 9, 16, … (a k × k grid)")
+    return tta
+
+
+def _evaluation_dataset(where: str, dataset: object) -> object:
+    """``dataset``: a dataset config (``dataset=NAME``), checked in full; else values replacing the
+    checkpoint's, checked once joined to it (:mod:`lesion.evaluate.run`)."""
+    if isinstance(dataset, Mapping) and dataset.get("layout") is not None:
+        return DATASET.check(where, {k: v for k, v in dataset.items() if k != "seed"})
+    return dataset
+
+
+def _output_folder(where: str, value: object) -> Path:
+    return output_folder(where, Value(str).check(where, value))
+
+
+# ``out`` of evaluate.py and eda.py: a folder, refused where it (or a path above it) is a file.
+OUT_FOLDER = Rule(_output_folder)
+_GRADCAM_LAYER = Value(str, choices=GRADCAM_LAYERS)
+EVALUATE = Section({
+    "dataset": Rule(_evaluation_dataset), "ckpt": Rule(_checkpoints), "ensemble": Value(str, choices=ENSEMBLES),
+    "member_columns": Value(bool), "runtime": Value(str, choices=RUNTIMES), "trust_checkpoint": Value(bool),
+    "split": Value(str, choices=("val", "test")), "images": Value(str, null=True), "metadata": Value(str, null=True),
+    "out": OUT_FOLDER, "batch_size": _integer(1), "num_workers": _integer(0, null=True), "tta": Rule(_tta),
+    "calibrate": Value(bool), "plots": Value(bool),
+    "bootstrap": _integer(1, hint="bootstrap=1000 (the default) or more for 95 % intervals"), "seed": _integer(0),
+    "gradcam": Section({"n": _integer(-1, hint="a number of images, -1 = all, 0 = none"),
+                        "target": Value(str, null=True), "layer": _GRADCAM_LAYER}),
+})
+EXPORT = Section({
+    "ckpt": Rule(_checkpoints), "format": Value(str, choices=EXPORT_FORMATS), "out": Value(str, null=True),
+    "opset": _integer(18, hint="an ONNX opset ≥ 18 (the exporter's oldest)"), "trust_checkpoint": Value(bool),
+})
+
+
+def _file_size(where: str, size: object) -> object:
+    """``max_file_size``: a size such as ``50mb``, or null (no limit)."""
+    if size is not None and not (isinstance(size, str) and re.fullmatch(r"\d+(\.\d+)?\s*[kmgt]?b", size.lower())):
+        raise LesionError(where, f"is {_describe(size)}, not a size", "use e.g. 50mb, 2gb, or null (no limit)")
+    return size
+
+
+DEMO = Section({
+    "ckpt": Value(str), "host": Value(str), "port": _integer(1, 65535, hint="a TCP port, e.g. 7860"),
+    "share": Value(bool), "max_file_size": Rule(_file_size), "trust_checkpoint": Value(bool),
+    "gradcam": Section({"layer": _GRADCAM_LAYER}),
+})
+
+
+class CommandCheck(Callback):
+    """Hydra callback of evaluate.py, eda.py, export.py and demo.py: refuses in one line (exit 2), before Hydra starts
+    the job, what it would otherwise trip over with a traceback.
+
+    Args:
+        options: the import path of the command's options (a :class:`Section`). Any other key is refused
+            before a value is resolved: a training group may interpolate what only training has (``run_dir``).
+        out_folder: ``out`` is the run folder Hydra makes: refuse it where a file is in the way.
+    """
+
+    def __init__(self, options: str, out_folder: bool = False):
+        self.options, self.out_folder = get_object(options), out_folder
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        try:
+            self.options.refuse_unknown("", [key for key in config if key != "hydra"])
+            if self.out_folder:
+                OUT_FOLDER.check("out", config.out)
+        except LesionError as error:
+            exit_with(error)
 
 
 def check_evaluate(cfg: Mapping) -> None:
-    """Refuse any bad option of a composed ``conf/evaluate.yaml`` config (a plain dict), before any work."""
-    _check_checkpoints(cfg["ckpt"])
-    Value(str, choices=ENSEMBLES).check("ensemble", cfg["ensemble"])
-    Value(bool).check("member_columns", cfg["member_columns"])
-    Value(str, choices=RUNTIMES).check("runtime", cfg["runtime"])
-    tta = cfg["tta"]
-    if not isinstance(tta, (bool, Mapping)):
-        raise LesionError("tta", f"is {_describe(tta)}, not true, false or flips/crops options",
-                          "use tta=true, or tta.flips=true and/or tta.crops=N")
-    if isinstance(tta, Mapping):
-        crops = TTA.check("tta", tta)["crops"]
-        if math.isqrt(crops) ** 2 != crops:
-            raise LesionError("tta.crops", f"{crops} is not a square number", "use 1, 4, 9, 16, … (a k × k grid)")
-    Value(str, choices=("val", "test")).check("split", cfg["split"])
-    Value(str, null=True).check("images", cfg["images"])
-    Value(str, null=True).check("metadata", cfg["metadata"])
-    Value(str).check("out", cfg["out"])
-    _integer(1).check("batch_size", cfg["batch_size"])
-    _integer(0, null=True).check("num_workers", cfg["num_workers"])
-    for key in ("calibrate", "plots", "trust_checkpoint"):
-        Value(bool).check(key, cfg[key])
-    _integer(1, hint="bootstrap=1000 (the default) or more for 95 % intervals").check("bootstrap", cfg["bootstrap"])
-    _integer(0).check("seed", cfg["seed"])
-    Section({"n": _integer(-1, hint="a number of images, -1 = all, 0 = none"), "target": Value(str, null=True),
-             "layer": Value(str, choices=GRADCAM_LAYERS)}).check("gradcam", cfg["gradcam"])
+    """Refuse any bad option of a composed ``conf/evaluate.yaml`` config (a plain dict), or any other key
+    (e.g. a training group added with ``+model=…``), before any work."""
+    EVALUATE.check("", cfg)
     if cfg["calibrate"] and cfg["split"] == "val":
         raise LesionError("calibrate", "fits the temperature on the validation split, which split=val then reports on",
                           "calibrate with split=test, or evaluate split=val without calibrate")
-    dataset = cfg.get("dataset") or {}
-    if dataset.get("layout") is not None:
-        DATASET.check("dataset", {k: v for k, v in dataset.items() if k != "seed"})
 
 
 def check_export(cfg: Mapping) -> None:
-    """Refuse any bad option of a composed ``conf/export.yaml`` config (a plain dict), before any work."""
-    _check_checkpoints(cfg["ckpt"])
-    Value(str, choices=EXPORT_FORMATS).check("format", cfg["format"])
-    Value(str, null=True).check("out", cfg["out"])
-    _integer(18, hint="an ONNX opset ≥ 18 (the exporter's oldest)").check("opset", cfg["opset"])
-    Value(bool).check("trust_checkpoint", cfg["trust_checkpoint"])
+    """Refuse any bad option of a composed ``conf/export.yaml`` config (a plain dict), or any other key,
+    before any work."""
+    EXPORT.check("", cfg)
 
 
 def check_demo(cfg: Mapping) -> None:
-    """Refuse any bad option of a composed ``conf/demo.yaml`` config (a plain dict), before any work."""
-    Value(str).check("ckpt", cfg["ckpt"])
-    Value(str).check("host", cfg["host"])
-    _integer(1, 65535, hint="a TCP port, e.g. 7860").check("port", cfg["port"])
-    for key in ("share", "trust_checkpoint"):
-        Value(bool).check(key, cfg[key])
-    size = cfg["max_file_size"]
-    if size is not None and not (isinstance(size, str) and re.fullmatch(r"\d+(\.\d+)?\s*[kmgt]?b", size.lower())):
-        raise LesionError("max_file_size", f"is {_describe(size)}, not a size", "use e.g. 50mb, 2gb, or null (no limit)")
-    Section({"layer": Value(str, choices=GRADCAM_LAYERS)}).check("gradcam", cfg["gradcam"])
+    """Refuse any bad option of a composed ``conf/demo.yaml`` config (a plain dict), or any other key,
+    before any work."""
+    DEMO.check("", cfg)
 
 
 STORED_KEYS = ("model", "loss", "optimizer", "scheduler", "classes", "taxonomy", "mean", "std", "image_size",

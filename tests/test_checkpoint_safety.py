@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lesion.errors import LesionError
 from lesion.checkpoint import read_checkpoint
+from lesion.models.registry import build_net
 from lesion.train.module import LesionClassifier
 
 
@@ -27,13 +30,16 @@ def copy_onto(victim: Path) -> dict:
 FORGERIES = {
     "model.dropout": open_for_writing,
     "model.backbone": copy_onto,
+    "model.name": copy_onto,
     "model._target_": lambda victim: "os.system",
     "model._args_": lambda victim: [str(victim), "w"],
     "loss.alpha": open_for_writing,
     "loss.alpha.0": open_for_writing,
     "loss.gamma": copy_onto,
+    "loss.name": open_for_writing,
     "optimizer.lr": open_for_writing,
     "optimizer._partial_": lambda victim: True,
+    "optimizer.name": copy_onto,
     "scheduler": open_for_writing,
     "scheduler.name": copy_onto,
     "dataset.root": open_for_writing,
@@ -72,7 +78,7 @@ def test_forged_value_is_refused_before_anything_runs(trained_run, tmp_path, whe
     assert not victim.exists()
 
 
-@pytest.mark.parametrize("where", ["loss.alpha", "dataset.root", "model._target_"])
+@pytest.mark.parametrize("where", ["loss.alpha", "dataset.root", "model._target_", "model.name"])
 def test_evaluate_refuses_a_forged_checkpoint_in_one_line_writing_nothing(run_cli, trained_run, tmp_path, where):
     victim = tmp_path / "victim.txt"
     forged = forge(trained_run / "checkpoints" / "best.ckpt", where, FORGERIES[where](victim), tmp_path / "forged.ckpt")
@@ -176,3 +182,33 @@ def test_checkpoint_with_the_former_model_switches_loads(trained_run, tmp_path):
     with pytest.raises(LesionError, match="model.compile: is not an option"):
         read_checkpoint(tmp_path / "forged.ckpt")
     assert not (tmp_path / "victim.txt").exists()
+
+
+# Where a checkpoint names code from a registry: today's ``name`` entries, and the ``_target_`` of the older format.
+REGISTRY_NAMES = ["model.name", "loss.name", "optimizer.name", "scheduler.name"]
+LEGACY_TARGETS = ["model._target_", "loss._target_", "optimizer._target_", "scheduler._target_", "dataset._target_"]
+# Anything a checkpoint can hold that is not a string: null, booleans, numbers, lists and mappings of them.
+NOT_A_NAME = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                          max_leaves=6).filter(lambda value: not isinstance(value, str))
+
+
+@pytest.mark.parametrize("where", REGISTRY_NAMES + LEGACY_TARGETS)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=NOT_A_NAME)
+def test_a_registry_name_that_is_not_a_string_is_refused_in_one_line(trained_run, tmp_path, where, value):
+    contents = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    hparams = to_legacy(contents["hyper_parameters"]) if where in LEGACY_TARGETS else contents["hyper_parameters"]
+    section, key = where.split(".")
+    hparams[section][key] = value
+    torch.save({"hyper_parameters": hparams, "state_dict": {}}, tmp_path / "forged.ckpt")
+    with pytest.raises(LesionError) as error:
+        read_checkpoint(tmp_path / "forged.ckpt")
+    assert str(error.value).startswith(f"{tmp_path / 'forged.ckpt'}: "), str(error.value)
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=NOT_A_NAME)
+def test_the_net_registry_refuses_a_name_that_is_not_a_string(name):
+    with pytest.raises(LesionError, match="^model.name: "):
+        build_net(name, 3, [[0], [1], [2]], backbone="resnet18", weights="none")

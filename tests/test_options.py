@@ -180,3 +180,25 @@ def test_schema_names_exactly_the_registered_builders():
     assert set(MODELS) == set(NETS)
     assert set(losses(resolved=False)) == set(losses(resolved=True)) == set(LOSSES)
     assert set(OPTIMIZER_SECTIONS) == set(OPTIMIZERS)
+
+
+# Every way to give the loss class weights, and every balancing that trains the head on SMOTE-Tomek rows.
+CLASS_WEIGHTS = {
+    "loss=weighted_ce": "loss.weight",
+    "loss.weight=[1,2,1,1,1,1,1]": "loss.weight",
+    "loss=focal loss.alpha=inverse_frequency": "loss.alpha",
+    "balance.class_weight=effective_number": "balance.class_weight",
+}
+
+
+@pytest.mark.parametrize("balance", ["smote_tomek", "hybrid"])
+@pytest.mark.parametrize("weights", sorted(CLASS_WEIGHTS))
+def test_smote_tomek_with_class_weights_is_refused_as_correcting_twice(balance, weights):
+    """The head stage trains on rows SMOTE-Tomek balanced; weights from the counts before it would correct again."""
+    overrides = [f"balance={balance}", "dataset=isic2018", *weights.split()]
+    with pytest.raises(LesionError) as error:
+        check_train(composed("train", overrides))
+    source = CLASS_WEIGHTS[weights]
+    assert str(error.value).startswith(f"balance.smote_tomek: SMOTE-Tomek together with class weights ({source}) "
+                                       "corrects the imbalance twice — "), str(error.value)
+    check_train(composed("train", [*overrides, "balance.smote_tomek.enabled=false"]))

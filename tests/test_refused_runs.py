@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,16 @@ def test_discard_refused_puts_the_folder_back_unless_the_run_started(tmp_path_fa
         assert tree(root) == expected
     else:
         assert not root.exists()
+
+
+def test_discard_refused_removes_the_empty_folders_above_the_run_up_to_the_working_folder(tmp_path):
+    """A first run refused in a fresh clone leaves no ``outputs/train/``; folders holding anything else, the
+    working folder and folders outside it stay."""
+    workdir, elsewhere = tmp_path / "clone", tmp_path / "elsewhere"
+    for run in (workdir / "outputs" / "train" / "run", workdir / "kept" / "train" / "run", elsewhere / "run"):
+        run.mkdir(parents=True)
+    (workdir / "kept" / "notes.txt").write_text("the user's\n")
+    for run in (workdir / "outputs" / "train" / "run", workdir / "kept" / "train" / "run", elsewhere / "run"):
+        discard_refused(replace(FolderState.of(run), workdir=workdir))
+    assert tree(tmp_path) == {"clone": None, "clone/kept": None, "clone/kept/notes.txt": b"the user's\n",
+                              "elsewhere": None}

@@ -172,7 +172,8 @@ def plan_balance(labels: np.ndarray, classes: Sequence[str], cfg: dict, seed: in
         record("augment", labels[indices], labels[indices[expanded]])
         indices = indices[expanded]
 
-    check_weighting({}, len(classes), bool(cfg.get("class_weight")), bool(cfg.get("sampler")))
+    check_weighting({}, len(classes), bool(cfg.get("class_weight")), bool(cfg.get("sampler")),
+                    bool((cfg.get("smote_tomek") or {}).get("enabled")))
     plan.indices = indices
     counts = np.bincount(labels[indices], minlength=len(classes))
     plan.counts = counts.tolist()

@@ -363,6 +363,15 @@ def _check_listed(path: Path, index: dict[str, list[str]], ids: list[str], csv_p
         log.info("%s: %d images have no row in %s and are ignored", path, unlisted, csv_path.name)
 
 
+def dataset_folder(layout: Layout, root: str | Path) -> Path:
+    """``root`` as the folder of a dataset in ``layout``; refused when there is no such folder."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LesionError(root, "dataset folder not found",
+                          f"download the {layout.name} files into it or set dataset.root=DIR")
+    return root
+
+
 def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable | None:
     """Read one split of an official layout.
 
@@ -382,10 +391,7 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
             a CSV id without an image or with two, or a broken link or folder in place of an image.
     """
     layout = LAYOUTS[layout] if isinstance(layout, str) else layout
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise LesionError(root, "dataset folder not found",
-                          f"download the {layout.name} files into it or set dataset.root=DIR")
+    root = dataset_folder(layout, root)
     if split not in layout.splits:
         return None
     if layout.source == "folder":

@@ -19,7 +19,7 @@ from lesion.export.graph import ProbabilityGraph
 from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
 from lesion.export.preprocessing import ensemble_record, preprocessing_record
 from lesion.export.torchscript import load_torchscript, torchscript_bytes
-from lesion.files import atomic_path
+from lesion.files import atomic_path, output_file
 from lesion.options import check_export
 from lesion.train.module import LesionClassifier
 
@@ -66,9 +66,7 @@ def run(cfg: DictConfig) -> Path:
     if cfg.format == "onnx":
         require_onnx("format=onnx")
     paths = member_checkpoints(OmegaConf.to_container(cfg.ckpt) if not isinstance(cfg.ckpt, str) else cfg.ckpt)
-    out = _output(cfg, paths)
-    if out.is_dir():
-        raise LesionError("out", f"{out} is a folder", f"pass a file name, e.g. out={out / ('model' + SUFFIXES[cfg.format])}")
+    out = output_file("out", _output(cfg, paths), "model" + SUFFIXES[cfg.format])
     if any(out.resolve() == p.resolve() for p in paths):
         raise LesionError("out", f"{out} is the checkpoint being exported", "pass another out=FILE")
     modules = [LesionClassifier.load_from_checkpoint(p, "cpu", weights_only=not cfg.trust_checkpoint) for p in paths]

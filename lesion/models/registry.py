@@ -99,6 +99,6 @@ def build_net(name: str, num_classes: int, taxonomy: Sequence[Sequence[int]], **
         taxonomy: per class, its token at every decoding level (used by hierarchical heads).
         params: the builder's keyword arguments (backbone, weights, dropout, …).
     """
-    if name not in NETS:
-        raise LesionError("model.name", f"unknown model '{name}'", f"use one of {', '.join(NETS)}")
+    if not isinstance(name, str) or name not in NETS:
+        raise LesionError("model.name", f"unknown model {name!r}", f"use one of {', '.join(NETS)}")
     return NETS[name](num_classes=num_classes, taxonomy=[list(row) for row in taxonomy], **params)
