@@ -504,6 +504,9 @@ class CommandCheck(Callback):
         except LesionError as error:
             exit_with(error)
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self.on_run_start(config)
+
 
 def check_evaluate(cfg: Mapping) -> None:
     """Refuse any bad option of a composed ``conf/evaluate.yaml`` config (a plain dict), or any other key

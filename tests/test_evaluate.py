@@ -131,5 +131,5 @@ def test_folder_with_two_images_of_one_name_is_refused_before_writing(trained_ru
                      "gradcam.n=-1", "num_workers=0", f"out={out}", check=False)
     assert result.returncode == 2, result.stderr[-600:]
     assert result.stderr.strip().splitlines()[-1].startswith(
-        f"lesion: error: {folder}: holds two images of id ISIC_0000001 (ISIC_0000001.jpg, ISIC_0000001.png) — ")
+        f"lesion: error: {folder}: names ISIC_0000001.jpg and ISIC_0000001.png, one image id (ISIC_0000001) — ")
     assert "Traceback" not in result.stderr and not out.exists()

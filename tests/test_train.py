@@ -118,6 +118,17 @@ def test_resume_from_last_continues_the_run(trained_run, run_cli, tmp_path):
     assert after.loc[after["val/bacc"].notna(), "epoch"].tolist() == [2]
 
 
+def test_resume_on_other_splits_is_refused_leaving_the_run_as_it_was(trained_run, run_cli, tmp_path):
+    """Other data gives other validation and test images: resuming would train on images the run validated on."""
+    run_dir = shutil.copytree(trained_run, tmp_path / "resumed")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = run_cli("train.py", "dataset=synthetic2018", "model=barata", "model.hierarchical=true", "loss=focal",
+                     "loss.alpha=inverse_frequency", *SMALL_REAL, "dataset.synthetic_n=40", "trainer.max_epochs=3",
+                     "ckpt_path=last", f"hydra.run.dir={run_dir}", check=False)
+    assert_one_line_error(result, "was trained with another validation split than the one made here")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
 def assert_one_line_error(result, fragment: str) -> None:
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.startswith("lesion: error:")]

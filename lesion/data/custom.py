@@ -5,7 +5,7 @@ Both give a training split only: test and validation are seeded hold-outs
 (``dataset.test_fraction``, ``dataset.val_fraction``), grouped by ``group_column`` when given. Classes are ``dataset.classes`` when given (their
 order is the output order), else the sorted folder names or label values (or the one-hot column
 names in CSV order). Image names in the CSV may carry their extension and folders or not; ids are
-the file names without them (:func:`lesion.data.readers.image_id_of`, for labels, groups and
+the file names without them (:func:`lesion.data.images.image_id_of`, for labels, groups and
 metadata alike), so two images of one name (``a.jpg``, ``b/a.png``) are refused. A CSV may also name
 patient-metadata columns (``age_column``, ``sex_column``, ``site_column``); its site categories
 are the site values it holds.

@@ -4,7 +4,8 @@ Handles what real collections contain: EXIF orientation, grayscale, palette, RGB
 dropped), CMYK, 16-bit grayscale PNGs (scaled to 8 bits rather than clipped) and 16-bit colour
 PNGs (PIL keeps the high byte). The bytes decide the format, not the suffix: a WEBP or PNG named
 ``.jpg`` decodes as what it is. The names decide which files are images (:func:`is_image_name`)
-and the id each one is known by (:func:`image_ids`).
+and the id each one is known by (:func:`image_id_of`, :func:`image_ids`): the same rule for CSV
+labels, metadata, groupings, archives and folders of images.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Sequence
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -38,22 +39,35 @@ def is_image_name(name: str) -> bool:
     return not name.startswith(".") and PurePath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def image_ids(paths: Sequence[PurePath]) -> list[str]:
-    """The id of each image file: its name without the suffix, as the ids of a CSV dataset.
+def image_id_of(name: str) -> str:
+    """The image id a name (in a CSV, a zip or a folder) stands for: the file name without folders
+    and without its image extension.
+
+    ``NV/ISIC_0000001.jpg``, ``NV\\ISIC_0000001.JPG`` and ``ISIC_0000001`` are all ``ISIC_0000001``;
+    a name without an image extension keeps its dots (``ISIC_0000001_downsampled``, ``scan.v2``).
+    """
+    parts = PurePosixPath(name.replace("\\", "/")).parts  # old Windows zips use backslashes
+    file_name = parts[-1] if parts else name
+    return PurePosixPath(file_name).stem if is_image_name(file_name) else file_name
+
+
+def image_ids(names: Sequence[str], where: object) -> list[str]:
+    """The image id (:func:`image_id_of`) of each of ``names``, which must all differ.
 
     An id names one image in every output (a row of ``predictions.csv``, its Grad-CAM files), so
-    two files of one id in one folder (``a.jpg`` and ``a.png``) are refused.
+    two names of one id (``a.jpg`` and ``a.png``) are refused.
 
     Raises:
-        LesionError: two of ``paths`` have the same id.
+        LesionError: at ``where``, naming two of ``names`` with the same id.
     """
-    found: dict[str, PurePath] = {}
-    for path in paths:
-        first = found.setdefault(path.stem, path)
-        if first is not path:
-            raise LesionError(path.parent, f"holds two images of id {path.stem} ({first.name}, {path.name})",
-                              "keep one of them, or rename the other")
-    return list(found)
+    seen: dict[str, str] = {}
+    for name in names:
+        found = image_id_of(name)
+        if found in seen:
+            raise LesionError(where, f"names {seen[found]} and {name}, one image id ({found})",
+                              "give every image a name of its own, or remove one of them")
+        seen[found] = name
+    return list(seen)
 
 
 def _draft_size(size: tuple[int, int], min_size: int) -> tuple[int, int]:

@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from lesion.data.layouts import LAYOUTS, Layout, MetadataFile
-from lesion.data.readers import archive_file, image_id_of, read_csv
+from lesion.data.images import image_id_of
+from lesion.data.readers import archive_file, read_csv
 from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def metadata_table(frame: pd.DataFrame, meta: MetadataFile, sites: tuple[str, ..
         sites: the site vocabulary.
         where: the file, for errors and warnings.
         ids: the images, in order; the id column names them as any CSV may
-            (:func:`lesion.data.readers.image_id_of`).
+            (:func:`lesion.data.images.image_id_of`).
     """
     columns = [c for c in (meta.id_column, meta.age, meta.sex, meta.site) if c]
     missing = [c for c in columns if c not in frame.columns]

@@ -6,7 +6,7 @@ globbing, so the superpixel PNGs and metadata CSVs inside the ISIC 2017 archives
 files a layout names as not lesion images (``Layout.not_images``) are not even counted.
 
 Every name a CSV gives an image (ground truth, groupings, duplicates; metadata too, in
-:mod:`lesion.data.metadata`) becomes an image id by one rule, :func:`image_id_of`: with or without
+:mod:`lesion.data.metadata`) becomes an image id by one rule, :func:`lesion.data.images.image_id_of`: with or without
 its extension and folders, a name means the same image everywhere.
 
 Files as other systems and people make them are read as the official ones: zips with any inner
@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lesion.data.images import DECODE_ERRORS, DEFAULT_MAX_PIXELS, TooManyPixels, decode, is_image_name
+from lesion.data.images import (DECODE_ERRORS, DEFAULT_MAX_PIXELS, TooManyPixels, decode, image_id_of, image_ids,
+                                is_image_name)
 from lesion.data.layouts import LAYOUTS, Grouping, Layout, counts_of
 from lesion.errors import LesionError
 
@@ -238,18 +239,6 @@ def _parts(name: str) -> tuple[str, ...]:
     return PurePosixPath(name.replace("\\", "/")).parts
 
 
-def image_id_of(name: str) -> str:
-    """The image id a name in a CSV (or a file path) stands for: the file name without folders and
-    without its image extension.
-
-    ``NV/ISIC_0000001.jpg``, ``NV\\ISIC_0000001.JPG`` and ``ISIC_0000001`` are all ``ISIC_0000001``;
-    a name without an image extension keeps its dots (``ISIC_0000001_downsampled``, ``scan.v2``).
-    """
-    parts = _parts(name)
-    file_name = parts[-1] if parts else name
-    return PurePosixPath(file_name).stem if is_image_name(file_name) else file_name
-
-
 def _member_id(name: str, not_images: tuple[str, ...] = ()) -> str | None:
     """The id whose image ``name`` (zip member or relative path) may hold, else ``None``.
 
@@ -412,7 +401,7 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         raise LesionError(root / f"{missing}.zip", "image archive not found (neither the zip nor the extracted folder)",
                           f"download the official {layout.name} {split} images into {root}")
     names, labels = read_labels(layout, csv_path)
-    ids = _ids_from_names(names, csv_path)
+    ids = image_ids(names, csv_path)
     ids, labels = _without_duplicates(layout, root, ids, labels)
     if len(archives) == 1:
         path, index = archives[0]
@@ -420,18 +409,6 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
     else:
         images = _parts_of(archives, ids, csv_path)
     return SplitTable(layout, split, ids, labels, images, csv_path)
-
-
-def _ids_from_names(names: list[str], csv_path: Path) -> list[str]:
-    """The image ids (:func:`image_id_of`) of a CSV's names; two names of one id are refused."""
-    ids = [image_id_of(n) for n in names]
-    seen: dict[str, str] = {}
-    for name, found in zip(names, ids):
-        if found in seen:
-            raise LesionError(csv_path, f"names {seen[found]} and {name}, one image id ({found})",
-                              "give every image a name of its own, or remove one of the rows")
-        seen[found] = name
-    return ids
 
 
 def _read_class_folders(layout: Layout, root: Path) -> SplitTable:
@@ -507,14 +484,18 @@ def read_group_map(layout: str | Layout, root: str | Path) -> tuple[Grouping, di
     return grouping, {image_id_of(i): g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
 
 
-def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.ndarray | None:
+def read_groups(layout: str | Layout, root: str | Path, ids: list[str], strict: bool = True) -> np.ndarray | None:
     """Lesion (or patient) id of every image in ``ids``, from the layout's grouping file (``None`` if absent).
 
     A few images missing from the file count as groups of their own (warned); when most are
-    missing, the file does not describe these images and grouping by it would be a pretence.
+    missing, the file does not describe these images and splitting by it would be a pretence.
+
+    Args:
+        strict: refuse a file that gives fewer than half of ``ids`` a group (for splits); else warn
+            (for a report on the data, which should show it).
 
     Raises:
-        LesionError: more than half of ``ids`` have no group in the file.
+        LesionError: ``strict`` and more than half of ``ids`` have no group in the file.
     """
     found = read_group_map(layout, root)
     if found is None:
@@ -522,7 +503,7 @@ def read_groups(layout: str | Layout, root: str | Path, ids: list[str]) -> np.nd
     grouping, lesion_of = found
     path = Path(root).expanduser() / grouping.file
     unknown = [i for i in ids if i not in lesion_of]
-    if 2 * len(unknown) > len(ids):
+    if strict and 2 * len(unknown) > len(ids):
         raise LesionError(path, f"{len(unknown)} of {len(ids)} images have no {grouping.kind} id (e.g. {unknown[0]}) "
                           f"in column {grouping.group_column}",
                           f"give every image (named in column {grouping.id_column} as in the ground truth, with or "

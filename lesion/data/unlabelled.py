@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lesion.data.cache import decode_square
-from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, image_ids, is_image_name
+from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, image_id_of, image_ids, is_image_name
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 
@@ -40,7 +40,7 @@ class FolderImages(Dataset):
         paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
         if not paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
-        image_ids(paths)  # one row and one set of Grad-CAM files per id: refuses a.jpg beside a.png
+        image_ids([p.name for p in paths], folder)  # one row and one set of Grad-CAM files per id
         return cls(paths, transform, size, color_constancy)
 
     def __len__(self) -> int:
@@ -48,7 +48,7 @@ class FolderImages(Dataset):
 
     @property
     def ids(self) -> list[str]:
-        return [p.stem for p in self.paths]
+        return [image_id_of(p.name) for p in self.paths]
 
     def read(self, item: int) -> Image.Image:
         """The original image ``item``, full resolution, as upright 8-bit RGB."""

@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> Findings:
     grouping = find_grouping(layout, root)
     groups = None
     if grouping is not None:
-        found = read_groups(layout, root, tables["train"].ids)
+        found = read_groups(layout, root, tables["train"].ids, strict=False)
         groups = group_summary(found, labels["train"], classes, grouping.kind, grouping.file)
     try:
         duplicates = find_duplicates({s: h for s, (h, _, _) in scans.items()}, {s: t.ids for s, t in tables.items()},

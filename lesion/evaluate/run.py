@@ -176,7 +176,8 @@ def _check_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
         raise LesionError("split", f"the validation split made here ({rebuilt['val_images']} images, "
                           f"{rebuilt['validation']}) is not the one {ckpt} was validated on "
                           f"({trained['val_images']} images, {trained['validation']}, seed {trained['seed']})",
-                          "evaluate on the training run's own data (dataset.root=<its folder>) or on a test split")
+                          "evaluate on the training run's own data (dataset.root=<its folder>) or on a test split; "
+                          "a hold-out made by an older lesion differs: retrain")
 
 
 def _check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
@@ -185,7 +186,8 @@ def _check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
         made = f"{trained['test_images']} images" if trained and trained.get("test") == "holdout" else "none"
         raise LesionError("split", f"the test hold-out made here ({rebuilt['test_images']} images) is not the one "
                           f"{ckpt} held out ({made})", "evaluate on the training run's own data (dataset.root=<its "
-                          "folder>) or on a dataset with an official test split")
+                          "folder>) or on a dataset with an official test split; a hold-out made by an older lesion "
+                          "differs: retrain")
 
 
 @dataclass

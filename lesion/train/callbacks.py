@@ -173,6 +173,9 @@ class EMA(EMAWeightAveraging):
     def _copy_module(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._average_model is None:
             super().setup(trainer, pl_module, "fit")
+            if self._average_model.multi_avg_fn is not None:  # AveragedModel would ignore avg_fn
+                raise RuntimeError("EMAWeightAveraging now averages with multi_avg_fn: lesion.train.callbacks.EMA "
+                                   "must wrap it to keep integer buffers out of the average")
             self._average_model.avg_fn = _floating_point_only(self._average_model.avg_fn)
 
 

@@ -86,11 +86,13 @@ def compose_classifier(config_dir: Path, overrides: list[str]) -> LesionClassifi
 
 @dataclass
 class Stage:
-    """One fit of the run: its Trainer, and ``fit(trainer, module, datamodule, previous_best) → best``."""
+    """One fit of the run: its Trainer, ``fit(trainer, module, datamodule, previous_best) → best``, and
+    the checkpoint it resumes, if any."""
 
     name: str
     trainer: pl.Trainer
     fit: Callable[[pl.Trainer, LesionClassifier, IsicDataModule, str | None], str | None]
+    resume: str | None = None
 
 
 def _fit_network(trainer: pl.Trainer, module: LesionClassifier, datamodule: IsicDataModule, previous: str | None,
@@ -124,7 +126,7 @@ def training_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
         folder = checkpoints / "finetune" if smote["enabled"] else checkpoints
         resume = _resume_checkpoint(cfg, folder)
         trainer = build_trainer(cfg, folder, _log_version(run_dir, resume is not None), trackers)
-        stages.append(Stage("fit", trainer, partial(_fit_network, resume=resume)))
+        stages.append(Stage("fit", trainer, partial(_fit_network, resume=resume), resume))
     if smote["enabled"]:
         if balance["backbone_ckpt"]:
             _check_backbone_source(balance["backbone_ckpt"], cfg.model.backbone)
@@ -159,6 +161,9 @@ def run(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     for split in (datamodule.train_set, datamodule.val_set, datamodule.test_set):
         split.images.build()  # every image decoded, so checked, before the run is recorded
+    for stage in stages:
+        if stage.resume:
+            _check_resumed_split(stage.resume, datamodule.split)
     encoding = datamodule.metadata_encoding
     module = build_classifier(cfg, datamodule.split, None if encoding is None else encoding.as_dict())
     write_record(cfg, run_dir)
@@ -235,6 +240,19 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
         raise LesionError("ckpt_path", f"{path} was trained with {'; '.join(differ)}",
                           "resume with the overrides of the run that wrote it")
     return str(path)
+
+
+def _check_resumed_split(path: str, split: dict) -> None:
+    """Refuse to resume a checkpoint that validated or tested on other images than the splits made now:
+    images it validated on would be trained on, or the reverse."""
+    _, stored = read_checkpoint(path)
+    trained = stored.get("split") or {}
+    differ = [name for name, key in (("validation", "val_ids_sha256"), ("test", "test_ids_sha256"))
+              if trained.get(key) != split.get(key)]
+    if differ:
+        raise LesionError("ckpt_path", f"{path} was trained with another {' and '.join(differ)} split than the one "
+                          "made here (other data, seed or dataset.fold, or splits made by an older lesion)",
+                          "resume with the data and overrides of the run that wrote it, or start a new run")
 
 
 def _check_backbone_source(path: str, backbone: str) -> None:

@@ -165,7 +165,7 @@ def check_study(sweep_dir: str, study_name: str) -> None:
         study_name: the search's study (``hydra.sweeper.study_name``).
     """
     found = read_study(sweep_dir)
-    if found is not None and found.name != study_name:
+    if found is not None and study_name is not None and found.name != study_name:
         raise LesionError(Path(sweep_dir) / STUDY_FILE, f"holds the study '{found.name}', and this search is "
                           f"'{study_name}'", f"resume it with hydra.sweeper.study_name={found.name}, or search in "
                           "another hydra.sweep.dir")
