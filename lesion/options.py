@@ -23,7 +23,6 @@ from hydra.utils import get_object
 from lesion.data.cache import square_size
 from lesion.data.color import METHODS as COLOR_METHODS
 from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
-from lesion.data.readers import dataset_folder
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError, exit_with
@@ -364,8 +363,6 @@ def check_train(cfg: Mapping) -> None:
     dataset = DATASET.check("dataset", cfg["dataset"])
     square_size(dataset["image_size"], dataset["cache_size"])
     layout = layout_of(dataset)
-    if not dataset["synthetic"]:  # here rather than when the data is read: before the trainers say anything
-        dataset_folder(layout, dataset["root"])
     classes = layout.classes
     model = _named("model", cfg["model"], MODELS)
     if model.get("hierarchical") and not layout.has_taxonomy:

@@ -30,6 +30,7 @@ from lesion.balance.head_stage import fit_head_on_resampled, load_backbone
 from lesion.checkpoint import read_checkpoint
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.custom import layout_of
+from lesion.data.readers import dataset_folder
 from lesion.errors import LesionError
 from lesion.files import write_json
 from lesion.hydra_record import write_record
@@ -152,6 +153,8 @@ def run(cfg: DictConfig) -> dict:
         BACC to ``val_metrics.json``.
     """
     check_train(_container(cfg))
+    if not cfg.dataset.synthetic:  # here rather than when the data is read: before the trainers print anything
+        dataset_folder(layout_of(_container(cfg.dataset)), cfg.dataset.root)
     run_dir = Path(cfg.run_dir)
     stages = training_stages(cfg, run_dir)
     if cfg.seed is not None:
