@@ -263,6 +263,7 @@ _DATASET = {
     "batch_size": _integer(1),
     "num_workers": _integer(0, null=True),
     "persistent_workers": Value(bool),
+    "augment_on": Value(str, choices=("auto", "cpu", "device")),
     "val_fraction": _number(0, 1, lo_open=True, hi_open=True),
     "test_fraction": _number(0, 1, lo_open=True, hi_open=True, null=True),
     "split_by": Value(str, choices=("auto", "lesion", "patient", "image")),
@@ -285,10 +286,10 @@ _DATASET = {
 }
 _CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column",
                           "age_column", "sex_column", "site_column"})
-# Checkpoints written before test hold-outs (external data, colour constancy) have no test_fraction
-# (extra, color_constancy).
-_LATER_KEYS = frozenset({"test_fraction", "extra", "color_constancy"})
-DATASET = Section(_DATASET, optional=_CUSTOM_KEYS | {"extra", "color_constancy"})
+# Checkpoints written before test hold-outs (external data, colour constancy, device augmentation)
+# have no test_fraction (extra, color_constancy, augment_on).
+_LATER_KEYS = frozenset({"test_fraction", "extra", "color_constancy", "augment_on"})
+DATASET = Section(_DATASET, optional=_CUSTOM_KEYS | {"extra", "color_constancy", "augment_on"})
 # The dataset config stored in a checkpoint also records the seed of the splits made from it
 # (checkpoints written before the split record have none).
 STORED_DATASET = Section({**_DATASET, "seed": _integer(0)}, null=True, optional=_CUSTOM_KEYS | _LATER_KEYS | {"seed"})

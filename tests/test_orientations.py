@@ -1,4 +1,5 @@
-"""Training augmentation: all 8 dihedral orientations, evenly and independently, reproducibly per seed.
+"""Training augmentation: all 8 dihedral orientations, evenly and independently, reproducibly per seed,
+whether the device finishes the augmentation (``augment_on=device``) or the CPU does.
 
 Every image is one colour ramp (red rises to the right, green downwards), so the orientation of an
 augmented view can be read back from the directions in which its red and green rise, whatever the
@@ -21,6 +22,7 @@ from scipy.stats import chi2_contingency, chisquare
 from lesion.balance.embedding import embed
 from lesion.balance.head_stage import _training_views
 from lesion.data.datamodule import IsicDataModule
+from lesion.data.device_augmentation import DeviceAugmentation
 from lesion.data.transforms import TrainPreset
 
 SIDE = 24
@@ -75,22 +77,27 @@ def ramps(tmp_path_factory) -> Path:
     return root
 
 
-def datamodule(root: Path, balance: dict | None = None) -> IsicDataModule:
+def datamodule(root: Path, balance: dict | None = None, augment_on: str = "cpu") -> IsicDataModule:
     dm = IsicDataModule("folder", str(root / "images"), image_size=16, batch_size=64, num_workers=2,
-                        val_fraction=0.05, cache_dir=str(root / "cache"), seed=0, balance=balance)
+                        val_fraction=0.05, cache_dir=str(root / "cache"), seed=0, balance=balance,
+                        augment_on=augment_on)
     dm.setup("fit")
     return dm
 
 
 def epochs_of(dm: IsicDataModule, epochs: int = 2) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Per epoch of the real training loader, per batch: the orientation and the label of every item."""
+    """Per epoch of the real training loader, per batch: the orientation and the label of every item
+    (batches of uint8 pixels finished as the device finishes them)."""
     torch.manual_seed(0)
-    loader = dm.train_dataloader()
-    return [[(np.array([orientation(view) for view in x]), y.numpy()) for x, y in loader] for _ in range(epochs)]
+    loader, finish = dm.train_dataloader(), DeviceAugmentation(MEAN, STD, jitter=True)
+    assert dm.augments_on_device == (dm.augment_on == "device")
+    return [[(np.array([orientation(view) for view in (finish(x) if x.dtype == torch.uint8 else x)]), y.numpy())
+             for x, y in loader] for _ in range(epochs)]
 
 
-def test_training_loader_draws_every_orientation_evenly_and_independently(ramps):
-    epochs = epochs_of(datamodule(ramps))
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_training_loader_draws_every_orientation_evenly_and_independently(ramps, augment_on):
+    epochs = epochs_of(datamodule(ramps, augment_on=augment_on))
     drawn = np.concatenate([o for epoch in epochs for o, _ in epoch])
     assert len(drawn) >= 2000
     assert_even(drawn)
@@ -104,8 +111,9 @@ def test_training_loader_draws_every_orientation_evenly_and_independently(ramps)
     assert_independent(np.concatenate(full[0]), np.concatenate(full[1]), "epochs")
 
 
-def test_targeted_augmentation_copies_draw_every_orientation_evenly(ramps):
-    dm = datamodule(ramps, balance={"augment": {"target": 1.0}})
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_targeted_augmentation_copies_draw_every_orientation_evenly(ramps, augment_on):
+    dm = datamodule(ramps, balance={"augment": {"target": 1.0}}, augment_on=augment_on)
     minority = dm.classes.index("b")
     epochs = epochs_of(dm)
     # All but the few originals of class b are its augmented copies.

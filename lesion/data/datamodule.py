@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Sequence, Sized
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -19,6 +21,7 @@ from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.external import add_external
 from lesion.data.readers import SplitTable, find_grouping, read_group_map, read_groups, read_split
 from lesion.data.custom import layout_of
+from lesion.data.device_augmentation import DeviceAugmentation
 from lesion.data.layouts import counts_of
 from lesion.data.metadata import read_metadata
 from lesion.data.metadata_features import MetadataEncoding
@@ -87,11 +90,15 @@ def default_workers(num_workers: int | None) -> int:
 
 
 def seed_worker_transform(worker_id: int) -> None:
-    """``worker_init_fn``: give each worker's augmentation its own seed.
+    """``worker_init_fn``: give each worker's augmentation its own seed, and one thread.
 
     ``info.seed`` differs per worker and per DataLoader iterator and derives from the main
     process's torch seed, so augmentations vary across workers and epochs yet are reproducible.
+    Each worker is one of the loader's parallel lanes: OpenCV's and torch's own thread pools
+    (one thread per core each, by default) would only oversubscribe the cores.
     """
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
     info = get_worker_info()
     info.dataset.transform.set_random_seed(info.seed % 2**32)
 
@@ -132,6 +139,10 @@ class IsicDataModule(pl.LightningDataModule):
         color_constancy: colour constancy of every image (``shades_of_gray``, :mod:`lesion.data.color`)
             or ``None``; part of the image cache's key.
         persistent_workers: keep loader workers alive between epochs.
+        augment_on: where the training loaders' colour jitter and normalisation run: ``cpu`` (in
+            the workers), ``device`` (after transfer, batched, :mod:`lesion.data.device_augmentation`;
+            the workers hand over uint8 pixels) or ``auto`` (``device`` when training on a GPU).
+            Either way every image draws from the same augmentation distribution.
         balance: the ``balance`` config (downsample, augment, class_weight, sampler); ``None``
             leaves the training split as it is.
         classes, csv, images, image_column, label_column, label_columns, group_column,
@@ -153,7 +164,7 @@ class IsicDataModule(pl.LightningDataModule):
                  split_by: str = "auto", fold: str | None = None, cache: bool = True,
                  cache_size: int | None = None, cache_dir: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, color_constancy: str | None = None,
-                 persistent_workers: bool = True,
+                 persistent_workers: bool = True, augment_on: str = "auto",
                  balance: dict | None = None, classes: Sequence[str] | None = None, csv: str | None = None,
                  images: str | None = None, image_column: str = "image", label_column: str | None = None,
                  label_columns: Sequence[str] | None = None, group_column: str | None = None,
@@ -174,6 +185,8 @@ class IsicDataModule(pl.LightningDataModule):
         self.cache_size = square_size(image_size, cache_size)
         self.cache_dir = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) if cache else None
         self.max_pixels, self.persistent_workers = max_pixels, persistent_workers
+        self.augment_on = augment_on
+        self._device_stages: dict[bool, DeviceAugmentation] = {}  # by jitter, built on first use
         self.color_constancy = color_constancy
         self.balance = balance or {}
         self.extra = [dict(entry) for entry in extra or ()]
@@ -340,14 +353,38 @@ class IsicDataModule(pl.LightningDataModule):
             worker_init_fn=seed_worker_transform if self.num_workers > 0 else None,
         )
 
+    @property
+    def augments_on_device(self) -> bool:
+        """Whether the Trainer's loaders hand over uint8 pixels for the device to finish (``augment_on``)."""
+        if self.augment_on == "auto":
+            return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return self.augment_on == "device"
+
+    def _for_trainer(self, dataset: LesionDataset) -> LesionDataset:
+        """``dataset`` as the Trainer's loaders give it: handing over uint8 pixels when augmenting on the device."""
+        if not self.augments_on_device:
+            return dataset
+        handed_over = copy.copy(dataset)
+        handed_over.transform = dataset.transform.handed_over()
+        return handed_over
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """On the device: finish batches of uint8 pixels (training's jitter while fitting, then normalisation)."""
+        if not isinstance(batch, (list, tuple)) or batch[0].dtype != torch.uint8:
+            return batch
+        jitter = self.trainer.training
+        if jitter not in self._device_stages:
+            self._device_stages[jitter] = DeviceAugmentation(self.mean, self.std, jitter)
+        return [self._device_stages[jitter](batch[0]), *batch[1:]]
+
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.train_set, train=True)
+        return self.loader(self._for_trainer(self.train_set), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.val_set, sampler=evaluation_sampler(self.val_set, self.trainer))
+        return self.loader(self._for_trainer(self.val_set), sampler=evaluation_sampler(self.val_set, self.trainer))
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.test_set, sampler=evaluation_sampler(self.test_set, self.trainer))
+        return self.loader(self._for_trainer(self.test_set), sampler=evaluation_sampler(self.test_set, self.trainer))
 
 
 def evaluation_sampler(dataset: Sized, trainer: pl.Trainer | None) -> Sampler | None:
