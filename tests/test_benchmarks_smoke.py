@@ -17,7 +17,6 @@ RATIO = re.compile(r"^ratio \S+ = (\S+)×", re.MULTILINE)
 @pytest.mark.parametrize("script, options", [
     ("train_overhead.py", ["--quick"]),
     ("infer.py", ["--quick"]),
-    ("gpu_throughput.py", ["--quick", "--allow-cpu"]),
     ("metadata_fusion.py", ["--quick"]),
     ("ensemble.py", ["--quick"]),
     ("onnx_runtime.py", ["--quick"]),
