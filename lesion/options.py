@@ -448,14 +448,32 @@ def _output_folder(where: str, value: object) -> Path:
     return output_folder(where, Value(str).check(where, value))
 
 
+def _device(where: str, device: object) -> object:
+    from lesion.device import resolve_device  # imports torch: only once options are checked
+
+    resolve_device(where, device)
+    return device
+
+
 # ``out`` of evaluate.py and eda.py: a folder, refused where it (or a path above it) is a file.
 OUT_FOLDER = Rule(_output_folder)
+DEVICE = Rule(_device)
+def _precision(where: str, precision: object) -> str:
+    """Prediction's precision (lesion.evaluate.predict.PRECISIONS); ``precision=32`` arrives as a number."""
+    if str(precision) not in ("32", "bf16", "fp16") or isinstance(precision, bool):
+        raise LesionError(where, f"is {_describe(precision)}, not 32, bf16 or fp16",
+                          "use precision=32 (float32), bf16 or fp16 (autocast)")
+    return str(precision)
+
+
+PRECISION = Rule(_precision)
 _GRADCAM_LAYER = Value(str, choices=GRADCAM_LAYERS)
 EVALUATE = Section({
     "dataset": Rule(_evaluation_dataset), "ckpt": Rule(_checkpoints), "ensemble": Value(str, choices=ENSEMBLES),
     "member_columns": Value(bool), "runtime": Value(str, choices=RUNTIMES), "trust_checkpoint": Value(bool),
     "split": Value(str, choices=("val", "test")), "images": Value(str, null=True), "metadata": Value(str, null=True),
-    "out": OUT_FOLDER, "batch_size": _integer(1), "num_workers": _integer(0, null=True), "tta": Rule(_tta),
+    "out": OUT_FOLDER, "batch_size": _integer(1), "num_workers": _integer(0, null=True),
+    "device": DEVICE, "precision": PRECISION, "channels_last": Value(bool), "tta": Rule(_tta),
     "calibrate": Value(bool), "plots": Value(bool),
     "bootstrap": _integer(1, hint="bootstrap=1000 (the default) or more for 95 % intervals"), "seed": _integer(0),
     "gradcam": Section({"n": _integer(-1, hint="a number of images, -1 = all, 0 = none"),
@@ -476,7 +494,7 @@ def _file_size(where: str, size: object) -> object:
 
 DEMO = Section({
     "ckpt": Value(str), "host": Value(str), "port": _integer(1, 65535, hint="a TCP port, e.g. 7860"),
-    "share": Value(bool), "max_file_size": Rule(_file_size), "trust_checkpoint": Value(bool),
+    "share": Value(bool), "max_file_size": Rule(_file_size), "trust_checkpoint": Value(bool), "device": DEVICE,
     "gradcam": Section({"layer": _GRADCAM_LAYER}),
 })
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 
 from lesion.data.cache import square_size
 from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
+from lesion.device import resolve_device
 from lesion.errors import LesionError
 from lesion.evaluate.gradcam import GradCamExplainer, overlay
 from lesion.evaluate.predict import predict
@@ -87,7 +87,7 @@ class PageModel:
         return [results[i] for i in range(len(names))]
 
 
-def load_page_model(ckpt: str | Path, layer: str, trust: bool = False) -> PageModel:
-    """The :class:`PageModel` of a checkpoint, on the GPU when there is one."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return PageModel(LesionClassifier.load_from_checkpoint(ckpt, device, weights_only=not trust), str(ckpt), layer)
+def load_page_model(ckpt: str | Path, layer: str, trust: bool = False, device: str = "auto") -> PageModel:
+    """The :class:`PageModel` of a checkpoint, on ``device`` (:func:`lesion.device.resolve_device`)."""
+    module = LesionClassifier.load_from_checkpoint(ckpt, resolve_device("device", device), weights_only=not trust)
+    return PageModel(module, str(ckpt), layer)

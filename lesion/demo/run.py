@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> None:
     except ImportError as error:
         raise LesionError("demo.py", f"needs the package {error.name}, which is not installed",
                           'pip install "lesion[demo]"') from None
-    model = load_page_model(cfg.ckpt, cfg.gradcam.layer, cfg.trust_checkpoint)
+    model = load_page_model(cfg.ckpt, cfg.gradcam.layer, cfg.trust_checkpoint, cfg.device)
     if cfg.host not in LOCAL_HOSTS:
         log.warning("host=%s: the page is reachable from other machines on this network", cfg.host)
     if cfg.share:

@@ -245,9 +245,9 @@ class GradCamExplainer:
             for param, *_ in state.params:
                 param.requires_grad_(False)
             x = x.to(device=device, dtype=torch.float32).requires_grad_(True)
-            with (torch.enable_grad(),
-                  torch.autocast(device.type, enabled=False),
-                  torch.backends.cudnn.flags(enabled=False)):  # cuDNN's RNN backward needs train mode
+            # The decoder's nn.LSTMCell runs no cuDNN RNN kernel (whose backward needs train mode),
+            # so the convolutions keep cuDNN.
+            with torch.enable_grad(), torch.autocast(device.type, enabled=False):
                 model = net if metadata is None else _WithMetadata(net, metadata.to(device=device, dtype=torch.float32))
                 cam = GradCAM(model=model, target_layers=[self.target_layer])  # sets net.eval()
                 squares = cam(input_tensor=x, targets=wanted)

@@ -11,6 +11,10 @@ Views (``flips``, ``crops``):
 - ``flips`` replaces every view by its 8 flips / 90° rotations.
 
 The probabilities of all views are averaged.
+
+Batches are transferred once; views, normalisation (of batches handed over as uint8 pixels,
+:meth:`lesion.data.transforms.Preset.handed_over`) and the forward passes run on the module's
+device, optionally under autocast and channels-last (:data:`PRECISIONS`).
 """
 
 from __future__ import annotations
@@ -23,11 +27,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from lesion.data.device_augmentation import DeviceAugmentation
 from lesion.export.graph import ProbabilityGraph
 from lesion.train.module import LesionClassifier
 
 # Images (B×3×H×W) and encoded metadata (B×D or None) → B×K class probabilities.
 Probabilities = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+# The precision option of prediction: the autocast dtype (None: float32 throughout).
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Views of a batch share a forward pass on a GPU up to this many images (on the CPU, one view per pass).
+GPU_FORWARD_IMAGES = 512
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
@@ -56,23 +65,45 @@ def views(images: torch.Tensor, size: int, flips: bool = False, crops: int = 1) 
 
 @torch.no_grad()
 def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, crops: int = 1,
-            graph: Probabilities | None = None) -> tuple[np.ndarray, np.ndarray]:
+            graph: Probabilities | None = None, precision: str = "32", channels_last: bool = False,
+            images_per_forward: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (N×K) and labels (N, -1 when unlabelled) over ``loader``, in order.
 
     Batches are ``(images, labels)``, or ``(images, metadata, labels)`` for a net that takes
-    patient metadata (the same metadata for every view). The probabilities are averaged over
+    patient metadata (the same metadata for every view); images normalised, or uint8 pixels that
+    are normalised here with the module's ``mean``/``std``. The probabilities are averaged over
     :func:`views`; with ``crops > 1`` the loader gives whole squares (``SquarePreset``).
     ``graph`` computes each view's probabilities: by default the module's net, the same
     :class:`~lesion.export.graph.ProbabilityGraph` an export holds; an exported graph run
     elsewhere (:class:`~lesion.export.onnx.OnnxRuntimeGraph`) takes its place.
+
+    Args:
+        precision: a key of :data:`PRECISIONS`: ``32``, or autocast to ``bf16`` / ``fp16``.
+        channels_last: pass the images channels-last (the module's net should be converted too).
+        images_per_forward: views of a batch share a forward pass up to this many images
+            (default :data:`GPU_FORWARD_IMAGES` on a GPU; on the CPU one view per pass).
     """
     probs, labels = [], []
-    size = module.hparams.image_size
+    device, size = module.device, module.hparams.image_size
     graph = graph or ProbabilityGraph([module.net]).eval()
+    normalise = DeviceAugmentation(module.hparams.mean, module.hparams.std, jitter=False)
+    dtype = PRECISIONS[precision]
     for *inputs, targets in tqdm(loader, desc="predict", unit="batch"):
-        images = inputs[0].to(module.device)
-        metadata = inputs[1].to(module.device) if module.uses_metadata else None
+        images = inputs[0].to(device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = normalise(images)
+        metadata = inputs[1].to(device) if module.uses_metadata else None
         seen = views(images, size, flips, crops)
-        probs.append(torch.stack([graph(v, metadata) for v in seen]).mean(0).cpu())
+        limit = images_per_forward or (GPU_FORWARD_IMAGES if device.type == "cuda" else len(images))
+        per_forward = max(1, limit // len(images))
+        view_probs = []
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            for start in range(0, len(seen), per_forward):
+                chunk = torch.cat(seen[start:start + per_forward])
+                if channels_last:
+                    chunk = chunk.contiguous(memory_format=torch.channels_last)
+                repeated = None if metadata is None else metadata.repeat(len(seen[start:start + per_forward]), 1)
+                view_probs += graph(chunk, repeated).float().split(len(images))
+        probs.append(torch.stack(view_probs).mean(0).cpu())
         labels.append(targets)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()

@@ -28,6 +28,7 @@ from lesion.data.metadata import read_metadata_csv
 from lesion.data.metadata_features import MetadataEncoding
 from lesion.data.transforms import EvalPreset, SquarePreset
 from lesion.data.unlabelled import FolderImages
+from lesion.device import resolve_device
 from lesion.errors import LesionError
 from lesion.evaluate import plots
 from lesion.evaluate.calibration import apply_temperature, fit_temperature
@@ -82,14 +83,20 @@ def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, origin
     target = None if cfg.gradcam.target is None else classes.index(cfg.gradcam.target)
     overlays, titles, found = [], [], []
     layer = getattr(module.net.backbone, cfg.gradcam.layer)
-    with GradCamExplainer(module.net, target_layer=layer) as explainer:
-        for i, (stem, p) in enumerate(tqdm(list(zip(dataset.ids[:n], probs[:n])), desc="grad-cam", unit="image")):
-            image = original(i)
-            item = dataset[i]
-            explained = explainer.explain(item[0], image.size, target, item[1] if module.uses_metadata else None)
-            overlays.append(write_gradcam(stem, image, explained.cam, folder)["overlay"])
-            titles.append(f"{stem} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[explained.target]}")
-            found.append(explained)
+    ids = dataset.ids
+    with GradCamExplainer(module.net, target_layer=layer) as explainer, tqdm(total=n, desc="grad-cam", unit="image") as bar:
+        for start in range(0, n, cfg.batch_size):  # one forward/backward pass per batch
+            chunk = range(start, min(n, start + cfg.batch_size))
+            images, items = [original(i) for i in chunk], [dataset[i] for i in chunk]
+            metadata = torch.stack([item[1] for item in items]) if module.uses_metadata else None
+            explained = explainer.explain_batch(torch.stack([item[0] for item in items]), [im.size for im in images],
+                                                [target] * len(items), metadata)
+            for i, image, each in zip(chunk, images, explained):
+                p = probs[i]
+                overlays.append(write_gradcam(ids[i], image, each.cam, folder)["overlay"])
+                titles.append(f"{ids[i]} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[each.target]}")
+                found.append(each)
+            bar.update(len(items))
     contact_sheet(overlays, sheet, titles)
     return found
 
@@ -199,10 +206,12 @@ class Member:
     module: LesionClassifier
     name: str
     graph: OnnxRuntimeGraph | None = None
+    precision: str = "32"
+    channels_last: bool = False
 
     def predict(self, loader: DataLoader, flips: bool, crops: int) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~lesion.evaluate.predict.predict` with this member's net or graph."""
-        return predict(self.module, loader, flips, crops, self.graph)
+        """:func:`~lesion.evaluate.predict.predict` with this member's net or graph, precision and memory format."""
+        return predict(self.module, loader, flips, crops, self.graph, self.precision, self.channels_last)
 
 
 def _onnx_graph(module: LesionClassifier) -> OnnxRuntimeGraph:
@@ -215,9 +224,13 @@ def _onnx_graph(module: LesionClassifier) -> OnnxRuntimeGraph:
 def _members(cfg: DictConfig) -> list[Member]:
     """The checkpoints ``cfg.ckpt`` names, loaded; refuses members whose classes differ."""
     paths = member_checkpoints(OmegaConf.to_container(cfg.ckpt) if not isinstance(cfg.ckpt, str) else cfg.ckpt)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    members = [Member(path, LesionClassifier.load_from_checkpoint(path, device, weights_only=not cfg.trust_checkpoint),
-                      f"member_{k}") for k, path in enumerate(paths, 1)]
+    device = resolve_device("device", cfg.device)
+    members = [Member(path, LesionClassifier.load_from_checkpoint(path, device, weights_only=not cfg.trust_checkpoint,
+                                                                  channels_last=cfg.channels_last),
+                      f"member_{k}", precision=str(cfg.precision), channels_last=cfg.channels_last)
+               for k, path in enumerate(paths, 1)]
+    log.info("predicting on %s%s%s", device, "" if str(cfg.precision) == "32" else f", autocast {cfg.precision}",
+             ", channels-last" if cfg.channels_last else "")
     classes = list(members[0].module.hparams.classes)
     for member in members[1:]:
         if list(member.module.hparams.classes) != classes:
@@ -232,11 +245,11 @@ def _members(cfg: DictConfig) -> list[Member]:
 
 
 def _as_viewed(dataset: Dataset, member: Member, crops: int) -> Dataset:
-    """``dataset`` as :func:`predict` needs it for ``crops``: whole squares for multi-crop, else as it is."""
-    if crops == 1:
-        return dataset
+    """``dataset`` as :func:`predict` takes it for ``crops`` (whole squares for multi-crop), handing over
+    uint8 pixels: the normalisation runs on the device, with the views."""
     viewed = copy.copy(dataset)
-    viewed.transform = SquarePreset(member.module.hparams.mean, member.module.hparams.std)
+    preset = SquarePreset(member.module.hparams.mean, member.module.hparams.std) if crops > 1 else dataset.transform
+    viewed.transform = preset.handed_over()
     return viewed
 
 

@@ -218,7 +218,7 @@ class LesionClassifier(pl.LightningModule):
 
         Args:
             checkpoint_path: a ``.ckpt`` written by lesion's ``train.py``.
-            map_location: where to put the tensors (default the CPU).
+            map_location: where to put the tensors, and the module with them (default the CPU).
             hparams_file: refused: a lesion checkpoint holds its hyper-parameters.
             strict: whether the state dict must match exactly (default ``True``).
             weights_only: ``False`` also reads a trusted file that ``weights_only`` loading refuses.
@@ -242,7 +242,10 @@ class LesionClassifier(pl.LightningModule):
             reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
             raise LesionError(checkpoint_path, f"is not a usable lesion checkpoint ({reason})",
                               "pass a checkpoint written by lesion's train.py") from None
-        return module.eval()
+        # As Lightning's: the module goes where map_location put the weights (the module was built
+        # on the CPU, and load_state_dict copies into its tensors where they are).
+        device = next((t.device for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor)), None)
+        return module.to(device).eval() if device is not None else module.eval()
 
 
 def _unresolved_as_none(loss: dict) -> dict:
