@@ -73,9 +73,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from lesion.data.datamodule import IsicDataModule, LesionDataset
-from lesion.data.transforms import SquarePreset
 from lesion.evaluate.gradcam import GradCamExplainer
-from lesion.evaluate.predict import predict
+from lesion.evaluate.predict import predict, prediction_items
 from lesion.train.optim import build_optimizer
 from lesion.train.run import build_classifier, build_datamodule
 from lesion.train.trainer import build_trainer
@@ -538,10 +537,8 @@ class Check:
                   flips: bool, crops: int) -> float:
         """Steady img/s of ``predict`` over ``items``, loaded as evaluate.py loads them: uint8 pixels, of the
         whole squares for crops."""
-        viewed = copy.copy(items)
-        preset = SquarePreset(module.hparams.mean, module.hparams.std) if crops > 1 else items.transform
-        viewed.transform = preset.handed_over()
-        batches = TimedBatches(datamodule.loader(viewed), self.sizes.warmup, self.sizes.seconds)
+        batches = TimedBatches(datamodule.loader(prediction_items(items, module, crops)), self.sizes.warmup,
+                               self.sizes.seconds)
         predict(module, batches, flips, crops, precision="bf16", channels_last=True)
         return batches.rate
 

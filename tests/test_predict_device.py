@@ -4,7 +4,6 @@ channels-last, the ``device`` option; on a CUDA GPU (skipped elsewhere) the same
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader

@@ -22,12 +22,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import copy
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lesion.data.device_augmentation import DeviceAugmentation
+from lesion.data.transforms import SquarePreset
 from lesion.export.graph import ProbabilityGraph
 from lesion.train.module import LesionClassifier
 
@@ -61,6 +64,15 @@ def views(images: torch.Tensor, size: int, flips: bool = False, crops: int = 1) 
     else:
         bases = [images]
     return [view for base in bases for view in (_dihedral(base) if flips else [base])]
+
+
+def prediction_items(dataset: Dataset, module: LesionClassifier, crops: int) -> Dataset:
+    """A copy of ``dataset`` (items preprocessed by its ``transform`` preset) as :func:`predict` takes it
+    for ``crops``: whole squares for multi-crop, handing over uint8 pixels (normalised on the device)."""
+    viewed = copy.copy(dataset)
+    preset = SquarePreset(module.hparams.mean, module.hparams.std) if crops > 1 else dataset.transform
+    viewed.transform = preset.handed_over()
+    return viewed
 
 
 @torch.no_grad()

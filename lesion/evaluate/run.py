@@ -26,7 +26,7 @@ from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata import read_metadata_csv
 from lesion.data.metadata_features import MetadataEncoding
-from lesion.data.transforms import EvalPreset, SquarePreset
+from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
 from lesion.device import resolve_device
 from lesion.errors import LesionError
@@ -34,7 +34,7 @@ from lesion.evaluate import plots
 from lesion.evaluate.calibration import apply_temperature, fit_temperature
 from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
 from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
-from lesion.evaluate.predict import predict
+from lesion.evaluate.predict import predict, prediction_items
 from lesion.evaluate.report import evaluation_report, format_report
 from lesion.export.graph import ProbabilityGraph
 from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
@@ -244,15 +244,6 @@ def _members(cfg: DictConfig) -> list[Member]:
     return members
 
 
-def _as_viewed(dataset: Dataset, member: Member, crops: int) -> Dataset:
-    """``dataset`` as :func:`predict` takes it for ``crops`` (whole squares for multi-crop), handing over
-    uint8 pixels: the normalisation runs on the device, with the views."""
-    viewed = copy.copy(dataset)
-    preset = SquarePreset(member.module.hparams.mean, member.module.hparams.std) if crops > 1 else dataset.transform
-    viewed.transform = preset.handed_over()
-    return viewed
-
-
 def _gradcam_paths(out: Path, member: Member, members: list[Member]) -> tuple[Path, Path]:
     """Grad-CAM folder and contact sheet: ``gradcam/``, or ``gradcam/<member>/`` for each member of an ensemble."""
     if len(members) == 1:
@@ -323,7 +314,7 @@ def run(cfg: DictConfig) -> dict:
             log.warning("metadata: only the members trained with patient metadata read it")
         folders = [_folder(member, cfg) for member in members]
         write_record(cfg, out)
-        each = [m.predict(DataLoader(_as_viewed(f, m, crops), batch_size=cfg.batch_size, num_workers=workers),
+        each = [m.predict(DataLoader(prediction_items(f, m.module, crops), batch_size=cfg.batch_size, num_workers=workers),
                           flips, crops)[0] for m, f in zip(members, folders)]
         probs = combine(each, cfg.ensemble)
         table = _table(folders[0].ids, each, probs, members, cfg, None)
@@ -349,13 +340,13 @@ def run(cfg: DictConfig) -> dict:
                                  "calibrate each member alone, or ensemble members that share their validation split "
                                  "(the same data, seed and dataset.fold)")
     write_record(cfg, out)
-    predicted = [m.predict(dm.loader(_as_viewed(d, m, crops)), flips, crops) for m, (dm, d) in zip(members, prepared)]
+    predicted = [m.predict(dm.loader(prediction_items(d, m.module, crops)), flips, crops) for m, (dm, d) in zip(members, prepared)]
     own = [p for p, _ in predicted]  # each member's rows in its own image order
     each, labels = [p[r] for p, r in zip(own, rows)], predicted[0][1]
     probs = combine(each, cfg.ensemble)
 
     if cfg.calibrate:
-        val_probs = combine([m.predict(dm.loader(_as_viewed(dm.val_set, m, crops)), flips, crops)[0][r]
+        val_probs = combine([m.predict(dm.loader(prediction_items(dm.val_set, m.module, crops)), flips, crops)[0][r]
                              for m, (dm, _), r in zip(members, prepared, val_rows)], cfg.ensemble)
         val_labels = prepared[0][0].val_set.labels
         temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
