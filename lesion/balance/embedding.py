@@ -80,7 +80,10 @@ def embed(net: LesionNet, dataset: LesionDataset, batch_size: int, num_workers: 
     was_training = net.training
     net.eval()
     dataset.images.build()
-    loader = DataLoader(_SeededItems(dataset, seed), batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    # Its own generator: a loader draws its base seed from the global one, so a run whose embeddings
+    # come from the cache would then train the head differently from one that computed them.
+    loader = DataLoader(_SeededItems(dataset, seed), batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                        generator=torch.Generator().manual_seed(seed))
     avgs, maxes = [], []
     try:
         for batch in tqdm(loader, desc=desc, unit="batch"):

@@ -126,12 +126,13 @@ def training_stages(cfg: DictConfig, run_dir: Path) -> list[Stage]:
     if not smote["enabled"] or smote["finetune"]:
         folder = checkpoints / "finetune" if smote["enabled"] else checkpoints
         resume = _resume_checkpoint(cfg, folder)
-        trainer = build_trainer(cfg, folder, _log_version(run_dir, resume is not None), trackers)
+        trainer = build_trainer(cfg, folder, _log_version(run_dir, resume is not None), trackers,
+                                stage="fit" if smote["enabled"] else None)
         stages.append(Stage("fit", trainer, partial(_fit_network, resume=resume), resume))
     if smote["enabled"]:
         if balance["backbone_ckpt"]:
             _check_backbone_source(balance["backbone_ckpt"], cfg.model.backbone)
-        trainer = build_trainer(cfg, checkpoints, "head", trackers, max_epochs=smote["head_epochs"])
+        trainer = build_trainer(cfg, checkpoints, "head", trackers, stage="head", max_epochs=smote["head_epochs"])
         stages.append(Stage("head", trainer, partial(_fit_head, smote=smote, backbone_ckpt=balance["backbone_ckpt"],
                                                      run_dir=run_dir)))
     return stages

@@ -46,13 +46,14 @@ def _filled(spec: DictConfig, **values) -> dict:
     return {key: value for key, value in values.items() if key in spec}
 
 
-def build_callbacks(cfg: DictConfig, checkpoints: Path) -> list[pl.Callback]:
-    """The ``callbacks`` group's callbacks, writing their checkpoints to ``checkpoints``."""
+def build_callbacks(cfg: DictConfig, checkpoints: Path, stage: str | None = None) -> list[pl.Callback]:
+    """The ``callbacks`` group's callbacks, writing their checkpoints to ``checkpoints``, labelled
+    ``stage`` where they take a label (the progress lines of a run of several stages)."""
     specs = {name: spec for name, spec in (cfg.callbacks or {}).items() if spec is not None}
     if cfg.patience is None:
         specs.pop("early_stopping", None)
     return [_build(f"callbacks.{name}", spec, f"fix the callbacks.{name}.* override (see conf/callbacks/)",
-                   **_filled(spec, dirpath=str(checkpoints)))
+                   **_filled(spec, dirpath=str(checkpoints), stage=stage))
             for name, spec in specs.items()]
 
 
@@ -73,7 +74,7 @@ def build_run_loggers(cfg: DictConfig) -> list:
 
 
 def build_trainer(cfg: DictConfig, checkpoints: Path, log_version: str, run_loggers: Sequence = (),
-                  **overrides) -> pl.Trainer:
+                  stage: str | None = None, **overrides) -> pl.Trainer:
     """The configured Trainer of a stage that checkpoints to ``checkpoints`` and logs to ``log_version``.
 
     Args:
@@ -81,9 +82,10 @@ def build_trainer(cfg: DictConfig, checkpoints: Path, log_version: str, run_logg
         checkpoints: the stage's checkpoint folder.
         log_version: the stage's log sub-folder (``""``: the loggers' own folder).
         run_loggers: the run's loggers (:func:`build_run_loggers`), logging this stage too.
+        stage: the stage's label in callbacks that take one, or ``None``.
         overrides: Trainer arguments replacing the configured ones (e.g. the stage's ``max_epochs``).
     """
-    callbacks = build_callbacks(cfg, checkpoints)
+    callbacks = build_callbacks(cfg, checkpoints, stage)
     loggers = [*build_loggers(cfg, log_version), *run_loggers]
     monitors = [c for c in callbacks if isinstance(c, LearningRateMonitor)]
     if monitors and not loggers:
