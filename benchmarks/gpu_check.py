@@ -28,8 +28,8 @@ minutes on one H200 (16 cores):
 5. prediction with ResNet-50 at 224 px, ``precision=bf16`` + channels_last, evaluate.py's batch
    size and workers: plain, TTA with 32 views (8 flips × 4 crops), and Grad-CAM
    (``GradCamExplainer.explain_batch``);
-6. the GPU's SM utilisation during each (c), from ``nvidia-smi dmon``: the median of its 1-s samples
-   in steady state.
+6. the GPU's SM utilisation during each (c), polled from ``nvidia-smi`` once a second: the median
+   of the samples in steady state.
 
 Every throughput is steady state: images from the end of the warm-up steps over about
 ``--seconds``, the device synchronised at both ends; ratios are to figures of the same run. The
@@ -200,39 +200,38 @@ def cores_limited(cores: int | None) -> Iterator[None]:
 
 
 class SmSampler:
-    """The GPU's SM utilisation, one sample a second from ``nvidia-smi dmon`` in the background.
+    """The GPU's SM utilisation (``nvidia-smi``'s ``utilization.gpu``, what ``dmon`` shows as ``sm``),
+    polled once a second in the background; each sample covers the moment before its query.
 
-    A sample arrives at the end of the second it covers; none are taken without CUDA or ``nvidia-smi``.
+    Polling, rather than reading ``dmon``'s stream, keeps the timestamps true when its output is
+    buffered in a pipe. None are taken without CUDA or ``nvidia-smi``.
     """
 
     def __init__(self, device: torch.device):
-        self.samples: list[tuple[float, float]] = []  # (arrival, SM %)
-        self.process = None
+        self.samples: list[tuple[float, float]] = []  # (query time, SM %)
+        self.stopped = threading.Event()
         smi = shutil.which("nvidia-smi")
         if device.type != "cuda" or smi is None:
             self.missing = "n/a: no GPU" if device.type != "cuda" else "n/a: no nvidia-smi"
             return
         self.missing = "n/a: no sample in steady state"
         uuid = str(torch.cuda.get_device_properties(device).uuid).removeprefix("GPU-")
-        self.process = subprocess.Popen([smi, "dmon", "-s", "u", "-d", "1", "-i", f"GPU-{uuid}"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        query = [smi, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", f"GPU-{uuid}"]
+        threading.Thread(target=self._poll, args=(query,), daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            fields = line.split()
-            if len(fields) > 1 and not line.startswith("#") and fields[1].isdigit():
-                self.samples.append((time.perf_counter(), float(fields[1])))
+    def _poll(self, query: list[str]) -> None:
+        while not self.stopped.wait(1.0):
+            answer = subprocess.run(query, capture_output=True, text=True).stdout.strip()
+            if answer.isdigit():
+                self.samples.append((time.perf_counter(), float(answer)))
 
     def median(self, start: float, stop: float) -> float | None:
         """Median SM % over the samples that cover only ``[start, stop]`` (``None`` when there are none)."""
-        inside = [sm for arrived, sm in self.samples if start + 1 <= arrived <= stop]
+        inside = [sm for taken, sm in self.samples if start + 1 <= taken <= stop]
         return statistics.median(inside) if inside else None
 
     def close(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait()
+        self.stopped.set()
 
 
 def run_command(script: str, overrides: list[str]) -> tuple[bool, float]:

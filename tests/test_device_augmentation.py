@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 
+from lesion.data.datamodule import IsicDataModule
 from lesion.data.device_augmentation import DeviceAugmentation
 from lesion.data.transforms import EvalPreset, SquarePreset, TrainPreset
 
@@ -86,3 +88,53 @@ def test_the_device_draws_a_jitter_per_image():
     means = statistics(views)["mean R"]
     # About 20 % of the images are left as they are (p = 0.8); the others each differ.
     assert len(np.unique(means.round(5))) > 40
+
+
+class _Recorder(pl.LightningModule):
+    """Records, per Trainer stage, the dtype of the images it is given and whether they were jittered."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[str, torch.dtype]] = []
+
+    def _record(self, batch) -> torch.Tensor:
+        self.seen.append((self.trainer.state.stage.value, batch[0].dtype))
+        return (self.weight * batch[0].float().mean()).sum()
+
+    def training_step(self, batch, batch_idx):
+        return self._record(batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._record(batch)
+
+    def test_step(self, batch, batch_idx):
+        self._record(batch)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("precision, dtype", [("32-true", torch.float32), ("bf16-true", torch.bfloat16)])
+def test_the_trainer_gets_batches_finished_by_the_datamodule_jittered_only_while_training(synthetic_root, tmp_path,
+                                                                                          monkeypatch, precision, dtype):
+    jittered: list[bool] = []
+    finish = DeviceAugmentation.forward
+
+    def spy(self, images):
+        jittered.append(self.jitter is not None)
+        return finish(self, images)
+
+    monkeypatch.setattr(DeviceAugmentation, "forward", spy)
+    dm = IsicDataModule("isic2018", str(synthetic_root("isic2018")), image_size=32, batch_size=8, num_workers=0,
+                        cache_dir=str(tmp_path / "cache"), augment_on="device")
+    module = _Recorder()
+    trainer = pl.Trainer(accelerator="cpu", precision=precision, max_epochs=1, limit_train_batches=2,
+                         limit_val_batches=2, limit_test_batches=2, num_sanity_val_steps=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm)
+    stages = [stage for stage, _ in module.seen]
+    assert stages == ["sanity_check", "train", "train", "validate", "validate", "test", "test"]
+    assert {seen for _, seen in module.seen} == {dtype}
+    assert jittered == [stage == "train" for stage in stages]

@@ -82,9 +82,9 @@ def test_a_checkpoint_loads_onto_the_device_map_location_names(trained_run):
 @pytest.mark.slow
 def test_evaluation_on_the_gpu_reports_the_probabilities_of_the_cpu(trained_run, run_cli, tmp_path, same_probabilities):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", "cuda"):  # float32 on the GPU too: no TF32 convolutions
         run_cli("evaluate.py", f"ckpt={ckpt}", f"device={device}", "tta.flips=true", "tta.crops=4", "gradcam.n=4",
-                "plots=false", f"out={tmp_path / device}")
+                "plots=false", f"out={tmp_path / device}", env={"NVIDIA_TF32_OVERRIDE": "0"})
     classes = list(LesionClassifier.load_from_checkpoint(ckpt).hparams.classes)
     same_probabilities(tmp_path / "cpu" / "predictions.csv", tmp_path / "cuda" / "predictions.csv", classes, atol=1e-4)
     cams = [np.load(sorted((tmp_path / d / "gradcam").glob("*_gradcam_raw.npy"))[0]) for d in ("cpu", "cuda")]

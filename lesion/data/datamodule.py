@@ -369,13 +369,14 @@ class IsicDataModule(pl.LightningDataModule):
         return handed_over
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """On the device: finish batches of uint8 pixels (training's jitter while fitting, then normalisation)."""
+        """On the device: finish batches of uint8 pixels (training's jitter while fitting, then normalisation),
+        in the precision's input type (Lightning converts batches before transfer, when they are still uint8)."""
         if not isinstance(batch, (list, tuple)) or batch[0].dtype != torch.uint8:
             return batch
         jitter = self.trainer.training
         if jitter not in self._device_stages:
             self._device_stages[jitter] = DeviceAugmentation(self.mean, self.std, jitter)
-        return [self._device_stages[jitter](batch[0]), *batch[1:]]
+        return self.trainer.precision_plugin.convert_input([self._device_stages[jitter](batch[0]), *batch[1:]])
 
     def train_dataloader(self) -> DataLoader:
         return self.loader(self._for_trainer(self.train_set), train=True)

@@ -19,10 +19,9 @@ device, optionally under autocast and channels-last (:data:`PRECISIONS`).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
-
-import copy
 
 import numpy as np
 import torch
