@@ -42,11 +42,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(ckpt: Path, *options: str, env: dict[str, str] | None = None, timeout: float = 120) -> Iterator[str]:
-    """``demo.py ckpt=…`` running on a free local port; yields its URL and stops it afterwards."""
+def served(ckpt: Path, *options: str, env: dict[str, str] | None = None, timeout: float = 120,
+           log_file: Path | None = None) -> Iterator[str]:
+    """``demo.py ckpt=…`` running on a free local port; yields its URL and stops it afterwards.
+
+    Its output (the server's log) goes to ``log_file`` when given, else to a temporary file.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryFile(mode="w+") as log:
+    with open(log_file, "w+") if log_file else tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen([sys.executable, str(REPO / "demo.py"), f"ckpt={ckpt}", f"port={port}", *options],
                                    stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, text=True)
         try:
@@ -68,8 +72,13 @@ def served(ckpt: Path, *options: str, env: dict[str, str] | None = None, timeout
                 process.kill()
 
 
-def classify_in_browser(url: str, images: Sequence[Path], screenshot: Path, timeout: float = 120) -> str:
-    """Upload ``images`` on the page at ``url``, wait for their result, save ``screenshot``; returns the summary text."""
+# The page's parts whose text classify_in_browser returns, by element id.
+SHOWN = ("summary", "notice", "model", "table")
+
+
+def classify_in_browser(url: str, images: Sequence[Path], screenshot: Path, timeout: float = 120) -> dict[str, str]:
+    """Upload ``images`` on the page at ``url``, wait for their result, save ``screenshot``; returns the text
+    of each of :data:`SHOWN` (the result's summary, the notice, the model line, the probability table)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -89,7 +98,7 @@ def classify_in_browser(url: str, images: Sequence[Path], screenshot: Path, time
             driver.quit()
 
 
-def _upload_and_wait(driver, url: str, images: Sequence[Path], screenshot: Path, timeout: float) -> str:
+def _upload_and_wait(driver, url: str, images: Sequence[Path], screenshot: Path, timeout: float) -> dict[str, str]:
     """:func:`classify_in_browser`'s steps in an open browser."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
@@ -107,7 +116,7 @@ def _upload_and_wait(driver, url: str, images: Sequence[Path], screenshot: Path,
     driver.set_window_size(1280, min(max(height, 900), 4000))
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(screenshot))
-    return driver.find_element(By.ID, "summary").text + "\n" + driver.find_element(By.ID, "notice").text
+    return {part: driver.find_element(By.ID, part).text for part in SHOWN}
 
 
 def main() -> None:
@@ -120,7 +129,7 @@ def main() -> None:
     if chromium() is None:
         raise SystemExit("demo_browser: chromium and chromedriver are needed (apt-get install chromium chromium-driver)")
     with served(args.ckpt, *args.demo_options, env=dict(os.environ)) as url:
-        print(classify_in_browser(url, args.image, args.out))
+        print(classify_in_browser(url, args.image, args.out)["summary"])
     print(f"screenshot → {args.out}")
 
 

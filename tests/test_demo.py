@@ -4,17 +4,23 @@ local binding, and a real browser (headless Chromium) that uploads a real image 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from lesion.data.custom import CUSTOM_LAYOUTS
+from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata_features import MetadataEncoding
-from lesion.demo.classify import PageModel, load_page_model
+from lesion.demo.classify import PageModel, load_page_model, trained_on
 from lesion.demo.page import NOTICE, build_page, respond
 from lesion.errors import LesionError
 from lesion.train.run import build_classifier
@@ -83,6 +89,64 @@ def test_bad_files_get_a_readable_message_on_the_page_and_the_rest_are_classifie
     assert respond(page_model, None) == ("", None, [], None)
 
 
+def _props(page, elem_id: str) -> dict:
+    """The Gradio config of the page's component ``elem_id``."""
+    return next(c["props"] for c in page.config["components"] if c["props"].get("elem_id") == elem_id)
+
+
+def test_the_empty_table_has_the_image_and_class_headers_before_and_without_uploads(page_model):
+    page = build_page(page_model)
+    assert _props(page, "table")["value"]["headers"] == ["image", *CLASSES]
+    table = next(block for block in page.blocks.values() if getattr(block, "elem_id", None) == "table")
+    assert table.postprocess(respond(page_model, None)[3]).headers == ["image", *CLASSES]
+
+
+def test_the_page_offers_one_api_endpoint_named_classify(page_model):
+    page = build_page(page_model)
+    endpoints = page.get_api_info()["named_endpoints"]
+    assert list(endpoints) == ["/classify"]
+    assert [p["parameter_name"] for p in endpoints["/classify"]["parameters"]] == ["files"]
+    assert [r["label"] for r in endpoints["/classify"]["returns"]] == ["Summary", "Class probabilities",
+                                                                        "Grad-CAM (the class predicted)", "Probabilities"]
+    assert [d["api_name"] for d in page.config["dependencies"]] == ["classify"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image", b"\x89PNG\r\n\x1a\n" + bytes(40), bytes(range(256)) * 4,
+                                     b"\xff\xd8\xff\xe0" + b"JFIF" * 50], ids=["empty", "text", "png-header", "binary", "jpeg-header"])
+def test_a_bad_uploads_message_names_the_file_not_an_internal_object(content, page_model, tmp_path):
+    bad = tmp_path / "lesion.jpg"
+    bad.write_bytes(content)
+    summary = respond(page_model, [str(bad)])[0]
+    assert summary.startswith("- **lesion.jpg**: not classified: cannot be decoded as an image")
+    assert not re.search(r"<[^>]*object at 0x|BytesIO|_io\.", summary), summary
+    assert str(tmp_path) not in summary
+
+
+def test_the_model_line_says_what_the_model_was_trained_on(page_model):
+    line = _props(build_page(page_model), "model")["value"]
+    assert re.fullmatch(r"Model: `.*best\.ckpt` · barata head on resnet18, 32 px input; trained on isic2018 "
+                        r"\(synthetic\); classes MEL, NV, BCC, AKIEC, BKL, DF, VASC", line), line
+
+
+@settings(max_examples=50, deadline=None)
+@given(layout=st.sampled_from([*LAYOUTS, *CUSTOM_LAYOUTS]), synthetic=st.booleans(),
+       extra=st.lists(st.sampled_from(list(LAYOUTS)), max_size=3),
+       root=st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=12))
+def test_trained_on_names_the_layout_its_source_and_every_added_dataset(layout, synthetic, extra, root):
+    synthetic = synthetic and layout not in CUSTOM_LAYOUTS  # custom layouts have no synthetic data
+    text = trained_on({"layout": layout, "root": f"/data/{root}", "synthetic": synthetic,
+                       "extra": [{"layout": name, "root": f"/x/{name}"} for name in extra]})
+    assert text.startswith(f"trained on {layout}")
+    assert ("(synthetic)" in text) == synthetic
+    assert (f"/data/{root}" in text) == (layout in CUSTOM_LAYOUTS)  # a custom dataset is known by its folder
+    sources = text.removeprefix("trained on ").split(" + ")
+    assert len(sources) == 1 + len(extra) and [s.split()[0] for s in sources[1:]] == extra
+
+
+def test_a_checkpoint_without_its_dataset_says_so():
+    assert trained_on(None) == trained_on({}) == "training data not recorded in the checkpoint"
+
+
 def test_uploads_are_deleted_after_an_hour_and_served_one_at_a_time(page_model):
     page = build_page(page_model)
     assert page.delete_cache == (3600, 3600)  # (check every, delete older than) seconds
@@ -112,6 +176,18 @@ def test_bad_options_are_refused_before_anything_is_served(options, message, tra
     assert result.stderr.startswith("lesion: error: ") and message in result.stderr
 
 
+def test_the_served_page_names_lesions_share_option_and_one_api_endpoint(trained_run, cli_env, tmp_path):
+    log = tmp_path / "demo.log"
+    local = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 directly, whatever the proxy
+    with demo_browser.served(trained_run / "checkpoints" / "best.ckpt", env=cli_env, log_file=log) as url:
+        with local.open(url + "gradio_api/info", timeout=60) as answer:
+            endpoints = json.load(answer)["named_endpoints"]
+    text = log.read_text()
+    assert list(endpoints) == ["/classify"]
+    assert f"Running on local URL: {url.rstrip('/')}" in text
+    assert "share=True" not in text and "launch()" not in text and "share=true" in text, text
+
+
 def _listening(port: int) -> list[str]:
     """Local addresses (hex, as /proc/net/tcp{,6} writes them) listening on ``port``."""
     found = []
@@ -130,12 +206,20 @@ def test_the_page_in_a_real_browser_shows_the_top_class_of_an_uploaded_real_imag
     if demo_browser.chromium() is None:
         pytest.skip("no Chromium: install Debian's chromium and chromium-driver (.ci/run does when apt-get works)")
     image = sorted(uploads.glob("*.jpg"))[0]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
     screenshot = tmp_path / "page.png"
     with demo_browser.served(trained_run / "checkpoints" / "best.ckpt", "gradcam.layer=layer3", env=cli_env) as url:
         port = int(url.rsplit(":", 1)[1].strip("/"))
         assert _listening(port) == ["0100007F"]  # 127.0.0.1 only
-        shown = demo_browser.classify_in_browser(url, [image], screenshot)
-    assert f"{image.name} → {evaluated.loc[image.stem, 'prediction']} " in shown
-    assert "Research tool, not a diagnosis." in shown and NOTICE.split("**")[2].strip()[:40] in shown
+        shown = demo_browser.classify_in_browser(url, [image, bad], screenshot)
+    assert f"{image.name} → {evaluated.loc[image.stem, 'prediction']} " in shown["summary"]
+    assert "notes.jpg: not classified: cannot be decoded as an image" in shown["summary"]
+    assert "object at 0x" not in shown["summary"]
+    assert "Research tool, not a diagnosis." in shown["notice"] and NOTICE.split("**")[2].strip()[:40] in shown["notice"]
+    assert "32 px input; trained on isic2018 (synthetic); classes MEL, NV" in shown["model"]
+    cells = shown["table"].split("\n")  # the label, the headers, then the cells, one per line
+    assert "image" in cells and cells[cells.index("image"):][:8] == ["image", *CLASSES], shown["table"]
+    assert not {"1", "2", "3"} & set(cells)
     with Image.open(screenshot) as picture:
         assert picture.format == "PNG" and picture.width >= 1000 and picture.height >= 600

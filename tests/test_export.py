@@ -3,7 +3,11 @@ torch model's probabilities on real images, and the file carries the preprocessi
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +130,34 @@ def test_exported_files_carry_the_preprocessing_and_take_any_batch(checkpoint, r
         assert np.abs(one_by_one - want[:3]).max() <= 1e-4
 
 
+def _beside(model: Path) -> dict:
+    """The JSON record written beside an exported model (``model.onnx`` → ``model.onnx.json``)."""
+    return json.loads(model.with_name(model.name + ".json").read_text())
+
+
+def test_every_export_writes_its_record_as_json_beside_it(checkpoint, exported):
+    onnx_file, script_file = exported(checkpoint), exported(checkpoint, "torchscript")
+    inside_onnx, (_, inside_script) = read_record(onnx_file.read_bytes()), load_torchscript(script_file.read_bytes())
+    for model, inside in ((onnx_file, inside_onnx), (script_file, inside_script)):
+        beside = _beside(model)
+        assert sorted(beside) == sorted(inside)
+        for key in inside:
+            assert beside[key] == inside[key], key
+    assert sorted(p.name for p in onnx_file.parent.iterdir()) == ["model.onnx", "model.onnx.json"]
+
+
+def test_the_export_docs_list_every_key_of_the_record():
+    """docs/export.md's table of the record's keys: the keys of one model's record and of an ensemble's."""
+    page = (REPO / "docs" / "export.md").read_text()
+    listed = re.findall(r"^\| `([a-z_]+)` \|", page, re.M)
+    hparams = {"model": {"name": "baseline", "backbone": "resnet18"}, "classes": CLASSES, "mean": [0.5] * 3,
+               "std": [0.2] * 3, "image_size": 32, "dataset": {}, "metadata": None}
+    one = preprocessing_record(hparams)
+    assert len(listed) == len(set(listed))
+    assert set(listed) == set(one) | set(ensemble_record([one, one], ["a.ckpt", "b.ckpt"]))
+    assert "ONNXRUNTIME_NODE_INSTALL=skip" in page and "```js" in page
+
+
 def test_an_ensemble_exports_as_one_graph_of_the_mean_probability(baseline_run, trained_run, real_images, predictions,
                                                                   run_cli, tmp_path):
     members = [baseline_run / "checkpoints" / "best.ckpt", trained_run / "checkpoints" / "best.ckpt"]
@@ -134,6 +166,7 @@ def test_an_ensemble_exports_as_one_graph_of_the_mean_probability(baseline_run, 
     run_cli("export.py", f"ckpt=[{members[0]},{members[1]}]", f"out={out}")
     record = read_record(out.read_bytes())
     assert record["ensemble"] == {"method": "mean", "members": 2} and record["model"] == ["baseline", "barata"]
+    assert _beside(out) == record
     ids, batch = _inputs(real_images, LesionClassifier.load_from_checkpoint(members[0]).hparams)
     mean = np.mean([table.loc[ids, CLASSES].to_numpy() for table in each], axis=0)
     assert np.abs(OnnxRuntimeGraph(out.read_bytes())(batch).numpy() - mean).max() <= 1e-4
@@ -186,6 +219,15 @@ def test_refusals_write_nothing(options, message, baseline_run, trained_run, run
     assert sorted(p.name for p in ckpt.parent.iterdir()) == before and not any(tmp_path.iterdir())
 
 
+def test_a_record_file_that_is_a_folder_is_refused_before_anything_is_written(baseline_run, run_cli, tmp_path):
+    (tmp_path / "model.onnx.json").mkdir()
+    result = run_cli("export.py", f"ckpt={baseline_run / 'checkpoints' / 'best.ckpt'}", f"out={tmp_path / 'model.onnx'}",
+                     check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("lesion: error: out: ") and "model.onnx.json is a folder" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx.json"] and not any((tmp_path / "model.onnx.json").iterdir())
+
+
 def test_readme_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(baseline_run, real_images, predictions,
                                                                                exported, tmp_path, monkeypatch):
     snippet = re.search(r"<!-- onnx-snippet -->\s*```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
@@ -202,6 +244,31 @@ def test_readme_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(ba
         worst = max(worst, float(np.abs(namespace["probs"] - expected.loc[image.stem, CLASSES].to_numpy()).max()))
     print(f"README snippet vs evaluate.py: max |Δ probability| {worst:.4f} on 5 real images")
     assert worst <= 0.02  # PIL's bilinear resize in place of lesion's (albumentations); the README says so
+
+
+NODE_MODULES = Path(os.environ.get("LESION_NODE_MODULES", "/nonexistent"))
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not all((NODE_MODULES / name).is_dir()
+                                                            for name in ("onnxruntime-node", "sharp")),
+                    reason="needs node and LESION_NODE_MODULES=<a node_modules folder with onnxruntime-node and "
+                           "sharp>, installed as docs/export.md says")
+def test_the_docs_javascript_example_runs_an_exported_model_with_onnxruntime_node(baseline_run, real_images, predictions,
+                                                                                   exported, tmp_path):
+    snippet = re.search(r"```js\n(.*?)```", (REPO / "docs" / "export.md").read_text(), re.S).group(1)
+    (tmp_path / "classify.mjs").write_text(snippet)
+    (tmp_path / "node_modules").symlink_to(NODE_MODULES)
+    ckpt = baseline_run / "checkpoints" / "best.ckpt"
+    model, expected = exported(ckpt), predictions(ckpt)
+    worst = 0.0
+    for image in sorted(real_images.iterdir())[:5]:
+        shown = subprocess.run(["node", "classify.mjs", str(model), str(image)], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120, check=True).stdout
+        probs = json.loads(shown)
+        assert list(probs) == CLASSES
+        worst = max(worst, float(np.abs(np.array(list(probs.values())) - expected.loc[image.stem, CLASSES].to_numpy()).max()))
+    print(f"docs/export.md JavaScript vs evaluate.py: max |Δ probability| {worst:.4f} on 5 real images")
+    assert worst <= 0.02  # sharp's resizes and whole-pixel crop in place of lesion's; the page says so
 
 
 def test_a_graph_that_does_not_reproduce_the_model_is_never_written(baseline_run, monkeypatch, tmp_path):

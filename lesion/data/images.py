@@ -101,6 +101,8 @@ def _open(source: io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         Image.MAX_IMAGE_PIXELS = None
         try:
             image = Image.open(source)
+        except Image.UnidentifiedImageError:  # PIL's own message names the buffer: <_io.BytesIO object at 0x…>
+            raise Image.UnidentifiedImageError("not in an image format that PIL reads") from None
         finally:
             Image.MAX_IMAGE_PIXELS = global_limit
     w, h = image.size

@@ -9,7 +9,7 @@ A file that cannot be read gets its message instead; it never stops the others.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lesion.data.cache import square_size
+from lesion.data.custom import CUSTOM_LAYOUTS
 from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
 from lesion.device import resolve_device
@@ -40,6 +41,19 @@ class Result:
     error: str | None = None
 
 
+def trained_on(dataset: Mapping | None) -> str:
+    """What a model was trained on, from its checkpoint's ``dataset`` hyper-parameters: the layout
+    (synthetic, or a custom layout's folder), then each external source (``dataset.extra``)."""
+    if not dataset:
+        return "training data not recorded in the checkpoint"
+    primary = dataset["layout"]
+    if dataset.get("synthetic"):
+        primary += " (synthetic)"
+    elif primary in CUSTOM_LAYOUTS:  # "folder" alone says nothing of which images
+        primary += f" at {dataset['root']}"
+    return "trained on " + " + ".join([primary, *(source["layout"] for source in dataset.get("extra") or [])])
+
+
 class PageModel:
     """A checkpoint's model as the page uses it.
 
@@ -58,7 +72,7 @@ class PageModel:
         hp = module.hparams
         self.classes = list(hp.classes)
         self.description = (f"{hp.model['name']} head on {hp.model['backbone']}, {hp.image_size} px input; "
-                            f"classes {', '.join(self.classes)}")
+                            f"{trained_on(hp.dataset)}; classes {', '.join(self.classes)}")
         self._transform = EvalPreset(hp.image_size, hp.mean, hp.std)
         self._size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
         self._color_constancy = (hp.dataset or {}).get("color_constancy")

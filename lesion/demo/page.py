@@ -1,6 +1,6 @@
 """The Gradio page: an upload box, and for each image its class probabilities (a bar chart and a
-table), its Grad-CAM overlay, and the model's name and classes under a standing notice that this
-is a research tool, not a diagnosis.
+table), its Grad-CAM overlay, and the model's name, training data and classes under a standing
+notice that this is a research tool, not a diagnosis. Its one API endpoint is ``/classify``.
 
 Every outcome is shown on the page: a file that cannot be read gets its one-line reason, and an
 unexpected failure a short message (its traceback goes to the server's log, never to the page).
@@ -9,6 +9,7 @@ unexpected failure a short message (its traceback goes to the server's log, neve
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -82,12 +83,12 @@ def build_page(model: PageModel) -> gr.Blocks:
         gr.Markdown(f"Model: `{model.name}` · {model.description}", elem_id="model")
         files = gr.File(file_count="multiple", label="Dermoscopy images (JPEG, PNG, TIFF, BMP; any size)",
                         elem_id="upload")
-        summary = gr.Markdown(elem_id="summary")
+        summary = gr.Markdown(label="Summary", show_label=False, elem_id="summary")
         with gr.Row():
             chart = gr.Plot(label="Class probabilities", elem_id="chart")
             gallery = gr.Gallery(label="Grad-CAM (the class predicted)", elem_id="gradcam", columns=2)
-        table = gr.Dataframe(label="Probabilities", elem_id="table")
+        table = gr.Dataframe(headers=["image", *model.classes], label="Probabilities", elem_id="table")
         # One request at a time: Grad-CAM hooks the one shared net.
-        files.change(lambda f: respond(model, f), inputs=files, outputs=[summary, chart, gallery, table],
-                     concurrency_limit=1)
+        files.change(partial(respond, model), inputs=files, outputs=[summary, chart, gallery, table],
+                     concurrency_limit=1, api_name="classify")
     return page

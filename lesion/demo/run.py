@@ -36,8 +36,13 @@ def run(cfg: DictConfig) -> None:
         log.warning("share=true: Gradio makes a public link; anyone with it can use the model")
     page = build_page(model)
     try:
-        page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, show_error=False,
-                    max_file_size=cfg.max_file_size, quiet=False)
+        # Gradio's own startup lines are quiet: their advice names launch()'s arguments, not demo.py's options.
+        _, url, _ = page.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, show_error=False,
+                                max_file_size=cfg.max_file_size, quiet=True, prevent_thread_lock=True)
     except OSError as error:
         raise LesionError("host, port", f"{cfg.host}:{cfg.port} cannot be served ({error})",
                           "pass another port=N (or stop what uses it), or a host name of this machine") from None
+    log.info("Running on local URL: %s", url.rstrip("/"))
+    if not cfg.share:
+        log.info("share=true would also make a public link (anyone with it could use the model)")
+    page.block_thread()

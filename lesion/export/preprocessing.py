@@ -1,10 +1,12 @@
 """What a consumer of an exported model needs to feed it the pixels ``evaluate.py`` would.
 
 The record travels inside the exported file (ONNX ``metadata_props``, one JSON value per key;
-TorchScript's extra file ``lesion.json``). Preprocessing, as :class:`lesion.data.unlabelled.FolderImages`
-does it: decode to upright RGB → resize the short side to ``cache_size`` (bicubic) and take the
-centred square → colour constancy (``color_constancy``, :mod:`lesion.data.color`) → resize to
-``input_size`` → scale to [0, 1], subtract ``mean``, divide by ``std`` (RGB) → 1×3×H×W float32.
+TorchScript's extra file ``lesion.json``) and beside it as one JSON file (:func:`record_file`), for
+runtimes that cannot read custom metadata (onnxruntime-node). Preprocessing, as
+:class:`lesion.data.unlabelled.FolderImages` does it: decode to upright RGB → resize the short side
+to ``cache_size`` (bicubic) and take the centred square → colour constancy (``color_constancy``,
+:mod:`lesion.data.color`) → resize to ``input_size`` → scale to [0, 1], subtract ``mean``, divide by
+``std`` (RGB) → 1×3×H×W float32.
 A net trained with patient metadata also takes ``metadata``: the encoding of
 :class:`lesion.data.metadata_features.MetadataEncoding` described by the record's ``metadata``.
 """
@@ -12,6 +14,7 @@ A net trained with patient metadata also takes ``metadata``: the encoding of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from lesion import __version__
 from lesion.data.cache import square_size
@@ -19,6 +22,11 @@ from lesion.errors import LesionError
 
 # What members of one exported ensemble must share: one input for all of them.
 SHARED = ("classes", "mean", "std", "input_size", "cache_size", "color_constancy", "metadata")
+
+
+def record_file(model: Path) -> Path:
+    """The JSON file beside an exported model that holds its record: ``model.onnx`` → ``model.onnx.json``."""
+    return model.with_name(model.name + ".json")
 
 
 def preprocessing_record(hparams) -> dict:

@@ -1,8 +1,9 @@
 """``run(cfg)``: export a checkpoint, or a mean ensemble of them, to one ONNX or TorchScript file.
 
 Called by ``export.py`` and tests. The exported graph is checked against the torch model on
-random inputs before the file is written (atomically): a file that does not reproduce the
-model's probabilities is never left behind.
+random inputs before the file and its record (:func:`lesion.export.preprocessing.record_file`)
+are written (atomically): a file that does not reproduce the model's probabilities is never left
+behind, and neither is a refused export's record.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from lesion.errors import LesionError
 from lesion.evaluate.ensemble import member_checkpoints
 from lesion.export.graph import ProbabilityGraph
 from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
-from lesion.export.preprocessing import ensemble_record, preprocessing_record
+from lesion.export.preprocessing import ensemble_record, preprocessing_record, record_file
 from lesion.export.torchscript import load_torchscript, torchscript_bytes
-from lesion.files import atomic_path, output_file
+from lesion.files import atomic_path, output_file, write_json
 from lesion.options import check_export
 from lesion.train.module import LesionClassifier
 
@@ -60,13 +61,16 @@ def run(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt`` as ``cfg.format`` to ``cfg.out`` (default: next to the checkpoint).
 
     Returns:
-        The file written.
+        The model file written (its record is written beside it, :func:`record_file`).
     """
     check_export(OmegaConf.to_container(cfg, resolve=True))
     if cfg.format == "onnx":
         require_onnx("format=onnx")
     paths = member_checkpoints(OmegaConf.to_container(cfg.ckpt) if not isinstance(cfg.ckpt, str) else cfg.ckpt)
     out = output_file("out", _output(cfg, paths), "model" + SUFFIXES[cfg.format])
+    if record_file(out).is_dir():
+        raise LesionError("out", f"{record_file(out)} is a folder, and the model's record is written there",
+                          "pass another out=FILE, or move the folder away")
     if any(out.resolve() == p.resolve() for p in paths):
         raise LesionError("out", f"{out} is the checkpoint being exported", "pass another out=FILE")
     modules = [LesionClassifier.load_from_checkpoint(p, "cpu", weights_only=not cfg.trust_checkpoint) for p in paths]
@@ -84,11 +88,13 @@ def run(cfg: DictConfig) -> Path:
                           f"{difference:.2e} (over {TOLERANCE:.0e}), so no file was written",
                           "export with the other format, and report the checkpoint's model options")
     try:
-        with atomic_path(out) as tmp:
+        with atomic_path(out) as tmp:  # the record first: a model file is never without its record
             tmp.write_bytes(data)
+            write_json(record_file(out), record)
     except OSError as error:
         raise LesionError("out", f"{out} cannot be written ({error.strerror or error})",
                           "pass out=<a file in a folder you can write to>") from None
-    log.info("%s (%s, %d member%s, classes %s; max |Δp| against torch %.1e) → %s", cfg.format, record["model"],
-             len(paths), "s" if len(paths) > 1 else "", ", ".join(record["classes"]), difference, out)
+    log.info("%s (%s, %d member%s, classes %s; max |Δp| against torch %.1e) → %s (record: %s)", cfg.format,
+             record["model"], len(paths), "s" if len(paths) > 1 else "", ", ".join(record["classes"]), difference, out,
+             record_file(out).name)
     return out
