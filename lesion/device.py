@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from lesion.errors import LesionError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HINT = "use device=auto (a GPU when one is visible), device=cpu, or device=cuda / cuda:N"
 
@@ -16,6 +18,8 @@ def resolve_device(where: str, device: object) -> torch.device:
     in one line when torch sees no such GPU."""
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise LesionError(where, f"is {device!r}, not auto, cpu, cuda or cuda:N", DEVICE_HINT)
+    import torch  # here: a device name that is not one is refused before torch is imported
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     chosen = torch.device(device)

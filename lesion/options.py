@@ -20,6 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from hydra.utils import get_object
 
+from lesion.balance.plan import CLASS_WEIGHTINGS, check_weighting
 from lesion.data.cache import square_size
 from lesion.data.color import METHODS as COLOR_METHODS
 from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
@@ -28,12 +29,11 @@ from lesion.data.splits import parse_fold
 from lesion.errors import LesionError, exit_with
 from lesion.evaluate.ensemble import METHODS as ENSEMBLES
 from lesion.files import output_folder
-from lesion.train.losses import check_weighting
-from lesion.models.backbone import NAMES as BACKBONES
-from lesion.models.backbone import STAGES as BACKBONE_STAGES
+from lesion.models.trunks import NAMES as BACKBONES
+from lesion.models.trunks import STAGES as BACKBONE_STAGES
 from lesion.train.optim import SCHEDULERS
 
-WEIGHTINGS = ("inverse_frequency", "effective_number")
+WEIGHTINGS = tuple(CLASS_WEIGHTINGS)
 GRADCAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 EXPORT_FORMATS = ("onnx", "torchscript")
 # What computes evaluate.py's probabilities: the checkpoint's torch net, or the same net exported to ONNX.
@@ -315,7 +315,7 @@ BALANCE = Section({
     "backbone_ckpt": Value(str, null=True),
     "smote_tomek": SMOTE,
 })
-_BATCHES = Value("batches", hint="a share in [0, 1] or a whole number of batches ≥ 0")
+_BATCHES = Value("batches", null=True, hint="a share in [0, 1], a whole number of batches ≥ 0, or null (all)")
 # Lightning's precision names, and the integers it also accepts.
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64", 32, 16, 64)
 TRAINER = Section({
@@ -392,8 +392,6 @@ def check_train(cfg: Mapping) -> None:
     Value(str, null=True).check("ckpt_path", cfg["ckpt_path"])
     for key in ("channels_last", "compile"):
         Value(bool).check(key, cfg[key])
-    for group in ("callbacks", "logger"):
-        _check_objects(group, cfg[group])
     smote = balance["smote_tomek"]
     check_weighting(loss, len(classes), bool(balance["class_weight"]), balance["sampler"], smote["enabled"])
     if balance["backbone_ckpt"] and not smote["enabled"]:
@@ -405,6 +403,8 @@ def check_train(cfg: Mapping) -> None:
     if cfg["ckpt_path"] is not None and smote["enabled"] and not smote["finetune"]:
         raise LesionError("ckpt_path", "resumes a fine-tuning stage, and balance.smote_tomek.finetune=false has none "
                           "(the head stage always runs from its start)", "drop ckpt_path")
+    for group in ("callbacks", "logger"):  # last: a logger's check imports Lightning
+        _check_objects(group, cfg[group])
 
 
 TTA = Section({"flips": Value(bool), "crops": _integer(1, hint="a square number of crops: 1, 4, 9, 16, …")})
@@ -449,9 +449,10 @@ def _output_folder(where: str, value: object) -> Path:
 
 
 def _device(where: str, device: object) -> object:
-    from lesion.device import resolve_device  # imports torch: only once options are checked
+    if device not in ("auto", "cpu"):  # always there: torch is imported only to look for the GPU asked for
+        from lesion.device import resolve_device
 
-    resolve_device(where, device)
+        resolve_device(where, device)
     return device
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from lesion.data.layouts import counts_of
 from lesion.errors import LesionError
-from lesion.train.losses import check_weighting
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +183,37 @@ def plan_balance(labels: np.ndarray, classes: Sequence[str], cfg: dict, seed: in
         plan.sample_weights = sample_weights(labels[indices])
         log.info("balance: weighted sampler, every class drawn with probability 1/%d", int((counts > 0).sum()))
     return plan
+
+
+def check_weighting(loss_cfg: dict, num_classes: int, class_weight: bool, sampler: bool, smote: bool = False) -> None:
+    """Refuse class weights that cannot work: a list of the wrong length, weights given both in the
+    loss and by ``balance.class_weight``, or any class weights with a weighted sampler or with
+    SMOTE-Tomek (each of these corrects the imbalance twice: SMOTE-Tomek's head trains on balanced
+    rows, with weights that would come from the counts before resampling).
+
+    Args:
+        loss_cfg: the loss config as a plain dict (``name`` plus arguments).
+        num_classes: K.
+        class_weight: whether ``balance.class_weight`` plans weights.
+        sampler: whether a weighted sampler is in use.
+        smote: whether SMOTE-Tomek resamples the head's training rows.
+    """
+    key = "alpha" if "alpha" in loss_cfg else "weight"
+    value = loss_cfg.get(key)
+    if class_weight and value is not None:
+        raise LesionError(f"loss.{key}", "is set and balance.class_weight is set too",
+                          f"use one of them (e.g. loss.{key}=null)")
+    if isinstance(value, (list, tuple)) and len(value) != num_classes:
+        raise LesionError(f"loss.{key}", f"has {len(value)} entries for {num_classes} classes",
+                          "give one weight per class in class order")
+    source = "balance.class_weight" if class_weight else f"loss.{key}"
+    if sampler and (class_weight or value is not None):
+        raise LesionError("balance.sampler", f"a weighted sampler together with class weights ({source}) "
+                          "corrects the imbalance twice", f"use balance.sampler or {source}, not both")
+    if smote and (class_weight or value is not None):
+        raise LesionError("balance.smote_tomek", f"SMOTE-Tomek together with class weights ({source}) corrects the "
+                          "imbalance twice", f"use SMOTE-Tomek or {source}, not both (a run weighted without it can "
+                          "give SMOTE-Tomek its backbone: balance.backbone_ckpt)")
 
 
 def resolve_class_weights(loss_cfg: dict, counts: Sequence[int], class_weights: list[float] | None = None,

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from lesion.data.images import is_image_name
 from lesion.data.layouts import LAYOUTS, Grouping, Layout, MetadataFile, SplitFiles
-from lesion.data.metadata import MISSING_WORDS
-from lesion.data.readers import read_csv
 from lesion.errors import LesionError
 
 FOLDER, CSV = "folder", "csv"
@@ -71,6 +69,10 @@ def _folder_layout(root: Path, classes: object) -> Layout:
 
 
 def _csv_layout(root: Path, dataset: Mapping) -> Layout:
+    # Imported here (pandas): the options read this module (layout_of) before any work.
+    from lesion.data.metadata import MISSING_WORDS
+    from lesion.data.readers import read_csv
+
     if not dataset.get("csv"):
         raise LesionError("dataset.csv", "is not set", "set dataset.csv=<your CSV> (a path, or a name in dataset.root)")
     path = root / dataset["csv"]

@@ -9,7 +9,6 @@ group (:func:`grouped_holdout`); grouped folds are scikit-learn's ``StratifiedGr
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from lesion.errors import LesionError
 
@@ -127,6 +126,9 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: in
     if np.bincount(labels).max() < n_folds:
         raise LesionError("dataset.fold", f"no class has {n_folds} images, as {n_folds} stratified folds need",
                           "use fewer folds, or add images")
+    # Imported here: the options read this module (parse_fold) before any work.
+    from sklearn.model_selection import StratifiedGroupKFold
+
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [held for _, held in splitter.split(np.zeros(len(labels)), labels, groups)]
 

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import rankdata
 
 from lesion.errors import LesionError
 
@@ -83,4 +82,7 @@ def combine(probs: Sequence[np.ndarray], method: str = "mean") -> np.ndarray:
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probs])  # M×N×K
     if method == "mean":
         return stacked.mean(0)
+    # Imported here: the options read this module (METHODS) before any work.
+    from scipy.stats import rankdata
+
     return (rankdata(stacked, method="average", axis=1) / stacked.shape[1]).mean(0)

@@ -24,10 +24,7 @@ from torch.nn import functional as F
 from torchvision.models import get_model, get_model_weights
 
 from lesion.errors import LesionError
-
-NAMES = ("resnet18", "resnet34", "resnet50")
-# Freezable stages in input order; the stem (conv1 + bn1) counts as one.
-STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
+from lesion.models.trunks import NAMES, STAGES
 
 
 class FrozenBatchNorm2d(nn.Module):

@@ -7,17 +7,30 @@ SMOTE-Tomek head stage anneals over its own ``head_epochs``, not over the fine-t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-SCHEDULERS = {"cosine": lambda optimizer, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))}
+# torch.optim classes by name: torch is imported when one is built, so lesion.options reads the names without it.
+OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
+
+
+def _cosine(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+    from torch.optim.lr_scheduler import CosineAnnealingLR
+
+    return CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+
+
+SCHEDULERS = {"cosine": _cosine}
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict) -> torch.optim.Optimizer:
     """The optimizer ``cfg["name"]`` with the remaining entries as its arguments."""
+    import torch
+
     settings = {k: v for k, v in cfg.items() if k != "name"}
-    return OPTIMIZERS[cfg["name"]](params, **settings)
+    return getattr(torch.optim, OPTIMIZERS[cfg["name"]])(params, **settings)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
