@@ -4,6 +4,10 @@ Every path from a checkpoint to a model goes through :func:`read_checkpoint`:
 ``LesionClassifier.load_from_checkpoint``, ``evaluate.py``, resuming (``ckpt_path``) and
 ``balance.backbone_ckpt``. The file is read with ``torch.load(weights_only=True)`` and its
 hyper-parameters must be plain registry-named values (:func:`lesion.options.check_stored`).
+
+A run writes two kinds: ``best.ckpt`` holds the model (weights, hyper-parameters and the module's
+own entries), enough to rebuild and evaluate it; ``last.ckpt`` also holds the training state
+(optimizer, LR schedule, callbacks, loops) that resuming needs (:func:`holds_training_state`).
 """
 
 from __future__ import annotations
@@ -96,6 +100,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                           "pass a checkpoint written by lesion's train.py")
     hparams = check_stored(_translate_legacy(checkpoint["hyper_parameters"], path), str(path))
     return checkpoint, hparams
+
+
+def holds_training_state(checkpoint: dict) -> bool:
+    """Whether a checkpoint's contents can resume training (``last.ckpt``), not only rebuild the model
+    (a weights-only checkpoint such as ``best.ckpt``)."""
+    return "optimizer_states" in checkpoint
 
 
 def _torch_load(path: Path, map_location: str | torch.device, trust: bool) -> object:

@@ -137,9 +137,10 @@ def test_the_run_tests_what_evaluation_of_its_checkpoint_gives(run_cli, tmp_path
     run_dir = tmp_path / "run"
     run_cli("train.py", "dataset=synthetic2018", "dataset.synthetic_n=21", *model, *balance, "callbacks=ema",
             f"callbacks.ema.decay={decay}", "trainer.max_epochs=1", *TINY, f"hydra.run.dir={run_dir}")
-    for stage in ("finetune/best.ckpt", "best.ckpt") if balance else ("best.ckpt",):
-        assert "current_model_state" in torch.load(run_dir / "checkpoints" / stage, map_location="cpu",
-                                                   weights_only=True)
+    for stage in ("finetune", ".") if balance else (".",):  # last.ckpt holds the training weights beside the average
+        folder = run_dir / "checkpoints" / stage
+        assert "current_model_state" in torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)
+        assert "current_model_state" not in torch.load(folder / "best.ckpt", map_location="cpu", weights_only=True)
     trained = json.loads((run_dir / "test_metrics.json").read_text())
     out = tmp_path / "evaluation"
     run_cli("evaluate.py", f"ckpt={run_dir / 'checkpoints' / 'best.ckpt'}", f"out={out}", "gradcam.n=0",

@@ -66,10 +66,11 @@ def test_an_mlflow_run_holds_the_config_the_metrics_and_the_files(run_cli, tmp_p
     assert [m.step for m in history] == csv["step"].tolist()
     assert [m.value for m in history] == pytest.approx(csv["val/bacc"].tolist(), abs=1e-6)
     top = {f.path for f in client.list_artifacts(tracked.info.run_id)}
-    assert {"test_metrics.json", "val_metrics.json", "balance.json", "hydra", "checkpoints"} <= top
+    assert {"test_metrics.json", "val_metrics.json", "balance.json", "hydra"} <= top and "checkpoints" not in top
     assert {f.path for f in client.list_artifacts(tracked.info.run_id, "hydra")} == \
         {"hydra/config.yaml", "hydra/hydra.yaml", "hydra/overrides.yaml"}
-    assert [f.path for f in client.list_artifacts(tracked.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    assert [(m.name, m.source_run_id) for m in client.search_logged_models([tracked.info.experiment_id])] == \
+        [("model", tracked.info.run_id)]
     copy = client.download_artifacts(tracked.info.run_id, "test_metrics.json", str(tmp_path))
     assert json.loads(Path(copy).read_text()) == json.loads((run_dir / "test_metrics.json").read_text())
     assert (run_dir / "mlartifacts").is_dir()  # artifacts stay under the run, not in the working directory
@@ -88,7 +89,8 @@ def test_both_smote_tomek_stages_log_into_one_mlflow_run(run_cli, tmp_path):
     assert [m.value for m in history] == pytest.approx(stages["val/bacc"].tolist(), abs=1e-6)
     steps = [m.step for m in history]
     assert steps == sorted(set(steps))  # the head stage continues after the fit stage's last step
-    assert [f.path for f in client.list_artifacts(tracked.info.run_id, "checkpoints")] == ["checkpoints/best.ckpt"]
+    assert [(m.name, m.source_run_id) for m in client.search_logged_models([tracked.info.experiment_id])] == \
+        [("model", tracked.info.run_id)]
 
 
 @pytest.mark.slow

@@ -63,7 +63,9 @@ class LSTMDecoder(nn.Module):
         level_sizes = (paths_t.amax(0) + 1).tolist()
         # Embedding rows: 0 = start token, then the tokens of each level but the last (never fed
         # back), so equal token indices at different levels get different rows.
-        offsets = torch.tensor([1, *level_sizes[:-1]]).cumsum(0)[:-1]
+        # A copy, not a view of the cumulative sum: torch.export cannot save a buffer that is part of
+        # another tensor's storage (an empty part, as in flat decoding, fails).
+        offsets = torch.tensor([1, *level_sizes[:-1]]).cumsum(0)[:-1].clone()
         self.register_buffer("paths", paths_t, persistent=False)
         self.register_buffer("offsets", offsets, persistent=False)
         self.drop = nn.Dropout(dropout)

@@ -105,14 +105,42 @@ class Interruption(pl.Callback):
             log.warning("stopped by SIGTERM at %s, before the first checkpoint — start the run again", where)
 
 
+# What a weights-only checkpoint keeps of what Lightning writes: the weights and what rebuilds the module
+# around them. The module's own entries (its validation BACC) are added after the callbacks' hooks.
+MODEL_ENTRIES = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step", "pytorch-lightning_version")
+
+
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose restored state can only name files in its own folder.
+    """``ModelCheckpoint`` whose restored state can only name files in its own folder, and whose
+    ``save_weights_only`` files hold the weights that the callbacks give a checkpoint.
 
     Lightning restores the best/last checkpoint paths from the file it resumes, then tests the
     best one and deletes superseded ones. Each restored path is replaced by the file of the same
     name in this callback's ``dirpath``: a resumed checkpoint cannot point the run at other files,
     and a run directory copied elsewhere resumes with its own checkpoints.
+
+    Lightning writes a ``save_weights_only`` checkpoint without the callbacks' checkpoint hooks, so
+    :class:`EMA` could not put there the averaged weights that validation scored. Here it is made
+    whole, hooks included, and then keeps :data:`MODEL_ENTRIES` only.
     """
+
+    _weights_only_save = False
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        if not self.save_weights_only:
+            super()._save_checkpoint(trainer, filepath)
+            return
+        self.save_weights_only, self._weights_only_save = False, True
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only, self._weights_only_save = True, False
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # Checkpoint callbacks come last (Lightning moves them there): every other callback's hook has run.
+        if self._weights_only_save:
+            for key in [k for k in checkpoint if k not in MODEL_ENTRIES]:
+                del checkpoint[key]
 
     @property
     def state_key(self) -> str:

@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from lesion.balance.head_stage import fit_head_on_resampled, load_backbone
-from lesion.checkpoint import read_checkpoint
+from lesion.checkpoint import holds_training_state, read_checkpoint
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.custom import layout_of
 from lesion.data.readers import dataset_folder
@@ -36,6 +36,7 @@ from lesion.files import write_json
 from lesion.hydra_record import write_record
 from lesion.models.backbone import normalisation
 from lesion.options import check_train
+from lesion.train.headline import headline
 from lesion.train.module import VAL_BACC_KEY, LesionClassifier
 from lesion.train.tracking import finish_run
 from lesion.train.trainer import best_callback, best_checkpoint, build_run_loggers, build_trainer
@@ -156,6 +157,7 @@ def run(cfg: DictConfig) -> dict:
     check_train(_container(cfg))
     if not cfg.dataset.synthetic:  # here rather than when the data is read: before the trainers print anything
         dataset_folder(layout_of(_container(cfg.dataset)), cfg.dataset.root)
+    log.info(headline(cfg))
     run_dir = Path(cfg.run_dir)
     stages = training_stages(cfg, run_dir)
     if cfg.seed is not None:
@@ -234,7 +236,11 @@ def _resume_checkpoint(cfg: DictConfig, fit_dir: Path) -> str | None:
     elif not Path(path).is_file():
         raise LesionError("ckpt_path", f"checkpoint {path} not found",
                           "pass an existing .ckpt file, or ckpt_path=last with hydra.run.dir=<the run to resume>")
-    _, stored = read_checkpoint(path)
+    contents, stored = read_checkpoint(path)
+    if not holds_training_state(contents):
+        raise LesionError("ckpt_path", f"{path} holds the model's weights only (as a run's best.ckpt does), not the "
+                          "optimizer and callback state that resuming needs",
+                          "resume from the run's last.ckpt: ckpt_path=last hydra.run.dir=<the run directory>")
     model = {k: v for k, v in _container(cfg.model).items() if k not in _STARTING_POINT}
     differ = [f"model.{k}={stored['model'].get(k)} (this run: {v})" for k, v in model.items() if stored["model"].get(k) != v]
     classes = list(layout_of(_container(cfg.dataset)).classes)

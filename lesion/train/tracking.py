@@ -10,6 +10,7 @@ logs each epoch, and :func:`finish_run` adds the run's files once it is tested.
   named after it). MLflow 3 refuses a plain ``mlruns/`` folder store unless told otherwise, so
   SQLite it is. ``mlflow ui --backend-store-uri sqlite:///<dir>/mlflow.db`` shows the runs. A
   tracking server (``http(s)://``) must answer before the run starts (:func:`check_answers`).
+  The tested checkpoint becomes the run's MLflow model ``model`` (:func:`save_mlflow_model`).
 - W&B (:func:`wandb_logger`): offline unless credentials are there (``WANDB_API_KEY``, or a netrc
   entry for the W&B host); the run lives in ``<run dir>/wandb/`` and ``wandb sync`` uploads it.
 
@@ -23,6 +24,7 @@ import fcntl
 import http.client
 import importlib
 import inspect
+import logging
 import netrc
 import os
 import ssl
@@ -31,6 +33,7 @@ import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
@@ -42,10 +45,14 @@ from pytorch_lightning.utilities import rank_zero_only
 from lesion.errors import LesionError
 from lesion.hydra_record import dotted
 
+log = logging.getLogger(__name__)
+
 # The package that a tracker's ``_target_`` (by its last name) needs.
 _PACKAGES = {"mlflow_logger": "mlflow", "MLFlowLogger": "mlflow", "wandb_logger": "wandb", "WandbLogger": "wandb"}
 # The run's files that trackers keep (those that exist); MLflow also keeps the .hydra/ record.
 RUN_FILES = ("test_metrics.json", "val_metrics.json", "balance.json")
+# The name of a run's MLflow model: runs:/<run id>/model.
+MODEL_NAME = "model"
 # How long a tracking server may take to answer; MLflow itself retries a silent one for minutes.
 ANSWER_TIMEOUT_S = 5.0
 # The answers MLflow's client retries for minutes too (a proxy in front of a server that is down).
@@ -130,7 +137,7 @@ class MlflowRun(Logger):
 
     Args:
         config: the composed config (a plain dict).
-        log_checkpoint: :meth:`log_files` also keeps the best checkpoint.
+        log_checkpoint: :meth:`log_files` also logs the tested checkpoint as the run's MLflow model.
         store: the folder of a local store, locked while the run opens it (sweep jobs starting
             at once would otherwise race to create its tables and experiment).
         options: ``MLFlowLogger`` arguments (``tracking_uri``, ``experiment_name``, ``run_name`` …).
@@ -202,9 +209,9 @@ class MlflowRun(Logger):
 
     @rank_zero_only
     def log_files(self, run_dir: Path, best: str | None) -> None:
-        """Keep the run's files as artifacts: :data:`RUN_FILES`, the ``.hydra/`` record (as ``hydra/``,
-        so that ``lesion.summary`` does not count the copy as a run) and the best checkpoint
-        (as ``checkpoints/<name>``)."""
+        """Keep the run's files as artifacts: :data:`RUN_FILES` and the ``.hydra/`` record (as ``hydra/``,
+        so that ``lesion.summary`` does not count the copy as a run); and the tested checkpoint ``best``
+        as the run's MLflow model (:meth:`log_model`)."""
         client, run_id = self.experiment, self.run_id
         for name in RUN_FILES:
             if (run_dir / name).is_file():
@@ -212,7 +219,69 @@ class MlflowRun(Logger):
         if (run_dir / ".hydra").is_dir():
             client.log_artifacts(run_id, str(run_dir / ".hydra"), "hydra")
         if best and self.log_checkpoint:
-            client.log_artifact(run_id, best, "checkpoints")
+            self.log_model(best)
+
+    @rank_zero_only
+    def log_model(self, checkpoint: str | Path) -> None:
+        """Log ``checkpoint``'s net as the run's MLflow model :data:`MODEL_NAME` (:func:`save_mlflow_model`):
+        ``mlflow.pytorch.load_model("runs:/<run id>/model")`` loads it."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        # MLflow's own log_model reads the tracking URI and experiment from process-wide state; the
+        # client calls it makes, made here with this run's client, leave that state alone.
+        client, run_id = self.experiment, self.run_id
+        model = client.create_logged_model(client.get_run(run_id).info.experiment_id, name=MODEL_NAME,
+                                           source_run_id=run_id)
+        try:
+            client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+            with TemporaryDirectory() as folder:
+                save_mlflow_model(checkpoint, Path(folder) / MODEL_NAME,
+                                  Model(artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id,
+                                        model_uuid=model.model_id))
+                client.log_model_artifacts(model.model_id, str(Path(folder) / MODEL_NAME))
+        except Exception as error:  # noqa: BLE001 — the run is tested and its files are written: reported, not fatal
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+            log.warning("the MLflow model of %s could not be saved (%s: %s); the checkpoint is the run's model",
+                        checkpoint, type(error).__name__, (str(error).splitlines() or [""])[0][:300])
+            return
+        client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+def save_mlflow_model(checkpoint: str | Path, path: Path, mlflow_model=None) -> None:
+    """Save a lesion checkpoint as an MLflow model in the folder ``path``: PyTorch flavour, and pyfunc for a net
+    of images only.
+
+    The model is the graph that ``export.py`` exports (:class:`~lesion.export.graph.ProbabilityGraph`):
+    B×3×S×S normalised float32 images (and B×D encoded metadata for a net with a metadata branch) →
+    B×K class probabilities, as the signature says, with any batch size. It is saved as a
+    ``torch.export`` program (``pt2``): loading it runs no pickled code and needs torch, not lesion.
+    The MLflow model's metadata is the preprocessing record (:mod:`lesion.export.preprocessing`):
+    classes, input size, normalisation, colour constancy.
+
+    Args:
+        checkpoint: a checkpoint written by ``train.py``.
+        path: the folder to create.
+        mlflow_model: the ``mlflow.models.Model`` to fill in (its run and logged-model ids), or ``None``.
+    """
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from lesion.export.run import exported_graph
+    from lesion.train.module import LesionClassifier
+
+    graph, record = exported_graph([LesionClassifier.load_from_checkpoint(checkpoint, "cpu")], [str(checkpoint)])
+    inputs = tuple(t.numpy() for t in graph.example_inputs(record["input_size"]))
+    # pyfunc, which MLflow adds for one input, turns a named input into a dict the PyTorch flavour refuses.
+    names = record["inputs"] if len(inputs) > 1 else [None]
+    signature = ModelSignature(
+        Schema([TensorSpec(x.dtype, (-1, *x.shape[1:]), name) for x, name in zip(inputs, names)]),
+        Schema([TensorSpec(np.dtype(np.float32), (-1, len(record["classes"])), record["output"])]))
+    mlflow.pytorch.save_model(graph, str(path), mlflow_model=mlflow_model, signature=signature, input_example=inputs,
+                              serialization_format="pt2", metadata=record,
+                              pip_requirements=mlflow.pytorch.get_default_pip_requirements())
 
 
 def mlflow_logger(run_dir: str, run_config: dict | None = None, tracking_uri: str | None = None,
@@ -228,7 +297,7 @@ def mlflow_logger(run_dir: str, run_config: dict | None = None, tracking_uri: st
             A server (``http(s)://``) must answer now (:func:`check_answers`).
         experiment_name: ``None``: the sweep folder's name in a sweep, else ``lesion``.
         run_name: ``None``: the run folder's name.
-        log_checkpoint: keep the best checkpoint as an artifact.
+        log_checkpoint: log the tested checkpoint as the run's MLflow model (:meth:`MlflowRun.log_model`).
         options: more ``MLFlowLogger`` arguments (``tags``, ``artifact_location`` …).
     """
     sweep, store = _sweep_dir(), None
