@@ -157,9 +157,9 @@ def run(cfg: DictConfig) -> dict:
     check_train(_container(cfg))
     if not cfg.dataset.synthetic:  # here rather than when the data is read: before the trainers print anything
         dataset_folder(layout_of(_container(cfg.dataset)), cfg.dataset.root)
-    log.info(headline(cfg))
     run_dir = Path(cfg.run_dir)
-    stages = training_stages(cfg, run_dir)
+    stages = training_stages(cfg, run_dir)  # refuses a resume that does not fit, before anything is logged
+    log.info(headline(cfg))
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
