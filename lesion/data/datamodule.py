@@ -8,7 +8,6 @@ import logging
 from collections.abc import Sequence, Sized
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -90,15 +89,11 @@ def default_workers(num_workers: int | None) -> int:
 
 
 def seed_worker_transform(worker_id: int) -> None:
-    """``worker_init_fn``: give each worker's augmentation its own seed, and one thread.
+    """``worker_init_fn``: give each worker's augmentation its own seed.
 
     ``info.seed`` differs per worker and per DataLoader iterator and derives from the main
     process's torch seed, so augmentations vary across workers and epochs yet are reproducible.
-    Each worker is one of the loader's parallel lanes: OpenCV's and torch's own thread pools
-    (one thread per core each, by default) would only oversubscribe the cores.
     """
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
     info = get_worker_info()
     info.dataset.transform.set_random_seed(info.seed % 2**32)
 
