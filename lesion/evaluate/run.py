@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lesion.data.cache import square_size
-from lesion.data.datamodule import IsicDataModule, default_workers, seed_worker_transform
+from lesion.data.datamodule import IsicDataModule, default_workers
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata import read_metadata_csv
@@ -315,8 +315,7 @@ def run(cfg: DictConfig) -> dict:
         folders = [_folder(member, cfg) for member in members]
         write_record(cfg, out)
         each = [m.predict(DataLoader(prediction_items(f, m.module, crops), batch_size=cfg.batch_size, num_workers=workers,
-                                     pin_memory=m.module.device.type == "cuda",
-                                     worker_init_fn=seed_worker_transform if workers else None),
+                                     pin_memory=m.module.device.type == "cuda"),
                           flips, crops)[0] for m, f in zip(members, folders)]
         probs = combine(each, cfg.ensemble)
         table = _table(folders[0].ids, each, probs, members, cfg, None)
