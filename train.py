@@ -1,37 +1,9 @@
-"""Train a lesion classifier: ``python train.py [experiment=NAME] key=value ...``."""
+"""Train a lesion classifier: ``python train.py [experiment=NAME] key=value ...``.
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+Installed, the same command is ``lesion-train`` (:mod:`lesion.cli.train`).
+"""
 
-from lesion.hydra_record import run_or_refuse
-from lesion.options import check_train
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    return run_or_refuse(train, cfg, cfg.run_dir)
-
-
-def train(cfg: DictConfig) -> float:
-    """One job of ``train.py`` (:func:`lesion.train.sweep.run_job`), Lightning imported only once a single run's
-    options are accepted: a refused option answers at once. A sweep's refused job is recorded and the sweep goes
-    on (:mod:`lesion.train.sweep`)."""
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
-        check_train(OmegaConf.to_container(cfg, resolve=True))
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-    from lesion.train.callbacks import EXIT_STATUS
-    from lesion.train.notices import silence_lightning_notices
-    from lesion.train.sweep import run_job
-
-    silence_lightning_notices()
-    try:
-        return run_job(cfg)
-    except SIGTERMException:  # last.ckpt saved and the resume command logged by lesion.train.callbacks
-        raise SystemExit(EXIT_STATUS) from None
-
+from lesion.cli.train import main
 
 if __name__ == "__main__":
     main()

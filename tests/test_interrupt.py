@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -134,10 +135,14 @@ def test_interruption_makes_checkpoint_writes_atomic_and_clears_a_killed_saves_t
     assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]
 
 
-def test_resume_command_outside_hydra_names_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("argv0, command", [("/clone/train.py", "python train.py"),
+                                            ("/venv/bin/lesion-train", "lesion-train")])
+def test_resume_command_outside_hydra_names_the_checkpoint_and_the_command_that_ran(argv0, command, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(sys, "argv", [argv0, "experiment=quickstart"])
     run_dir = tmp_path / "run dir"
     assert resume_command(run_dir, run_dir / "checkpoints" / "last.ckpt") == (
-        f"python train.py <same overrides> ckpt_path=last hydra.run.dir='{run_dir}'")
+        f"{command} <same overrides> ckpt_path=last hydra.run.dir='{run_dir}'")
     finetune = run_dir / "checkpoints" / "finetune" / "last.ckpt"
     assert resume_command(run_dir, finetune) == (
-        f"python train.py <same overrides> ckpt_path='{finetune}' hydra.run.dir='{run_dir}'")
+        f"{command} <same overrides> ckpt_path='{finetune}' hydra.run.dir='{run_dir}'")

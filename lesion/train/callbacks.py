@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def resume_command(run_dir: Path, checkpoint: Path) -> str:
-    """The ``train.py`` command line that resumes a run from ``checkpoint``."""
+    """The command line that resumes a run from ``checkpoint``: ``python train.py …`` in a clone,
+    ``lesion-train …`` where the installed command started the run."""
+    program = Path(sys.argv[0]).name
+    command = f"python {program}" if program.endswith(".py") else program
     overrides = ["<same overrides>"]
     if HydraConfig.initialized():
         overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
     ckpt = "last" if checkpoint == run_dir / "checkpoints" / "last.ckpt" else shlex.quote(str(checkpoint))
-    return " ".join(["python train.py", *overrides, f"ckpt_path={ckpt}",
+    return " ".join([command, *overrides, f"ckpt_path={ckpt}",
                      f"hydra.run.dir={shlex.quote(str(run_dir))}"])
 
 
