@@ -228,9 +228,9 @@ def test_a_record_file_that_is_a_folder_is_refused_before_anything_is_written(ba
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx.json"] and not any((tmp_path / "model.onnx.json").iterdir())
 
 
-def test_readme_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(baseline_run, real_images, predictions,
+def test_docs_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(baseline_run, real_images, predictions,
                                                                                exported, tmp_path, monkeypatch):
-    snippet = re.search(r"<!-- onnx-snippet -->\s*```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    snippet = re.search(r"<!-- onnx-snippet -->\s*```python\n(.*?)```", (REPO / "docs" / "export.md").read_text(), re.S).group(1)
     assert len(snippet.strip().splitlines()) <= 12
     ckpt = baseline_run / "checkpoints" / "best.ckpt"
     expected = predictions(ckpt)
@@ -240,10 +240,10 @@ def test_readme_snippet_runs_an_exported_model_with_onnxruntime_pil_and_numpy(ba
     for image in sorted(real_images.iterdir())[:5]:
         (tmp_path / "lesion.jpg").write_bytes(image.read_bytes())
         namespace: dict = {}
-        exec(compile(snippet, "README snippet", "exec"), namespace)  # noqa: S102 — the README's own code
+        exec(compile(snippet, "docs snippet", "exec"), namespace)  # noqa: S102 — the docs' own code
         worst = max(worst, float(np.abs(namespace["probs"] - expected.loc[image.stem, CLASSES].to_numpy()).max()))
-    print(f"README snippet vs evaluate.py: max |Δ probability| {worst:.4f} on 5 real images")
-    assert worst <= 0.02  # PIL's bilinear resize in place of lesion's (albumentations); the README says so
+    print(f"docs/export.md snippet vs evaluate.py: max |Δ probability| {worst:.4f} on 5 real images")
+    assert worst <= 0.02  # PIL's bilinear resize in place of lesion's (albumentations); the page says so
 
 
 NODE_MODULES = Path(os.environ.get("LESION_NODE_MODULES", "/nonexistent"))
