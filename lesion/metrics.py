@@ -15,14 +15,58 @@ import math
 import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAUROC, MulticlassConfusionMatrix
+from torchmetrics.utilities import dim_zero_cat
+
+# The ISIC 2024 challenge's partial AUC: above this true-positive rate.
+MIN_TPR = 0.8
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
     """``numerator / denominator``, NaN (undefined) when the denominator is 0."""
     return (numerator / denominator).item() if denominator > 0 else math.nan
+
+
+def partial_auc(labels: np.ndarray, scores: np.ndarray, min_tpr: float = MIN_TPR) -> float:
+    """Partial AUC above ``min_tpr`` true-positive rate, as the ISIC 2024 challenge's scorer computes it:
+    labels and scores flipped, the ROC truncated at FPR = 1 − ``min_tpr`` with one interpolated point,
+    trapezoidal area. Range [0, 1 − min_tpr]; random scores give (1 − min_tpr)² / 2 (0.02 at 80 %).
+
+    Args:
+        labels: 1 = positive (malignant), 0 = negative, per image.
+        scores: the positive class's score per image (any monotone score: a probability, a rank).
+
+    Returns:
+        The area, NaN where ``labels`` hold one class only.
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    if len(np.unique(labels)) < 2:
+        return math.nan
+    max_fpr = 1 - min_tpr
+    fpr, tpr, _ = roc_curve(1 - labels, -scores)
+    stop = np.searchsorted(fpr, max_fpr, "right")
+    tpr = np.append(tpr[:stop], np.interp(max_fpr, fpr[stop - 1:stop + 1], tpr[stop - 1:stop + 1]))
+    fpr = np.append(fpr[:stop], max_fpr)
+    return float(auc(fpr, tpr))
+
+
+def top_k_sensitivity(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, k: int = 15) -> float:
+    """The share of positive images that rank among their patient's ``k`` highest scores (the ISIC 2024
+    challenge's secondary figure; ties broken by image order). NaN without positives."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"label": np.asarray(labels), "score": np.asarray(scores, dtype=float),
+                          "patient": np.asarray(patients)})
+    positives = frame["label"] == 1
+    if not positives.any():
+        return math.nan
+    rank = frame.groupby("patient")["score"].rank(method="first", ascending=False)
+    return float((rank[positives] <= k).mean())
 
 
 def _nanmean(values: list[float]) -> float:
@@ -88,6 +132,10 @@ class LesionMetrics(nn.Module):
         out["bacc"] = _nanmean(recall)
         out["accuracy"] = tp.sum().item() / total if total else math.nan
         out["auc_macro"] = _nanmean(aucs)
+        if len(self.classes) == 2:
+            with self.auroc.sync_context():  # the probabilities of every rank
+                probs, target = dim_zero_cat(self.auroc.preds), dim_zero_cat(self.auroc.target)
+            out["pauc80"] = partial_auc(target.cpu().numpy(), probs[:, 1].float().cpu().numpy())
         out["confusion"] = cm.long().tolist()
         out["classes"] = list(self.classes)
         return out
