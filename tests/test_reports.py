@@ -14,6 +14,7 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
 from lesion.evaluate.calibration import apply_temperature, calibration_bins, fit_temperature
 from lesion.evaluate.report import _weighted_auc, evaluation_report, format_report
 from lesion.files import write_json
+from lesion.metrics import partial_auc
 
 ISIC2018 = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 ISIC2017 = ["NV", "SK", "MEL"]
@@ -109,6 +110,17 @@ def test_intervals_contain_estimate_are_seeded_and_shrink():
     big = evaluation_report(*predictions(4000, 7), ISIC2018, n_bootstrap=300, seed=1)
     for key in ("ci/bacc", "ci/auc_macro"):
         assert np.diff(big[key])[0] < np.diff(report[key])[0]
+
+
+def test_two_class_reports_give_the_partial_auc_with_its_interval_and_print_it():
+    probs, labels = predictions(800, 2, seed=4)
+    report = evaluation_report(probs, labels, ["benign", "malignant"], n_bootstrap=200, seed=1)
+    lo, hi = report["ci/pauc80"]
+    assert 0 <= lo < report["pauc80"] < hi <= 0.2
+    assert report["pauc80"] == pytest.approx(partial_auc(labels == 1, probs[:, 1]), abs=1e-12)
+    text = format_report(report)
+    assert f"pAUC above 80% TPR  {report['pauc80']:.4f}  [{lo:.4f}, {hi:.4f}]  (of malignant" in text
+    assert "ci/pauc80" not in evaluation_report(*predictions(300, 3), ISIC2017, n_bootstrap=20)
 
 
 def test_default_bootstrap_is_1000_resamples():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lesion.evaluate.calibration import calibration_bins, check_scores
-from lesion.metrics import LesionMetrics
+from lesion.metrics import LesionMetrics, partial_auc
 
 CI_LEVEL = 0.95
 
@@ -87,8 +87,11 @@ def _bootstrap(probs: np.ndarray, labels: np.ndarray, n_bootstrap: int, seed: in
     weights = weights.astype(np.float64)
     aucs = np.stack([_weighted_auc(probs[:, c], labels == c, weights) for c in range(k)], axis=1)
     auc_macro = _rowwise_nanmean(aucs)
-    return {"ci/bacc": _percentile_interval(bacc), "ci/auc_macro": _percentile_interval(auc_macro),
-            "n_bootstrap": n_bootstrap, "ci_level": CI_LEVEL, "seed": seed}
+    intervals = {"ci/bacc": _percentile_interval(bacc), "ci/auc_macro": _percentile_interval(auc_macro)}
+    if k == 2:  # the partial AUC of the positive (second) class, resample by resample
+        positive = labels == 1
+        intervals["ci/pauc80"] = _percentile_interval(np.array([partial_auc(positive[d], probs[d, 1]) for d in draws]))
+    return {**intervals, "n_bootstrap": n_bootstrap, "ci_level": CI_LEVEL, "seed": seed}
 
 
 def evaluation_report(probs: np.ndarray, labels: np.ndarray, classes: list[str], n_bootstrap: int = 1000,
@@ -105,7 +108,7 @@ def evaluation_report(probs: np.ndarray, labels: np.ndarray, classes: list[str],
 
     Returns:
         The keys of :meth:`LesionMetrics.compute` plus ``specificity/<C>``, ``ece``, ``ci/bacc``
-        and ``ci/auc_macro`` (``[lo, hi]``), ``n_bootstrap``, ``ci_level``, ``seed``, and
+        and ``ci/auc_macro`` (``[lo, hi]``; two classes: also ``ci/pauc80``), ``n_bootstrap``, ``ci_level``, ``seed``, and
         ``challenge_score`` when the classes include MEL and SK. NaN where undefined.
     """
     probs, labels = check_scores(probs, labels, len(classes))
@@ -156,6 +159,9 @@ def format_report(report: dict) -> str:
               f"{'Accuracy':<20}{_fmt(report['accuracy'])}",
               f"{'Balanced accuracy':<20}{_fmt(report['bacc'])}{_fmt_ci(report.get('ci/bacc'))}",
               f"{'Macro AUC':<20}{_fmt(report['auc_macro'])}{_fmt_ci(report.get('ci/auc_macro'))}"]
+    if "pauc80" in report:
+        lines.append(f"{'pAUC above 80% TPR':<20}{_fmt(report['pauc80'])}{_fmt_ci(report.get('ci/pauc80'))}"
+                     f"  (of {classes[1]}; range 0–0.2, random 0.02)")
     if "challenge_score" in report:
         lines.append(f"{'Challenge score':<20}{_fmt(report['challenge_score'])}  (mean AUC of MEL and SK)")
     if "ece" in report:
