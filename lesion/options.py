@@ -643,7 +643,8 @@ EVALUATE = Section({
                                                 "CPU; lesion[export]). Grad-CAM always explains the torch net."),
     "trust_checkpoint": _TRUST,
     "split": Value(str, choices=("val", "test"), doc="The labelled split to evaluate."),
-    "images": Value(str, null=True, doc="A folder of images to predict without labels (instead of a split)."),
+    "images": Value(str, null=True, doc="A folder of images, or an .hdf5 file of them (ISIC 2024's test-image.hdf5), "
+                                        "to predict without labels (instead of a split)."),
     "metadata": Value(str, null=True, doc="With images=DIR and a model trained with patient metadata: a CSV of the "
                                           "images' metadata (image,age,sex[,site]; image = the file name, with or without its extension)."),
     "out": dataclasses.replace(OUT_FOLDER, doc="The folder of the report, predictions, plots and the log."),

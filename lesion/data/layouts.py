@@ -1,8 +1,9 @@
 """The official file layouts: file names, CSV headers, class orders and the taxonomy.
 
-ISIC 2017 Part 3, ISIC 2018 Task 3, ISIC 2019, SIIM-ISIC 2020 and HAM10000, as their archives
-name them (sources: the ISIC challenge data pages, challenge.isic-archive.com/data, and the
-HAM10000 release, Tschandl et al., Sci. Data 5, 180161 (2018), doi:10.7910/DVN/DBW86T).
+ISIC 2017 Part 3, ISIC 2018 Task 3, ISIC 2019, SIIM-ISIC 2020, HAM10000 and ISIC 2024 (SLICE-3D),
+as their archives name them (sources: the ISIC challenge data pages, challenge.isic-archive.com/data;
+the HAM10000 release, Tschandl et al., Sci. Data 5, 180161 (2018), doi:10.7910/DVN/DBW86T; the ISIC
+2024 Kaggle challenge "Skin Cancer Detection with 3D-TBP", doi:10.34970/2024-slice-3d).
 
 This module is the one source of truth for class names, ``num_classes`` and the lesion
 taxonomy (melanocytic vs non-melanocytic, then benign vs malignant, then the class) used by the
@@ -10,7 +11,7 @@ hierarchical decoder of Barata et al., "Explainable skin lesion diagnosis using 
 Pattern Recognition 110 (2021). Caveats: ISIC 2019's AK (actinic keratosis) and SCC count as
 malignant, as ISIC 2018's AKIEC does; its UNK ("none of the others", no training image) counts
 as non-melanocytic and benign. ISIC 2020's two classes (benign, melanoma) have no taxonomy:
-its benign class mixes melanocytic and other lesions.
+its benign class mixes melanocytic and other lesions; nor do ISIC 2024's (benign, malignant).
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ class Layout:
     patient-metadata files in order of preference; ``sites`` the site names they use. ``not_images``:
     name patterns (``fnmatch``) of image files in the image archives that are not lesion images
     (ISIC 2017's superpixel maps), never taken for an image nor counted. ``source``: ``official`` files,
-    or the user's own (``folder`` / ``csv``, built by :mod:`lesion.data.custom`).
+    or the user's own (``folder`` / ``csv``, built by :mod:`lesion.data.custom`). ``columns``: the
+    training CSV's header as published, where the layout describes it; ``training_only``: those of
+    its columns that the images to predict come without (the label among them), so a model that
+    reads one learns from what it will never be given.
     """
 
     name: str
@@ -112,6 +116,8 @@ class Layout:
     sites: tuple[str, ...] = ()  # the anatomic sites the metadata names
     not_images: tuple[str, ...] = ()
     source: str = "official"  # "folder": one sub-folder per class; "csv": the user's CSV (lesion.data.custom)
+    columns: tuple[str, ...] = ()
+    training_only: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -226,4 +232,41 @@ HAM10000 = Layout(
     sites=HAM10000_SITES,
 )
 
-LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (ISIC2017, ISIC2018, ISIC2019, ISIC2020, HAM10000)}
+# ISIC 2024 (SLICE-3D): 401,059 crops of 3D total-body photographs of 1,042 patients, 393 malignant.
+# The training CSV's header as published (55 columns). The test CSV has the same columns without
+# the label and the last ten, which describe the diagnosis or are given for training images only.
+ISIC2024_COLUMNS = (
+    "isic_id", "target", "patient_id", "age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm",
+    "image_type", "tbp_tile_type", "tbp_lv_A", "tbp_lv_Aext", "tbp_lv_B", "tbp_lv_Bext", "tbp_lv_C", "tbp_lv_Cext",
+    "tbp_lv_H", "tbp_lv_Hext", "tbp_lv_L", "tbp_lv_Lext", "tbp_lv_areaMM2", "tbp_lv_area_perim_ratio",
+    "tbp_lv_color_std_mean", "tbp_lv_deltaA", "tbp_lv_deltaB", "tbp_lv_deltaL", "tbp_lv_deltaLB",
+    "tbp_lv_deltaLBnorm", "tbp_lv_eccentricity", "tbp_lv_location", "tbp_lv_location_simple", "tbp_lv_minorAxisMM",
+    "tbp_lv_nevi_confidence", "tbp_lv_norm_border", "tbp_lv_norm_color", "tbp_lv_perimeterMM",
+    "tbp_lv_radial_color_std_max", "tbp_lv_stdL", "tbp_lv_stdLExt", "tbp_lv_symm_2axis", "tbp_lv_symm_2axis_angle",
+    "tbp_lv_x", "tbp_lv_y", "tbp_lv_z", "attribution", "copyright_license",
+    "lesion_id", "iddx_full", "iddx_1", "iddx_2", "iddx_3", "iddx_4", "iddx_5", "mel_mitotic_index", "mel_thick_mm",
+    "tbp_lv_dnn_lesion_confidence",
+)
+
+# Images: one HDF5 file holding each image's JPEG bytes as a dataset named by its isic_id, or the
+# folder train-image/image/. The test CSV has no target: its images are predicted (evaluate.py
+# images=…/test-image.hdf5), and a patient-grouped hold-out of the training split is the labelled test.
+ISIC2024 = Layout(
+    name="isic2024",
+    id_column="isic_id",
+    classes=("benign", "malignant"),
+    label_column="target",
+    label_values={"0": "benign", "1": "malignant"},
+    splits={"train": _split("train-image", "train-metadata.csv"),
+            "test": _split("test-image", "test-metadata.csv", labels_optional=True)},
+    groupings=(Grouping("train-metadata.csv", "isic_id", "patient_id", "patient"),),
+    has_taxonomy=False,
+    metadata={split: (MetadataFile(f"{split}-metadata.csv", "isic_id", "age_approx", "sex", "anatom_site_general"),)
+              for split in ("train", "test")},
+    sites=("anterior torso", "head/neck", "lower extremity", "posterior torso", "upper extremity"),
+    columns=ISIC2024_COLUMNS,
+    training_only=("target", *ISIC2024_COLUMNS[-10:]),
+)
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout
+                              for layout in (ISIC2017, ISIC2018, ISIC2019, ISIC2020, HAM10000, ISIC2024)}

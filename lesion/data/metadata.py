@@ -2,7 +2,8 @@
 
 ISIC 2017: the ``<images>_metadata.csv`` inside each image archive (age, sex); ISIC 2018: the
 HAM10000 metadata CSV when present; ISIC 2019: ``ISIC_2019_{Training,Test}_Metadata.csv``;
-ISIC 2020: the ground-truth CSV; HAM10000: its metadata CSV (see ``Layout.metadata``).
+ISIC 2020: the ground-truth CSV; HAM10000: its metadata CSV; ISIC 2024: ``{train,test}-metadata.csv``
+(see ``Layout.metadata``).
 
 Missing values stay explicit, never 0: an empty cell or a word such as ``unknown`` is a missing
 value (NaN age, ``None`` sex or site). A value outside the layout's vocabulary (sex: female/male;
@@ -60,13 +61,17 @@ def read_metadata(layout: str | Layout, root: str | Path, split: str, ids: list[
 
 
 def read_metadata_csv(path: str | Path, ids: list[str], sites: tuple[str, ...]) -> pd.DataFrame:
-    """The metadata of images ``ids`` from a user's CSV with columns ``image,age,sex[,site]``.
+    """The metadata of images ``ids`` from a user's CSV with columns ``image,age,sex[,site]``, or from
+    an official metadata file as published (e.g. ISIC 2024's ``test-metadata.csv``), known by its columns.
 
     ``image`` names an image by its file name, with or without its extension. Read and cleaned
     as an official metadata file is, with ``sites`` (the model's) as the site vocabulary.
     """
     frame = read_csv(path, "metadata CSV (columns image,age,sex[,site])")
-    meta = MetadataFile(str(path), "image", "age", "sex", "site" if "site" in frame.columns and sites else None)
+    official = (m for layout in LAYOUTS.values() for files in layout.metadata.values() for m in files
+                if all(c in frame.columns for c in (m.id_column, m.age, m.sex, m.site) if c))
+    meta = next(official, None) or MetadataFile(str(path), "image", "age", "sex",
+                                                "site" if "site" in frame.columns and sites else None)
     return metadata_table(frame, meta, sites, str(path), ids)
 
 

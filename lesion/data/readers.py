@@ -1,7 +1,8 @@
-"""Read the splits of an official layout (ISIC 2017–2020, HAM10000) from its official files.
+"""Read the splits of an official layout (ISIC 2017–2020, HAM10000, ISIC 2024) from its official files.
 
-Each split's images are read from the official ``.zip`` or from the extracted folder, without
-extracting anything to disk. Images are selected by the ids of the ground-truth CSV, never by
+Each split's images are read from the official ``.zip``, the official ``.hdf5`` file (ISIC 2024:
+one dataset of JPEG bytes per id) or the extracted folder, without extracting anything to disk.
+Images are selected by the ids of the ground-truth CSV, never by
 globbing, so the superpixel PNGs and metadata CSVs inside the ISIC 2017 archives are ignored; the
 files a layout names as not lesion images (``Layout.not_images``) are not even counted.
 
@@ -40,38 +41,50 @@ from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
 
+HDF5_SUFFIX = ".hdf5"
+
+
+def is_hdf5(path: Path) -> bool:
+    """Whether ``path`` names an HDF5 image archive (by its suffix, as the official file is named)."""
+    return path.suffix.lower() == HDF5_SUFFIX
+
+
 class ImageArchive:
-    """The images of one split, in a zip or a folder, addressed by ISIC id.
+    """The images of one split, in a zip, an HDF5 file or a folder, addressed by ISIC id.
 
     Safe in DataLoader and cache-build workers, pickled or forked: each process opens its own
-    zip handle on first use (a forked copy of the parent's would share its file offset).
+    zip or HDF5 handle on first use (a forked copy of the parent's zip handle would share its file
+    offset, and h5py handles are not fork-safe).
 
     Args:
-        path: the zip file or folder.
-        members: ISIC id → member name in the zip, or file path relative to the folder.
+        path: the zip file, the HDF5 file (one dataset of image-file bytes per id) or the folder.
+        members: ISIC id → member name in the zip, dataset name in the HDF5 file, or file path
+            relative to the folder.
     """
 
     def __init__(self, path: Path, members: dict[str, str]):
         self.path = path
         self.members = members
-        self._zip: zipfile.ZipFile | None = None
-        self._zip_pid: int | None = None  # process that opened _zip
+        self._handle = None  # the open zipfile.ZipFile or h5py.File
+        self._handle_pid: int | None = None  # process that opened _handle
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_zip": None, "_zip_pid": None}
+        return {**self.__dict__, "_handle": None, "_handle_pid": None}
 
     def read_bytes(self, image_id: str) -> bytes:
         """Raw file bytes of image ``image_id``."""
         member = self.members[image_id]
         if self.path.is_dir():
             return (self.path / member).read_bytes()
-        if self._zip is None or self._zip_pid != os.getpid():
-            self._zip, self._zip_pid = zipfile.ZipFile(self.path), os.getpid()
-        return self._zip.read(member)
+        if self._handle is None or self._handle_pid != os.getpid():
+            self._handle, self._handle_pid = _open_archive(self.path), os.getpid()
+        if is_hdf5(self.path):
+            return _hdf5_bytes(self._handle, member, f"{self.path}:{member}")
+        return self._handle.read(member)
 
     def key_sources(self, ids: list[str]) -> list:
         """What the image cache's key hashes for ``ids``: each file's name, size and mtime (a folder),
-        or the zip's with the member names (a zip)."""
+        or the archive's with the member names (a zip or an HDF5 file)."""
         if self.path.is_dir():
             stats = {m: os.stat(self.path / m) for m in (self.members[i] for i in ids)}
             return [[m, s.st_size, s.st_mtime_ns] for m, s in stats.items()]
@@ -94,6 +107,44 @@ class ImageArchive:
         except DECODE_ERRORS as error:
             raise LesionError(where, f"cannot be decoded as an image ({error})",
                               "re-download the archive or remove this id from the CSV") from None
+
+
+def _open_archive(path: Path):
+    """An open handle on the zip or HDF5 file ``path``, for reading."""
+    if is_hdf5(path):
+        import h5py  # only where HDF5 work starts: other layouts and refusals never load it
+
+        return h5py.File(path, "r")
+    return zipfile.ZipFile(path)
+
+
+def _hdf5_bytes(archive, name: str, where: str) -> bytes:
+    """The image-file bytes that dataset ``name`` of the open HDF5 file ``archive`` holds.
+
+    The official files store each image's bytes as a scalar byte string; opaque bytes and a 1-D
+    uint8 array of them are read too. Anything else (decoded pixels, numbers, a group) is refused.
+    """
+    import h5py
+
+    found = archive.get(name)
+    if found is None:  # the file changed since its names were read
+        raise OSError("no such dataset in the file")
+    value = found[()] if isinstance(found, h5py.Dataset) else None
+    if isinstance(value, bytes):  # fixed- or variable-length byte string (numpy.bytes_ is bytes)
+        return bytes(value)
+    if isinstance(value, np.void):
+        return value.tobytes()
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
+        return value.tobytes()
+    if value is None:
+        held = "a group"
+    elif isinstance(value, np.ndarray):
+        held = f"a {value.dtype} array of shape {value.shape}"
+    else:
+        held = f"a {type(value).__name__}"
+    raise LesionError(where, f"holds {held}, not the bytes of an image file",
+                      "use the official HDF5 file (one dataset of JPEG bytes per isic_id), or the extracted image "
+                      "folder")
 
 
 class ImageParts:
@@ -296,15 +347,49 @@ def _index_zip(path: Path, not_images: tuple[str, ...] = ()) -> dict[str, list[s
     return _index((n for n in names if not n.endswith(("/", "\\"))), not_images)
 
 
-def _index_archive(root: Path, stem: str, not_images: tuple[str, ...] = ()) -> tuple[Path, dict[str, list[str]]] | None:
-    """The split's images from ``<root>/<stem>`` (folder, preferred) or ``<root>/<stem>.zip``,
-    with their index (files matching ``not_images`` left out)."""
-    folder, archive = root / stem, root / f"{stem}.zip"
+def _index_hdf5(path: Path) -> dict[str, list[str]]:
+    """Image id → names of the top-level datasets of the HDF5 file ``path`` that may hold its image."""
+    try:
+        with _open_archive(path) as archive:
+            names = list(archive.keys())
+    except OSError as error:  # h5py's for a file that is not HDF5, or damaged
+        raise LesionError(path, f"is not a readable HDF5 file ({error})",
+                          "re-download it, or use the extracted image folder instead") from None
+    index = defaultdict(list)
+    for name in names:
+        index[image_id_of(name)].append(name)
+    return dict(index)
+
+
+def hdf5_images(path: Path) -> ImageArchive:
+    """Every image of the HDF5 file ``path`` (one dataset of image-file bytes per id), by id in sorted order.
+
+    Raises:
+        LesionError: the file is not HDF5, or holds two datasets of one id (``a`` and ``a.jpg``).
+    """
+    index = _index_hdf5(path)
+    ids = sorted(index)
+    _check_listed(path, index, ids, path)
+    return ImageArchive(path, {i: index[i][0] for i in ids})
+
+
+def _archive_path(root: Path, stem: str) -> Path | None:
+    """The split's image archive: ``<root>/<stem>`` (the folder, preferred), ``<root>/<stem>.zip`` or
+    ``<root>/<stem>.hdf5``; ``None`` when there is none."""
+    folder = root / stem
     if folder.is_dir():
-        return folder, _index_folder(folder, not_images)
-    if archive.is_file():
-        return archive, _index_zip(archive, not_images)
-    return None
+        return folder
+    return next((path for path in (root / f"{stem}.zip", root / f"{stem}{HDF5_SUFFIX}") if path.is_file()), None)
+
+
+def _index_archive(root: Path, stem: str, not_images: tuple[str, ...] = ()) -> tuple[Path, dict[str, list[str]]] | None:
+    """The split's image archive (:func:`_archive_path`) with its index (files matching ``not_images`` left out)."""
+    path = _archive_path(root, stem)
+    if path is None:
+        return None
+    if path.is_dir():
+        return path, _index_folder(path, not_images)
+    return path, _index_hdf5(path) if is_hdf5(path) else _index_zip(path, not_images)
 
 
 def _check_file(path: Path) -> None:
@@ -372,7 +457,8 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
     Returns:
         The split, or ``None`` when the layout has no such split, when neither its images nor
         its CSV exist (e.g. no validation download), or when its images come without the ground
-        truth the layout lets them lack. The training split is required. Images listed in the
+        truth the layout lets them lack (no CSV, or one without the label column: ISIC 2024's
+        test split). The training split is required. Images listed in the
         layout's duplicates file are read once (the second of each pair is dropped, counted).
 
     Raises:
@@ -387,18 +473,20 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         return _read_class_folders(layout, root)
     files = layout.splits[split]
     csv_path = _find(root, files.csv)
-    archives = [a for a in (_index_archive(root, stem, layout.not_images) for stem in files.images) if a is not None]
-    if csv_path is None and not archives and split != "train":
+    if csv_path is None and split != "train" and all(_archive_path(root, stem) is None for stem in files.images):
         return None
-    if csv_path is None and files.labels_optional and archives:
-        log.warning("%s: %s images without ground truth (%s): no labelled %s split", root, split, files.csv[0], split)
+    if files.labels_optional and (csv_path is None or not _has_labels(layout, csv_path)):
+        lacking = f"{files.csv[0]} not found" if csv_path is None else f"{csv_path.name} has no label column"
+        log.warning("%s: %s images without ground truth (%s): no labelled %s split", root, split, lacking, split)
         return None
     if csv_path is None:
         raise LesionError(root / files.csv[0], "ground-truth CSV not found",
                           f"download the official {layout.name} {split} ground truth into {root}")
+    archives = [a for a in (_index_archive(root, stem, layout.not_images) for stem in files.images) if a is not None]
     if len(archives) < len(files.images):
-        missing = next(stem for stem in files.images if _index_archive(root, stem) is None)
-        raise LesionError(root / f"{missing}.zip", "image archive not found (neither the zip nor the extracted folder)",
+        missing = next(stem for stem in files.images if _archive_path(root, stem) is None)
+        raise LesionError(root / missing, f"image archive not found (neither the extracted folder nor {missing}.zip "
+                          f"or {missing}{HDF5_SUFFIX})",
                           f"download the official {layout.name} {split} images into {root}")
     names, labels = read_labels(layout, csv_path)
     ids = image_ids(names, csv_path)
@@ -409,6 +497,12 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
     else:
         images = _parts_of(archives, ids, csv_path)
     return SplitTable(layout, split, ids, labels, images, csv_path)
+
+
+def _has_labels(layout: Layout, csv_path: Path) -> bool:
+    """Whether the CSV has the layout's label column(s) (ISIC 2024's test CSV has none)."""
+    columns = read_csv(csv_path, f"{layout.name} CSV").columns
+    return all(c in columns for c in layout.label_columns or [layout.label_column])
 
 
 def _read_class_folders(layout: Layout, root: Path) -> SplitTable:

@@ -1,4 +1,4 @@
-"""Synthetic data: fake dermoscopy images in the exact official file layouts (ISIC 2017–2020, HAM10000).
+"""Synthetic data: fake dermoscopy images in the exact official file layouts (ISIC 2017–2020, HAM10000, ISIC 2024).
 
 Lets the whole pipeline (loader, cache, balancing, training, evaluation, Grad-CAM) run offline
 and in seconds, on data whose answer is known.
@@ -18,6 +18,10 @@ What matches the real challenges:
       every official column, several images per patient, and a duplicates list whose pairs are
       byte-identical copies; HAM10000: the images split over its two parts and the metadata CSV
       (``lesion_id,image_id,dx,dx_type,age,sex,localization``) with several images per lesion;
+      ISIC 2024: ``train-image.hdf5`` / ``test-image.hdf5`` (one dataset of JPEG bytes per
+      ``isic_id``), ``train-metadata.csv`` with every official column in order, ``test-metadata.csv``
+      without the label and the training-only columns (``Layout.training_only``), several images
+      per patient (age and sex per patient), and small square crops (100–150 px);
     * JPEG, RGB, varying non-square sizes.
 
 What is layout only:
@@ -25,7 +29,13 @@ What is layout only:
       class is chosen to be learnable from colour, shape (round / elongated / irregular border)
       and texture (dots, streaks, uniform). They look nothing like real lesions beyond that;
     * superpixel PNGs (8×8, a fixed grid), metadata (random age, sex, site; some missing, as in
-      the real files), attribution/licence texts.
+      the real files), attribution/licence texts;
+    * ISIC 2024's share of malignant images (``malignant_share``, default 10 %: the real 0.098 %
+      would leave a small copy without malignant images to validate or test on) and its signal,
+      split between pixels and table: a malignant image is drawn as a melanoma with probability
+      0.7, else as a benign lesion, and independently its lesion measurements (``clin_size_long_diam_mm``
+      and the ``tbp_lv_*`` colour, border and contrast columns) are those of a malignant lesion with
+      probability 0.7, else of a benign one. The other ``tbp_lv_*`` columns are plausible noise.
 
 Two files are not part of the official layout: ``synthetic_lesions.csv``
 (``split,image_id,label,cx,cy,radius``, the lesion centre and mean radius in pixels of the written
@@ -46,6 +56,8 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +80,19 @@ TRAIN_COUNTS = {
     "isic2020": {"benign": 32542, "melanoma": 584},
     "ham10000": {"MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142},
 }
+# Share of the malignant class of two-class layouts when none is asked for (else TRAIN_COUNTS's).
+DEFAULT_MALIGNANT_SHARE = {"isic2024": 0.1}
 SPLIT_SHARE = {"train": 1.0, "val": 1 / 4, "test": 1 / 3}  # split size relative to n
 MIN_PER_CLASS = {"train": 3, "val": 1, "test": 1}  # 3 lets stratified k-fold / SMOTE k=2 work
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT = (80, 112), (60, 84)  # inclusive ranges, 4:3-ish like dermoscopy
+SQUARE_SIDES = {"isic2024": (100, 150)}  # inclusive range of the side of square crops, by layout
+# Layouts whose official images come as one HDF5 file per split (JPEG bytes per id), not a zip.
+HDF5_IMAGES = frozenset({"isic2024"})
+# Share of the malignant images of a layout that show their class in the pixels (the others are
+# drawn as its benign class), and share that show it in the lesion measurements of the table.
+PIXEL_SIGNAL = {"isic2024": 0.7}
+TABLE_SIGNAL = 0.7
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # earliest zip date: no time-dependent bytes
 _SKIN = np.array([232.0, 190.0, 165.0])
 
@@ -104,7 +125,7 @@ _LOOKS = {
     "SCC": _Look((205, 150, 120), (180, 60, 50), 1.1, 0.8, 0.25, 0.26, 6, 0.09, 4),
 }
 # Classes drawn as another class's look: the same diagnosis under another name.
-_SAME_LOOK = {"AK": "AKIEC", "benign": "NV", "melanoma": "MEL"}
+_SAME_LOOK = {"AK": "AKIEC", "benign": "NV", "melanoma": "MEL", "malignant": "MEL"}
 
 
 @dataclass(frozen=True)
@@ -148,18 +169,35 @@ def _class_counts(weights: dict[str, int], total: int, minimum: int) -> dict[str
     return counts
 
 
-def split_counts(layout: str, n: int) -> dict[str, dict[str, int]]:
+def _malignant_share(spec: Layout, malignant_share: float | None) -> float | None:
+    """The share of the malignant class to write: the one asked for, or the layout's default (``None``:
+    the real class proportions). Only two-class layouts have one class to set."""
+    if malignant_share is None:
+        return DEFAULT_MALIGNANT_SHARE.get(spec.name)
+    if spec.num_classes != 2 or not 0 < malignant_share < 1:
+        raise LesionError("malignant_share", f"{malignant_share} is not a share in (0, 1) of a two-class layout's "
+                          f"malignant class ({spec.name}: {', '.join(spec.classes)})",
+                          "use a share such as 0.05 with isic2020 or isic2024, or leave it out")
+    return malignant_share
+
+
+def split_counts(layout: str, n: int, malignant_share: float | None = None) -> dict[str, dict[str, int]]:
     """Per split, per class (in ``Layout.classes`` order), the image counts ``write_synthetic`` uses.
 
     Args:
-        layout: ``"isic2017"`` or ``"isic2018"``.
+        layout: a name of :data:`~lesion.data.layouts.LAYOUTS`.
         n: number of training images.
+        malignant_share: share of the second class of a two-class layout (ISIC 2020's melanoma,
+            ISIC 2024's malignant); ``None``: the layout's default (:data:`DEFAULT_MALIGNANT_SHARE`,
+            else the real proportions). Every class keeps its minimum count.
 
     Returns:
         ``{split: {class: count}}``.
     """
     spec = _layout(layout)
-    weights = {c: TRAIN_COUNTS[spec.name][c] for c in spec.classes}
+    share = _malignant_share(spec, malignant_share)
+    weights = ({c: TRAIN_COUNTS[spec.name][c] for c in spec.classes} if share is None
+               else dict(zip(spec.classes, (1 - share, share))))
     present = sum(1 for w in weights.values() if w)
     need = present * MIN_PER_CLASS["train"]
     if n < need:
@@ -308,24 +346,15 @@ def _write_split(
     side = _SIDE_FILES.get(spec.name, lambda *args: {})(files.images[0], ids, rng)
     lesions, parts = [], np.array_split(np.arange(len(ids)), len(files.images))
     for stem, rows in zip(files.images, parts):
-        inner = _INNER_FOLDER.get(spec.name, stem)
-        with zipfile.ZipFile(folder / f"{stem}.zip", "w") as archive:
-            archive.writestr(_zip_info(f"{inner}/"), b"")
+        with _image_archive(spec, folder, stem, side) as add:
             for k in rows:
                 image_id, label = ids[k], labels[k]
-                size = image_size or (
-                    int(rng.integers(DEFAULT_WIDTH[0], DEFAULT_WIDTH[1] + 1)),
-                    int(rng.integers(DEFAULT_HEIGHT[0], DEFAULT_HEIGHT[1] + 1)),
-                )
-                image, lesion = _draw(_LOOKS[_SAME_LOOK.get(label, label)], size, rng)
+                image, lesion = _draw(_look(spec, label, rng), _size(spec, image_size, rng), rng)
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=90)
-                archive.writestr(_zip_info(f"{inner}/{image_id}.jpg"), buffer.getvalue())
+                add(image_id, buffer.getvalue())
                 where = (f"{v:.1f}" for v in (lesion.cx, lesion.cy, lesion.radius))
                 lesions.append([split, image_id, label, *where])
-            for name, data in side.items():
-                compress = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
-                archive.writestr(_zip_info(f"{inner}/{name}", compress), data)
     if spec.label_columns:  # one-hot; the implicit class (ISIC 2017 NV) is the all-zero row
         columns = list(spec.label_columns)
         rows = [[i, *(f"{float(spec.label_columns[c] == y):.1f}" for c in columns)] for i, y in zip(ids, labels)]
@@ -333,6 +362,50 @@ def _write_split(
     for name, text in _TABLES.get(spec.name, lambda *args: {})(spec, split, ids, labels, rng, metadata_signal).items():
         (folder / name).write_text(text)
     return ids, lesions
+
+
+@contextmanager
+def _image_archive(spec: Layout, folder: Path, stem: str,
+                   side: dict[str, bytes]) -> Iterator[Callable[[str, bytes], None]]:
+    """Write the image archive ``stem`` as the layout ships it; yields ``add(image_id, jpeg_bytes)``.
+
+    A zip whose inner folder holds ``<id>.jpg`` and, last, the ``side`` files; or (:data:`HDF5_IMAGES`)
+    an HDF5 file with one scalar byte-string dataset per id, as ISIC 2024's.
+    """
+    if spec.name in HDF5_IMAGES:
+        import h5py  # only for the layouts that need it
+
+        with h5py.File(folder / f"{stem}.hdf5", "w") as archive:
+            yield lambda image_id, data: archive.create_dataset(image_id, data=np.bytes_(data))
+        return
+    inner = _INNER_FOLDER.get(spec.name, stem)
+    with zipfile.ZipFile(folder / f"{stem}.zip", "w") as archive:
+        archive.writestr(_zip_info(f"{inner}/"), b"")
+        yield lambda image_id, data: archive.writestr(_zip_info(f"{inner}/{image_id}.jpg"), data)
+        for name, data in side.items():
+            compress = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
+            archive.writestr(_zip_info(f"{inner}/{name}", compress), data)
+
+
+def _size(spec: Layout, image_size: tuple[int, int] | None, rng: np.random.Generator) -> tuple[int, int]:
+    """``(width, height)`` of the next image: ``image_size``, a square crop (:data:`SQUARE_SIDES`), or 4:3-ish."""
+    if image_size:
+        return tuple(image_size)
+    if spec.name in SQUARE_SIDES:
+        low, high = SQUARE_SIDES[spec.name]
+        side = int(rng.integers(low, high + 1))
+        return side, side
+    return (int(rng.integers(DEFAULT_WIDTH[0], DEFAULT_WIDTH[1] + 1)),
+            int(rng.integers(DEFAULT_HEIGHT[0], DEFAULT_HEIGHT[1] + 1)))
+
+
+def _look(spec: Layout, label: str, rng: np.random.Generator) -> _Look:
+    """How an image of class ``label`` is drawn: its class's look, but for a layout with a partial pixel
+    signal (:data:`PIXEL_SIGNAL`) a malignant image shows it only with that probability (else benign)."""
+    shown = PIXEL_SIGNAL.get(spec.name)
+    if shown is not None and label == spec.classes[1] and rng.random() >= shown:
+        label = spec.classes[0]
+    return _LOOKS[_SAME_LOOK.get(label, label)]
 
 
 def _ids(spec: Layout, split: str, first_id: int, n: int, rng: np.random.Generator) -> list[str]:
@@ -343,9 +416,10 @@ def _ids(spec: Layout, split: str, first_id: int, n: int, rng: np.random.Generat
     return ids
 
 
-def _groups(prefix: str, n: int, mean_size: float, rng: np.random.Generator) -> list[str]:
-    """Group ids for ``n`` images in order, groups of 1 + Poisson(``mean_size`` − 1) images."""
-    out, k = [], 0
+def _groups(prefix: str, n: int, mean_size: float, rng: np.random.Generator, first: int = 0) -> list[str]:
+    """Group ids for ``n`` images in order, groups of 1 + Poisson(``mean_size`` − 1) images, numbered from
+    ``first``."""
+    out, k = [], first
     while len(out) < n:
         out += [f"{prefix}_{k:07d}"] * (1 + int(rng.poisson(mean_size - 1)))
         k += 1
@@ -432,8 +506,114 @@ def _tied_sites(sites: list[str], labels: list[str], spec: Layout, signal: float
     return [own[y] if t else s for s, y, t in zip(sites, labels, tied)]
 
 
+_SITES_2024 = ("posterior torso", "lower extremity", "anterior torso", "upper extremity", "head/neck", "")
+_SITE_WEIGHTS_2024 = (30.4, 25.7, 21.9, 17.6, 3.0, 1.4)  # the real training images' shares (%)
+# TBP's body map: per anatomic site, tbp_lv_location_simple -> its tbp_lv_location values.
+_BODY_MAP_2024 = {
+    "posterior torso": {"Torso Back": ("Torso Back Top Third", "Torso Back Middle Third", "Torso Back Bottom Third")},
+    "anterior torso": {"Torso Front": ("Torso Front Top Half", "Torso Front Bottom Half")},
+    "lower extremity": {f"{side} Leg": (f"{side} Leg - Upper", f"{side} Leg - Lower") for side in ("Left", "Right")},
+    "upper extremity": {f"{side} Arm": (f"{side} Arm - Upper", f"{side} Arm - Lower") for side in ("Left", "Right")},
+    "head/neck": {"Head & Neck": ("Head & Neck",)},
+    "": {"Unknown": ("Unknown",)},
+}
+_MALIGNANT_2024 = (
+    "Malignant::Malignant adnexal epithelial proliferations - Follicular::Basal cell carcinoma::"
+    "Basal cell carcinoma, Nodular",
+    "Malignant::Malignant adnexal epithelial proliferations - Follicular::Basal cell carcinoma",
+    "Malignant::Malignant epidermal proliferations::Squamous cell carcinoma in situ",
+    "Malignant::Malignant melanocytic proliferations (Melanoma)::Melanoma Invasive",
+    "Malignant::Malignant melanocytic proliferations (Melanoma)::Melanoma in situ",
+)
+_MALIGNANT_WEIGHTS_2024 = (25, 25, 20, 15, 15)
+# Diagnoses of the few benign lesions tagged with a lesion_id (about 5 %); the other benign ones are "Benign".
+_BENIGN_2024 = ("Benign::Benign melanocytic proliferations::Nevus",
+                "Benign::Benign melanocytic proliferations::Nevus::Nevus, NOS, Junctional",
+                "Benign::Benign epidermal proliferations::Lichen planus like keratosis")
+_BENIGN_TAGGED_2024 = 0.05
+
+
+def _isic2024_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator,
+                     signal: float) -> dict:
+    """``train-metadata.csv`` (every column of ``Layout.columns``) or ``test-metadata.csv`` (without the
+    training-only columns): patients with several images and one age and sex each."""
+    n = len(ids)
+    first = int(ids[0].removeprefix("ISIC_"))  # numbering patients from the split's first id: none in two splits
+    patients = _groups("IP", n, 8.0, rng, first)
+    _, patient_of = np.unique(patients, return_inverse=True)
+    ages = np.array(_ages(patient_of.max() + 1, rng, missing=0.007))[patient_of]
+    sexes = np.array(_choice(("male", "female", ""), (51, 46, 3), patient_of.max() + 1, rng))[patient_of]
+    sites = _tied_sites(_choice(_SITES_2024, _SITE_WEIGHTS_2024, n, rng), labels, spec, signal, rng)
+    malignant = np.array([y == spec.classes[1] for y in labels])
+    shown = malignant & (rng.random(n) < TABLE_SIGNAL)
+    columns = {"isic_id": ids, "target": malignant.astype(int).tolist(), "patient_id": patients, "age_approx": ages,
+               "sex": sexes, "anatom_site_general": sites, "image_type": ["TBP tile: close-up"] * n,
+               "tbp_tile_type": _choice(("3D: XP", "3D: white"), (71, 29), n, rng),
+               **_tbp_measurements(shown, sites, rng), **_diagnoses(malignant, first, rng),
+               "attribution": ["lesion.data.synthetic: no patient data"] * n, "copyright_license": ["CC-0"] * n}
+    header = [c for c in spec.columns if split == "train" or c not in spec.training_only]
+    rows = [[columns[c][k] for c in header] for k in range(n)]
+    return {spec.splits[split].csv[0]: _csv_text(header, rows)}
+
+
+def _tbp_measurements(shown: np.ndarray, sites: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
+    """The clinical size and the ``tbp_lv_*`` columns of lesions, those of ``shown`` drawn as malignant
+    (larger, more irregular in border and colour, more contrast, less nevus-like) and the rest as benign."""
+    n, worse = len(shown), shown.astype(float)
+    long = np.exp(rng.normal(np.log(3.5), 0.35, n)) * (1 + 0.8 * worse)
+    minor = long * rng.uniform(0.55, 0.95, n)
+    border = np.clip(rng.normal(3.0, 1.5, n) + 3.0 * worse, 0, 10)
+    colour = np.clip(rng.normal(2.5, 1.5, n) + 3.0 * worse, 0, 10)
+    area = np.pi / 4 * long * minor
+    perimeter = np.pi * np.sqrt((long**2 + minor**2) / 2) * (1 + 0.04 * border)
+    a, a_ext = rng.normal(19.5, 4.0, n) + 2.0 * worse, rng.normal(14.5, 3.0, n)
+    b, b_ext = rng.normal(28.0, 5.0, n), rng.normal(26.0, 4.0, n)
+    lightness, lightness_ext = rng.normal(42.0, 8.0, n) - 5.0 * worse, rng.normal(55.0, 8.0, n)
+    location_simple = [str(rng.choice(list(_BODY_MAP_2024[site]))) for site in sites]
+    location = [str(rng.choice(_BODY_MAP_2024[site][simple])) for site, simple in zip(sites, location_simple)]
+    values = {
+        "clin_size_long_diam_mm": long, "tbp_lv_A": a, "tbp_lv_Aext": a_ext, "tbp_lv_B": b, "tbp_lv_Bext": b_ext,
+        "tbp_lv_C": np.hypot(a, b), "tbp_lv_Cext": np.hypot(a_ext, b_ext),
+        "tbp_lv_H": np.degrees(np.arctan2(b, a)), "tbp_lv_Hext": np.degrees(np.arctan2(b_ext, a_ext)),
+        "tbp_lv_L": lightness, "tbp_lv_Lext": lightness_ext, "tbp_lv_areaMM2": area,
+        "tbp_lv_area_perim_ratio": perimeter**2 / area,
+        "tbp_lv_color_std_mean": rng.gamma(2.0, 0.5, n) + 1.5 * worse,
+        "tbp_lv_deltaA": a - a_ext, "tbp_lv_deltaB": b - b_ext, "tbp_lv_deltaL": lightness - lightness_ext,
+        "tbp_lv_deltaLB": np.hypot(lightness - lightness_ext, b - b_ext),
+        "tbp_lv_deltaLBnorm": 5.5 + rng.gamma(2.0, 1.5, n) + 5.0 * worse,
+        "tbp_lv_eccentricity": np.sqrt(1 - (minor / long) ** 2), "tbp_lv_minorAxisMM": minor,
+        "tbp_lv_nevi_confidence": 100 * np.where(shown, rng.beta(1.0, 3.0, n), rng.beta(3.0, 1.2, n)),
+        "tbp_lv_norm_border": border, "tbp_lv_norm_color": colour, "tbp_lv_perimeterMM": perimeter,
+        "tbp_lv_radial_color_std_max": rng.gamma(2.0, 0.4, n) + 1.0 * worse,
+        "tbp_lv_stdL": rng.normal(2.0, 0.6, n) + 0.8 * worse, "tbp_lv_stdLExt": rng.normal(1.5, 0.4, n),
+        "tbp_lv_symm_2axis": np.clip(rng.uniform(0.15, 0.7, n) + 0.15 * worse, 0, 1),
+        "tbp_lv_x": rng.uniform(-250, 250, n), "tbp_lv_y": rng.uniform(-100, 1800, n),
+        "tbp_lv_z": rng.uniform(-150, 150, n), "tbp_lv_dnn_lesion_confidence": 100 * rng.beta(5.0, 1.0, n),
+    }
+    return {**{name: [f"{v:.4f}" for v in column] for name, column in values.items()},
+            "tbp_lv_symm_2axis_angle": (5 * rng.integers(0, 36, n)).tolist(),
+            "tbp_lv_location": location, "tbp_lv_location_simple": location_simple}
+
+
+def _diagnoses(malignant: np.ndarray, first: int, rng: np.random.Generator) -> dict[str, list[str]]:
+    """The training-only diagnosis columns: ``iddx_full`` and its levels ``iddx_1``–``iddx_5``, a
+    ``lesion_id`` for every malignant and a few benign (tagged) lesions, melanoma thickness and mitoses."""
+    n = len(malignant)
+    tagged = malignant | (rng.random(n) < _BENIGN_TAGGED_2024)
+    full = np.where(malignant, _choice(_MALIGNANT_2024, _MALIGNANT_WEIGHTS_2024, n, rng),
+                    np.where(tagged, _choice(_BENIGN_2024, (1, 1, 1), n, rng), "Benign")).tolist()
+    levels = [(d.split("::") + [""] * 5)[:5] for d in full]
+    invasive = np.array([d.endswith("Melanoma Invasive") for d in full])
+    thickness, mitoses = rng.uniform(0.2, 1.5, n), rng.choice(["<1/mm^2", "1/mm^2", "2/mm^2"], n)
+    return {"lesion_id": [f"IL_{first + k:07d}" if t else "" for k, t in enumerate(tagged)], "iddx_full": full,
+            **{f"iddx_{j + 1}": [level[j] for level in levels] for j in range(5)},
+            "mel_mitotic_index": [str(m) if i else "" for m, i in zip(mitoses, invasive)],
+            "mel_thick_mm": [f"{t:.2f}" if i else "" for t, i in zip(thickness, invasive)]}
+
+
 # The CSVs a layout has besides one-hot ground truth, by layout: name -> text.
-_TABLES = {"isic2019": _isic2019_tables, "isic2020": _isic2020_tables, "ham10000": _ham10000_tables}
+_TABLES = {"isic2019": _isic2019_tables, "isic2020": _isic2020_tables, "ham10000": _ham10000_tables,
+           "isic2024": _isic2024_tables}
 
 
 def _write_duplicates(spec: Layout, folder: Path, ids: list[str], labels: list[str], rng: np.random.Generator) -> None:
@@ -453,10 +633,14 @@ def _write_duplicates(spec: Layout, folder: Path, ids: list[str], labels: list[s
     (folder / spec.duplicates.file).write_text(_csv_text(list(spec.duplicates.columns), rows))
 
 
-def _params(layout: str, n: int, seed: int, image_size: tuple[int, int] | None, metadata_signal: float = 0.0) -> dict:
+def _params(layout: str, n: int, seed: int, image_size: tuple[int, int] | None, metadata_signal: float = 0.0,
+            malignant_share: float | None = None) -> dict:
     size = list(image_size) if image_size else None  # JSON has no tuples
-    signal = {"metadata_signal": metadata_signal} if metadata_signal else {}  # markers without it stay as they were
-    return {"layout": layout, "n": n, "seed": seed, "image_size": size, "version": VERSION, **signal}
+    # Markers of datasets made without these stay as they were.
+    signal = {"metadata_signal": metadata_signal} if metadata_signal else {}
+    share = _malignant_share(_layout(layout), malignant_share)
+    shares = {} if share is None else {"malignant_share": share}
+    return {"layout": layout, "n": n, "seed": seed, "image_size": size, "version": VERSION, **signal, **shares}
 
 
 def _read_marker(root: Path) -> dict | None:
@@ -475,6 +659,7 @@ def write_synthetic(
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
     metadata_signal: float = 0.0,
+    malignant_share: float | None = None,
 ) -> Path:
     """Write a complete synthetic dataset in the official layout of ``layout`` into ``out``.
 
@@ -482,15 +667,16 @@ def write_synthetic(
     run never leaves a dataset that looks complete.
 
     Args:
-        layout: ``"isic2017"`` or ``"isic2018"``.
+        layout: a name of :data:`~lesion.data.layouts.LAYOUTS`.
         out: target folder; must not exist or be empty.
         n: number of training images; val gets about n/4, test about n/3.
         seed: seed of every random choice; equal arguments give byte-identical files.
         image_size: ``(width, height)`` of every image; ``None`` varies it per image
-            (width 80–112, height 60–84).
+            (width 80–112, height 60–84; ISIC 2024: squares of side 100–150).
         metadata_signal: share of the images whose anatomic site is their class's own (ISIC
             2019/2020, HAM10000), so that patient metadata predicts the class; 0 leaves the site
             independent of the class.
+        malignant_share: share of the malignant class of a two-class layout (see :func:`split_counts`).
 
     Returns:
         ``out``.
@@ -505,7 +691,7 @@ def write_synthetic(
         raise taken
     if image_size is not None and min(image_size) < 16:
         raise LesionError("image_size", f"{tuple(image_size)} is too small", "use width and height >= 16")
-    counts = split_counts(layout, n)
+    counts = split_counts(layout, n, malignant_share)
     rng = np.random.default_rng(seed)
 
     tmp = out.absolute().parent / f".{out.absolute().name}.tmp-{os.getpid()}"
@@ -523,7 +709,8 @@ def write_synthetic(
                 _write_duplicates(spec, tmp, ids, labels, rng)
         header = ["split", "image_id", "label", "cx", "cy", "radius"]
         (tmp / LESIONS_CSV).write_text(_csv_text(header, lesions))
-        (tmp / MARKER).write_text(json.dumps(_params(layout, n, seed, image_size, metadata_signal), indent=2) + "\n")
+        params = _params(layout, n, seed, image_size, metadata_signal, malignant_share)
+        (tmp / MARKER).write_text(json.dumps(params, indent=2) + "\n")
         try:
             os.replace(tmp, out)
         except OSError:
@@ -541,7 +728,7 @@ def ensure_synthetic(layout: str, root: str | Path, n: int = 120, seed: int = 0)
     Safe when several processes call it at once: the first rename wins, the others use its result.
 
     Args:
-        layout: ``"isic2017"`` or ``"isic2018"``.
+        layout: a name of :data:`~lesion.data.layouts.LAYOUTS`.
         root: dataset folder.
         n: number of training images.
         seed: random seed.
@@ -572,7 +759,7 @@ def ensure_synthetic(layout: str, root: str | Path, n: int = 120, seed: int = 0)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m lesion.data.synthetic",
-        description="Write a synthetic dataset in an official file layout (ISIC 2017–2020, HAM10000).",
+        description="Write a synthetic dataset in an official file layout (ISIC 2017–2020, HAM10000, ISIC 2024).",
     )
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
     parser.add_argument("--out", required=True, type=Path, help="target folder (must not exist or be empty)")
@@ -581,10 +768,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("W", "H"), help="fixed image size")
     parser.add_argument("--metadata-signal", type=float, default=0.0, metavar="SHARE",
                         help="share of images whose site is their class's own (default: 0, independent)")
+    parser.add_argument("--malignant-share", type=float, metavar="SHARE",
+                        help="share of the malignant class of isic2020 or isic2024 (default: the real share; "
+                             f"isic2024: {DEFAULT_MALIGNANT_SHARE['isic2024']})")
     args = parser.parse_args(argv)
     try:
-        out = write_synthetic(args.layout, args.out, args.n, args.seed, args.image_size, args.metadata_signal)
-        train = split_counts(args.layout, args.n)["train"]
+        out = write_synthetic(args.layout, args.out, args.n, args.seed, args.image_size, args.metadata_signal,
+                              args.malignant_share)
+        train = split_counts(args.layout, args.n, args.malignant_share)["train"]
     except LesionError as error:
         exit_with(error)
     print(f"{out}: {args.layout} synthetic, train " + " ".join(f"{c}={k}" for c, k in train.items()))

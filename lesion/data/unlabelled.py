@@ -1,8 +1,9 @@
-"""A folder of unlabelled images to predict, decoded exactly as a split's images are."""
+"""Unlabelled images to predict (a folder, or an HDF5 image archive), decoded exactly as a split's images are."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +13,32 @@ from torch.utils.data import Dataset
 
 from lesion.data.cache import decode_square
 from lesion.data.images import DECODE_ERRORS, TooManyPixels, decode, image_id_of, image_ids, is_image_name
+from lesion.data.readers import ImageArchive, hdf5_images, is_hdf5
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
 
 
+@dataclass(frozen=True)
+class ArchiveImage:
+    """One image of an image archive, read as :class:`FolderImages` reads a file: by ``name`` and ``read_bytes()``."""
+
+    archive: ImageArchive
+    image_id: str
+
+    @property
+    def name(self) -> str:
+        return self.image_id
+
+    def read_bytes(self) -> bytes:
+        return self.archive.read_bytes(self.image_id)
+
+    def __str__(self) -> str:
+        return f"{self.archive.path}:{self.archive.members[self.image_id]}"
+
+
 class FolderImages(Dataset):
-    """Image files to predict (any size and mode), unlabelled: every image of a folder
-    (:meth:`in_folder`, sorted by name), or given files in the given order (e.g. uploads).
+    """Image files to predict (any size and mode), unlabelled: every image of a folder or of an HDF5
+    image archive (:meth:`in_folder`, sorted by name), or given files in the given order (e.g. uploads).
 
     Items are decoded exactly as split images are (:func:`lesion.data.cache.decode_square` at
     ``size``, with the same colour constancy), then ``transform``; :meth:`read` gives the full-resolution original. Items are
@@ -26,17 +46,25 @@ class FolderImages(Dataset):
     metadata (N×D float32, in :attr:`ids` order).
     """
 
-    def __init__(self, paths: Sequence[Path], transform: EvalPreset, size: int, color_constancy: str | None = None):
-        self.paths = [Path(p) for p in paths]
+    def __init__(self, paths: Sequence[Path | ArchiveImage], transform: EvalPreset, size: int,
+                 color_constancy: str | None = None):
+        self.paths = [p if isinstance(p, ArchiveImage) else Path(p) for p in paths]
         self.transform, self.size, self.color_constancy = transform, size, color_constancy
         self.metadata: np.ndarray | None = None
 
     @classmethod
     def in_folder(cls, folder: Path, transform: EvalPreset, size: int,
                   color_constancy: str | None = None) -> FolderImages:
-        """Every image file directly in ``folder``, sorted by name (two files of one id are refused)."""
+        """Every image file directly in ``folder``, sorted by name (two files of one id are refused); or, when
+        ``folder`` is an HDF5 file (ISIC 2024's ``test-image.hdf5``), every image it holds, sorted by id."""
+        if is_hdf5(folder) and folder.is_file():
+            archive = hdf5_images(folder)
+            if not archive.members:
+                raise LesionError(folder, "holds no images", "pass the HDF5 file of the images to predict")
+            return cls([ArchiveImage(archive, i) for i in archive.members], transform, size, color_constancy)
         if not folder.is_dir():
-            raise LesionError(folder, "folder not found", "pass images=<a folder of .jpg/.png images>")
+            raise LesionError(folder, "folder not found",
+                              "pass images=<a folder of .jpg/.png images, or an .hdf5 file of them>")
         paths = sorted(p for p in folder.iterdir() if is_image_name(p.name) and p.is_file())
         if not paths:
             raise LesionError(folder, "holds no .jpg/.png/.tif/.bmp images", "pass the folder that holds the images")
