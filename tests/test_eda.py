@@ -14,14 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lesion.data.cache import SquareImages
 from lesion.data.metadata import read_metadata
 from lesion.data.readers import ImageArchive, read_split
+from lesion.eda import figures
 from lesion.eda.hashing import TooManyPairs, close_pairs, distance, phash
 from lesion.eda.sources import source_sizes
-from lesion.eda.statistics import colour_by_class, colour_sums
+from lesion.eda.statistics import Colour, colour_by_class, colour_sums
+from lesion.evaluate.plots import save_figure
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
@@ -395,3 +399,33 @@ def test_benchmark_quick_run_prints_its_ratio_and_the_time_for_n_images(cli_env,
     assert math.isfinite(float(ratios[0])) and float(ratios[0]) > 0
     timing = re.search(r"^(\d+) images: .* (\S+) s in all", result.stdout, re.MULTILINE)
     assert timing and int(timing.group(1)) > 0 and float(timing.group(2)) > 0, result.stdout
+
+
+@settings(max_examples=12, deadline=None)
+@given(classes=st.lists(st.text("ABCDEFGHIKLMNSVabceghilmnorstu_", min_size=2, max_size=12), min_size=1, max_size=12,
+                        unique=True),
+       layout=st.text("abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=4, max_size=30),
+       size=st.sampled_from([32, 288, 1024]))
+def test_figure_titles_lie_inside_their_figures(classes, layout, size, tmp_path_factory):
+    """The colour figure (its width follows the class count) and the count figure (its title names the
+    layout) keep their titles whole inside the figure, for few or many classes and long layout names."""
+    drawn = []
+
+    def keep(figure, path):
+        drawn.append(figure)
+        return save_figure(figure, path)
+
+    folder = tmp_path_factory.mktemp("figures")
+    colour = Colour(10, (120.0, 90.0, 80.0), (30.0, 25.0, 20.0))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(figures, "save_figure", keep)
+        figures.plot_colour({name: colour for name in classes}, folder / "colour_per_class.png", size)
+        figures.plot_split_counts({split: {name: 7 for name in classes} for split in SPLITS}, folder / "counts.png",
+                                  f"{layout}: images per class and split")
+    for figure in drawn:
+        renderer = figure.canvas.get_renderer()
+        page = figure.bbox
+        for ax in figure.axes:
+            box = ax.title.get_window_extent(renderer)
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, \
+                (ax.title.get_text(), box, page)

@@ -6,23 +6,28 @@ quickstart model."""
 from __future__ import annotations
 
 import csv
+import inspect
 import io
+import logging
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lesion.data.cache import SquareImages, decode_square, square_crop, square_size
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.images import DEFAULT_MAX_PIXELS, decode
 from lesion.data.readers import read_split
-from lesion.data.layouts import ISIC2018
+from lesion.data.layouts import ISIC2018, LAYOUTS
 from lesion.data.synthetic import LESIONS_CSV, write_synthetic
 from lesion.data.transforms import EvalPreset
 from lesion.errors import LesionError
@@ -30,7 +35,8 @@ from lesion.data.unlabelled import FolderImages
 from lesion.evaluate.predict import predict
 from lesion.evaluate import run as evaluate_run
 from lesion.evaluate.run import _explain
-from lesion.evaluate.gradcam import GradCamExplainer, contact_sheet, square_box, to_original, write_gradcam
+from lesion.evaluate.gradcam import (WRONG, GradCamExplainer, contact_sheet, sheet_title, square_box, to_original,
+                                    write_gradcam)
 from lesion.models.registry import barata_net, baseline_net
 from lesion.train.module import LesionClassifier
 
@@ -197,12 +203,161 @@ def test_contact_sheet_grid(tmp_path):
     with Image.open(sheet) as png:
         assert png.mode == "RGB" and png.width == 3 * 50
         rows, cell = 3, png.height / 3
-        assert png.height % rows == 0 and 50 < cell < 2 * 50
+        assert png.height % rows == 0 and cell > 50  # each image under its title strip
     # fewer images than columns: one row, as wide as the images
     with Image.open(contact_sheet(overlays[:2], tmp_path / "two.png", columns=6, thumb=50)) as png:
-        assert png.width == 2 * 50 and png.height == cell
+        assert png.width == 2 * 50 and png.height > 50
     with pytest.raises(ValueError):
         contact_sheet(overlays, tmp_path / "bad.png", titles[:2])
+
+
+# --- what the contact sheet and the log say -----------------------------------------------------
+
+
+def blank_overlays(folder: Path, n: int) -> list[Path]:
+    """``n`` white overlay files: on their sheet every dark pixel is a title's (or the footnote's)."""
+    folder.mkdir()
+    for k in range(n):
+        Image.new("RGB", (90, 70), "white").save(folder / f"{k}.png")
+    return [folder / f"{k}.png" for k in range(n)]
+
+
+def dark(png: Path) -> np.ndarray:
+    with Image.open(png) as image:
+        return np.asarray(image.convert("L")) < 160
+
+
+def bands(rows: np.ndarray) -> list[int]:
+    """Heights of the runs of True in ``rows`` (the lines of a title, as ink rows)."""
+    edges = np.flatnonzero(np.diff(np.r_[0, rows.astype(np.int8), 0]))
+    return (edges[1::2] - edges[::2]).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_sheet_titles_name_the_true_and_predicted_class(data):
+    """True class when known, prediction and probability, a mark exactly when they differ, the explained
+    class exactly when it is not the prediction; every layout."""
+    classes = list(data.draw(st.sampled_from(list(LAYOUTS.values()))).classes)
+    k = len(classes)
+    probs = np.asarray(data.draw(st.lists(st.floats(0.01, 1.0), min_size=k, max_size=k)))
+    probs = probs / probs.sum()
+    label = data.draw(st.integers(-1, k - 1))  # -1: unlabelled
+    explained = data.draw(st.integers(0, k - 1))
+    predicted = int(probs.argmax())
+    title = sheet_title("ISIC_0000001", classes, probs, explained, label)
+    lines = title.split("\n")
+    assert lines[0] == "ISIC_0000001"
+    assert f"pred {classes[predicted]} {probs[predicted]:.2f}" in lines[1]
+    assert (f"true {classes[label]} · pred" in lines[1]) == (label >= 0) and ("true" in title) == (label >= 0)
+    assert (WRONG in title) == (0 <= label != predicted)
+    assert (f"cam {classes[explained]}" in title) == (explained != predicted)
+
+
+@pytest.mark.parametrize("thumb", [160, 120])
+def test_sheet_titles_are_whole_readable_and_apart(tmp_path, thumb):
+    """16 tiles of the longest ids and class names of the layouts, right and wrong predictions, some
+    explaining another class: every title stays inside its own cell, clear of its neighbours, and
+    its lines are drawn at a readable size (glyphs at least thumb/20 px tall, median over its lines)."""
+    classes = list(max(LAYOUTS.values(), key=lambda layout: max(map(len, layout.classes))).classes)
+    titles = []
+    for k in range(16):
+        probs = np.full(len(classes), 0.01)
+        probs[(k // 2) % len(classes)] = 0.99 - 0.01 * k
+        titles.append(sheet_title(f"ISIC_{k:07d}_downsampled", classes, probs / probs.sum(), k % len(classes),
+                                  (k // 3) % len(classes)))
+    assert any(WRONG in t for t in titles) and any(WRONG not in t for t in titles) and any("cam" in t for t in titles)
+    ink = dark(contact_sheet(blank_overlays(tmp_path / "overlays", 16), tmp_path / "sheet.png", titles, thumb=thumb))
+    columns, rows = 6, 3
+    assert ink.shape[1] == columns * thumb
+    height = ink.shape[0] // rows
+    for k in range(16):
+        top, left = (k // columns) * height, (k % columns) * thumb
+        cell = ink[top:top + height, left:left + thumb]
+        used = np.flatnonzero(cell.any(0))
+        assert len(used) and used[0] >= 1 and used[-1] <= thumb - 2, f"title {k} leaves its cell"
+        lines = bands(cell.any(1))  # text lines, and slivers such as an underscore's
+        assert len(lines) >= titles[k].count("\n") + 1
+        assert sorted(lines)[len(lines) // 2] >= thumb / 20, f"title {k}: ink rows {lines} px tall"
+    # Nothing between the cells: no title reaches into its neighbour's.
+    assert not ink[:, [c * thumb + d for c in range(1, columns) for d in (-1, 0)]].any()
+
+
+def test_a_footnote_goes_under_the_grid(tmp_path):
+    overlays = blank_overlays(tmp_path / "overlays", 7)
+    titles = [f"ISIC_{k:07d}\npred NV 0.9" for k in range(7)]
+    plain = dark(contact_sheet(overlays, tmp_path / "plain.png", titles, columns=3, thumb=80))
+    note = "16 of 16 Grad-CAM maps are flat, so they show nothing. " * 3
+    noted = dark(contact_sheet(overlays, tmp_path / "noted.png", titles, columns=3, thumb=80, footnote=note))
+    assert noted.shape[1] == plain.shape[1] and noted.shape[0] > plain.shape[0]
+    np.testing.assert_array_equal(noted[:plain.shape[0]], plain)
+    under = noted[plain.shape[0]:]
+    assert len(bands(under.any(1))) >= 3  # wrapped to the sheet's width, three lines at least
+    assert not under[:, [0, -1]].any()
+
+
+class Inputs:
+    """Labelled network inputs as ``_explain`` reads a dataset: items ``(input, label)`` and ``ids``."""
+
+    def __init__(self, x: torch.Tensor, labels: np.ndarray):
+        self.x, self.labels = x, labels
+        self.ids = [f"ISIC_{k:07d}" for k in range(len(x))]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.x[i], int(self.labels[i])
+
+
+@pytest.mark.parametrize("build, size, layer, zero_head, flat", [
+    (baseline_net, 32, "layer4", False, "all"),  # the quickstart's size: layer4's map is 1×1
+    (baseline_net, 64, "layer4", True, "all"),  # a zero head: no gradient reaches the layer
+    (barata_net, 32, "layer3", False, "some"),  # 2×2 maps, some without positive evidence
+    (baseline_net, 64, "layer3", False, "none"),
+], ids=["32px-layer4", "zero-head", "32px-layer3", "64px-layer3"])
+def test_flat_maps_are_said_once_in_the_log_and_on_the_sheet(build, size, layer, zero_head, flat, tmp_path,
+                                                            monkeypatch, caplog):
+    torch.manual_seed(0)
+    net = build(ISIC2018.num_classes, ISIC2018.taxonomy(), backbone="resnet18", weights="none").eval()
+    if zero_head:
+        with torch.no_grad():
+            for param in net.head.parameters():
+                param.zero_()
+    images = [noise_image(90, 70, seed) for seed in range(16)]
+    preset = EvalPreset(size, net.backbone.mean, net.backbone.std)
+    x = torch.stack([preset(square_crop(image, square_size(size, None))) for image in images])
+    labels = np.arange(16) % ISIC2018.num_classes
+    with torch.no_grad():
+        probs = net(x).softmax(1).numpy()
+    module = SimpleNamespace(net=net, hparams=SimpleNamespace(classes=list(ISIC2018.classes)), uses_metadata=False)
+    sheets = []
+    monkeypatch.setattr(evaluate_run, "contact_sheet",
+                        lambda *args, **kwargs: sheets.append(inspect.signature(contact_sheet).bind(*args, **kwargs)))
+    cfg = evaluate_cfg("ckpt=x.ckpt", "gradcam.n=-1", f"gradcam.layer={layer}", "batch_size=8")
+    with caplog.at_level(logging.WARNING):
+        found = _explain(module, cfg, Inputs(x, labels), images.__getitem__, probs, tmp_path / "cams",
+                         tmp_path / "sheet.png")
+
+    # Flat maps hold one value; the others span most of [0, 1] (min-max scaled).
+    assert all(np.ptp(f.cam) == 0 for f in found if f.flat) and all(np.ptp(f.cam) > 0.5 for f in found if not f.flat)
+    count = sum(f.flat for f in found)
+    assert {"all": count == 16, "some": 0 < count < 16, "none": count == 0}[flat], count
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "Grad-CAM" in r.getMessage()]
+    (sheet,) = sheets
+    if count:
+        (warning,) = said
+        assert warning.startswith(f"{count} of 16 Grad-CAM maps are flat")
+        assert "dataset.image_size=128" in warning and "gradcam.layer=layer3" in warning
+        assert ("1×1" in warning) == (size == 32 and layer == "layer4")
+        assert sheet.arguments["footnote"] == warning
+    else:
+        assert not said and sheet.arguments.get("footnote") is None
+    titles = sheet.arguments["titles"]
+    predicted = probs.argmax(1)
+    for title, label, guess in zip(titles, labels, predicted):
+        assert f"true {ISIC2018.classes[label]} · pred {ISIC2018.classes[guess]}" in title
+        assert (WRONG in title) == (label != guess)
 
 
 # --- the CAM explains the very pixels predict classified ---------------------------------------

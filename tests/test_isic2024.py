@@ -357,4 +357,8 @@ def test_trains_tests_and_predicts_the_test_images_end_to_end(run_cli, tmp_path,
     assert list(predictions.columns[:3]) == ["isic_id", "benign", "malignant"]
     assert predictions["isic_id"].tolist() == sorted(pd.read_csv(root / "test-metadata.csv")["isic_id"])
     assert np.allclose(predictions[["benign", "malignant"]].sum(axis=1), 1, atol=1e-4)
+    submission = pd.read_csv(out / "submission.csv")  # the challenge's format: isic_id, target
+    assert list(submission.columns) == ["isic_id", "target"]
+    assert submission["isic_id"].tolist() == predictions["isic_id"].tolist()
+    assert np.array_equal(submission["target"], predictions["malignant"])
     assert list((out / "gradcam").glob("*_gradcam_overlay.png"))

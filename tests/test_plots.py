@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from matplotlib.colors import to_hex, to_rgb
 from PIL import Image
 from scipy.special import softmax
 
+from lesion.evaluate import plots
 from lesion.evaluate.plots import (plot_augmented_samples, plot_class_distribution, plot_confusion,
-                          plot_reliability, plot_roc, plot_training_curves)
+                          plot_reliability, plot_roc, plot_training_curves, save_figure)
 
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
 
@@ -107,3 +113,54 @@ def test_augmented_samples(no_leaks):
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])
     path = plot_augmented_samples(images, labels, CLASSES, mean, std, no_leaks / "augmented.png", columns=4)
     check_png(path, no_leaks)
+
+
+def drawn_roc(probs: np.ndarray, labels: np.ndarray, classes: list[str], path):
+    """``plot_roc``'s figure and PNG: (its axes, the RGB pixels, the class curves in drawing order)."""
+    drawn = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "save_figure", lambda figure, out: drawn.append(figure) or save_figure(figure, out))
+        plot_roc(probs, labels, classes, path)
+    (figure,) = drawn
+    (ax,) = figure.axes
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    return ax, pixels, [line for line in ax.get_lines() if line.get_label() != "chance" and len(line.get_xdata())]
+
+
+def test_coinciding_roc_curves_both_show(tmp_path):
+    """Two classes whose scores mirror each other: each class's one-vs-rest curve is the other's, drawn on the
+    same pixels. Both colours must still be seen along the curve (outside the legend), each about as much
+    as the other."""
+    margin = np.random.default_rng(0).normal(0.15, 0.2, 200)
+    labels = np.r_[np.ones(200, int), np.zeros(200, int)]
+    melanoma = np.clip(0.5 + np.r_[margin, -margin], 0.01, 0.99)
+    ax, pixels, curves = drawn_roc(np.c_[1 - melanoma, melanoma], labels, ["benign", "melanoma"], tmp_path / "roc.png")
+    assert len(curves) == 2
+    np.testing.assert_allclose(curves[0].get_xydata(), curves[1].get_xydata())  # they coincide
+    height = pixels.shape[0]
+    inside = np.zeros(pixels.shape[:2], bool)
+    plot, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    inside[int(height - plot.y1):int(height - plot.y0), int(plot.x0):int(plot.x1)] = True
+    inside[int(height - legend.y1):int(height - legend.y0) + 1, int(legend.x0):int(legend.x1) + 1] = False
+    seen = [int((inside & (np.abs(pixels - np.array(to_rgb(c.get_color())) * 255).sum(2) < 60)).sum()) for c in curves]
+    assert min(seen) >= 0.25 * max(seen), seen
+    assert [c.get_label().split(" (AUC ")[0] for c in curves] == ["benign", "melanoma"]
+    assert all(re.search(r"\(AUC \d\.\d{3}\)$", c.get_label()) for c in curves)
+
+
+@settings(max_examples=15, deadline=None)
+@given(k=st.integers(2, 20), seed=st.integers(0, 2**16))
+def test_roc_curves_never_share_a_colour_and_line_style(k, seed, tmp_path_factory):
+    """Up to 20 classes; and a curve drawn later over an earlier one either has gaps or is thinner."""
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.arange(k), rng.integers(0, k, 10 * k)]
+    probs = softmax(rng.normal(size=(len(labels), k)) + 2 * np.eye(k)[labels], axis=1)
+    classes = [f"class {j}" for j in range(k)]
+    _, _, curves = drawn_roc(probs, labels, classes, tmp_path_factory.mktemp("roc") / "roc.png")
+    assert len(curves) == k
+    looks = [(to_hex(c.get_color()), c.get_linestyle()) for c in curves]
+    assert len(set(looks)) == k, looks
+    for i, earlier in enumerate(curves):
+        for later in curves[i + 1:]:
+            assert later.get_linestyle() != "-" or later.get_linewidth() < earlier.get_linewidth()

@@ -6,17 +6,21 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from lesion.files import write_json
-from lesion.evaluate.summary import _balancing, main, markdown, summarize
+from lesion.evaluate.summary import TOP_K, _balancing, ensemble_commands, main, markdown, summarize
 
 CLASSES = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]  # DF is absent from the test split
 OFFSETS = [0.10, -0.20, 0.05, 0.05, -0.05, None, 0.05]  # per-class recall around the BACC
@@ -324,3 +328,93 @@ def test_loss_name_from_the_config_or_an_older_configs_target(tmp_path, loss, ch
 def test_balancing_description(balance, text):
     """Both a null block and an unset switch (conf/balance/none.yaml) mean the step is off."""
     assert _balancing(balance) == text
+
+
+# --- configs compared as the runs resolved them; seeds counted as draws; ensembles of distinct runs ---------
+
+SYNTHETIC_ROOT = "${oc.env:LESION_CACHE,'~/.cache/lesion'}/synthetic${.year}-n${.synthetic_n}-s${.synthetic_seed}"
+
+
+def interpolating(year: int, image_size: int, dated: bool) -> dict:
+    """A config whose values come from interpolations, as conf/dataset/synthetic*.yaml and train.yaml write them."""
+    return merged(BASE, {
+        "dataset": {"year": year, "synthetic_n": 60, "synthetic_seed": 0, "root": SYNTHETIC_ROOT,
+                    "image_size": image_size, "cache_dir": "${oc.env:LESION_CACHE,'~/.cache/lesion'}/images"},
+        "model": {"input_size": "${dataset.image_size}", "label": "resnet-${dataset.image_size}px"},
+        "callbacks": {"best": {"dirpath": "${run_dir}/checkpoints"}},
+        **({"stamp": "${now:%Y-%m-%d}"} if dated else {}),
+    })
+
+
+@settings(max_examples=15, deadline=None)
+@given(settings_=st.lists(st.tuples(st.sampled_from([2017, 2018]), st.sampled_from([32, 64]), st.booleans()),
+                          min_size=2, max_size=4, unique_by=lambda s: s[:2]))
+def test_config_diff_shows_the_runs_values_never_an_interpolation(settings_):
+    """References resolve to the run's values (the same text resolving differently is a difference), an
+    environment variable reads $NAME, and a key nothing recorded can resolve is left out, and said so."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "sweep"
+        for job, (year, size, dated) in enumerate(settings_):
+            write_job(root / str(job), {**interpolating(year, size, dated), "name": f"s{job}"}, {}, [], (0.6, 0.7))
+        frame = summarize(root)
+        diffs = frame.set_index("experiment")["config_diff"].map(lambda text: dict(p.split("=", 1) for p in
+                                                                                   text.split(", ") if p))
+        table = markdown(frame)
+    assert len(frame) == len(settings_)
+    assert "${" not in table and not frame["config_diff"].str.contains("${", regex=False).any()
+    years, sizes = {s[0] for s in settings_}, {s[1] for s in settings_}
+    for job, (year, size, dated) in enumerate(settings_):
+        diff = diffs[f"s{job}"]
+        assert ("model.input_size" in diff) == (len(sizes) > 1) == ("model.label" in diff)
+        if len(sizes) > 1:
+            assert diff["model.input_size"] == str(size) and diff["model.label"] == f"resnet-{size}px"
+        if len(years) > 1:
+            assert diff["dataset.root"] == f"$LESION_CACHE/synthetic{year}-n60-s0"
+        assert "stamp" not in diff and "callbacks.best.dirpath" not in diff  # made from the run's own folder
+    assert frame.attrs["unresolved"] == (["stamp"] if any(s[2] for s in settings_) else [])
+    assert ("leaves out what the runs' records cannot resolve: stamp" in table) == any(s[2] for s in settings_)
+
+
+def ensemble_members(root: Path) -> list[list[Path]]:
+    """The job folders of each ``ckpt=[…]`` ensemble that ``ensemble_commands`` proposes."""
+    found = []
+    for command in ensemble_commands(root):
+        (listed,) = re.findall(r"'ckpt=\[(.*)\]'", command)
+        found.append([Path(p).parent.parent for p in listed.split(",")])
+    return found
+
+
+@settings(max_examples=25, deadline=None)
+@given(seeds=st.lists(st.one_of(st.none(), st.integers(0, 2)), min_size=1, max_size=6),
+       scores=st.lists(st.floats(0.3, 0.9), min_size=6, max_size=6))
+def test_seeds_are_distinct_draws_and_ensembles_have_distinct_members(seeds, scores):
+    """Runs of one setting repeating a seed are one draw: counted once, averaged before the spread, and
+    never two members of one ensemble. An unseeded run is a draw of its own."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "sweep"
+        for job, (seed, score) in enumerate(zip(seeds, scores)):
+            write_job(root / str(job), {**interpolating(2018, 32, False), "name": "G1.1", "seed": seed}, {},
+                      [f"seed={seed}"], (score, score + 0.05))
+            (root / str(job) / "checkpoints").mkdir()
+            (root / str(job) / "checkpoints" / "best.ckpt").write_bytes(b"")
+        (row,) = summarize(root).to_dict("records")
+        table = markdown(summarize(root))
+        members = ensemble_members(root)
+    draws: dict = {}
+    for job, (seed, score) in enumerate(zip(seeds, scores)):
+        draws.setdefault(("job", job) if seed is None else seed, []).append(score)
+    per_draw = np.array([np.mean(values) for values in draws.values()])
+    assert row["seeds"] == len(draws) and row["runs"] == len(seeds)
+    assert row["bacc_mean"] == pytest.approx(per_draw.mean(), abs=1e-12)
+    if len(draws) > 1:
+        assert row["bacc_std"] == pytest.approx(per_draw.std(ddof=1), abs=1e-12)
+    else:
+        assert math.isnan(row["bacc_std"]) and "±" not in table.splitlines()[2]
+    seeds_cell = table.splitlines()[2].split("|")[2].strip()
+    assert seeds_cell == (str(len(draws)) if len(draws) == len(seeds)
+                          else f"{len(seeds)} runs, {len(draws)} seed{'s' if len(draws) > 1 else ''}")
+    for ensemble in members:
+        picked = [seeds[int(job.name)] for job in ensemble]
+        assert len(ensemble) >= 2 and all(s is None or picked.count(s) == 1 for s in picked), picked
+    assert len(members) == (1 if len(draws) >= 2 else 0)
+    assert all(len(ensemble) == min(TOP_K, len(draws)) for ensemble in members)

@@ -243,3 +243,41 @@ def test_a_closed_port_is_refused_in_seconds():
     uri = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(LesionError, match=rf"^logger\.mlflow\.tracking_uri: {re.escape(uri)} does not answer \("):
         check_answers("logger.mlflow.tracking_uri", uri)
+
+
+def _tensorboard(log_dir: Path):
+    """The run's TensorBoard events in ``log_dir``: (hparams of its session, its experiment's metric names,
+    the values of the scalar ``hp_metric``)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    data = [plugin_data_pb2.HParamsPluginData.FromString(content)
+            for content in events.PluginTagToContent("hparams").values()]
+    (start,) = [d.session_start_info for d in data if d.HasField("session_start_info")]
+    (experiment,) = [d.experiment for d in data if d.HasField("experiment")]
+    hparams = {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
+    metrics = [info.name.tag for info in experiment.metric_infos]
+    scores = [event.value for event in events.Scalars("hp_metric")]
+    return hparams, metrics, scores
+
+
+def test_tensorboard_hparams_are_the_composed_config_and_hp_metric_the_chosen_val_bacc(trained_run):
+    """The HParams tab compares runs on what was configured (balancing included) and on the validation
+    BACC of the checkpoint each run chose (its val_metrics.json), never a placeholder."""
+    hparams, metrics, scores = _tensorboard(trained_run / "logs")
+    record = OmegaConf.load(trained_run / ".hydra" / "config.yaml")
+    record.run_dir = str(trained_run)  # ${hydra:runtime.output_dir}, a Hydra runtime value
+    composed = pd.json_normalize(OmegaConf.to_container(record, resolve=True), sep=".").iloc[0].to_dict()
+    assert {"seed", "trainer.max_epochs", "balance.name", "balance.sampler", "balance.downsample.class"} <= set(hparams)
+    assert set(hparams) == set(composed)
+    for key, value in composed.items():
+        if isinstance(value, (bool, int, float)) and value is not None:
+            assert hparams[key] == value, key
+        else:
+            assert isinstance(hparams[key], str), key
+    assert hparams["trainer.max_epochs"] == 2 and hparams["balance.downsample.class"] == "null"
+    assert metrics == ["hp_metric"]
+    chosen = json.loads((trained_run / "val_metrics.json").read_text())["bacc"]
+    assert scores == [pytest.approx(chosen, abs=1e-6)]

@@ -21,7 +21,8 @@ Caveats:
       the square the net saw may differ from the exact centred square used for the mapping by up
       to s original pixels at an edge (at most about one input pixel).
     * The min-max scaling makes values relative within one image: a CAM says where, not how much.
-      A map with no positive evidence for the target is all zero.
+      A map with no positive evidence for the target, or from a 1×1 feature map (``layer4`` below
+      64 px), is all zero: :attr:`Explanation.flat`, which :func:`report_flat` tells the user about.
     * Grad-CAM needs gradients, so it cannot run inside Lightning's test/predict loops (gradients
       disabled there); :class:`GradCamExplainer` enables them itself and runs in fp32 without
       autocast.
@@ -29,7 +30,10 @@ Caveats:
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +51,21 @@ from lesion.errors import LesionError
 from lesion.files import atomic_path
 from lesion.models.net import LesionNet
 
+log = logging.getLogger(__name__)
+
 SUFFIXES = {
     "raw": "_gradcam_raw.png",
     "npy": "_gradcam_raw.npy",
     "color": "_gradcam_raw_color.png",
     "overlay": "_gradcam_overlay.png",
 }
+# A map whose values span less than this is flat. Min-max scaling leaves a map either spanning
+# [0, 1] or, when it was constant (no positive evidence, or a single cell), all zero.
+FLAT_RANGE = 1e-3
+# Marks a wrong prediction in a contact-sheet title (:func:`sheet_title`); such titles, and the
+# sheet's footnote, are drawn in this red.
+WRONG = "✗"
+_RED = (170, 20, 20)
 
 
 class _Target(ClassifierOutputTarget):
@@ -158,11 +171,18 @@ class Explanation:
         cam: H×W float32 in [0, 1] at the original image's size, zero outside the square the net saw.
         target: the class explained.
         logits: K float32 class logits of the input explained (the net's output in that pass).
+        grid: h×w of the target layer's feature map, the CAM's own resolution.
     """
 
     cam: np.ndarray
     target: int
     logits: np.ndarray
+    grid: tuple[int, int]
+
+    @property
+    def flat(self) -> bool:
+        """Whether the map holds one value everywhere (its range is below :data:`FLAT_RANGE`): it shows nothing."""
+        return float(self.cam.max() - self.cam.min()) < FLAT_RANGE
 
 
 class GradCamExplainer:
@@ -228,12 +248,13 @@ class GradCamExplainer:
             raise ValueError(f"{len(x)} inputs, {len(sizes)} sizes and {len(targets)} targets")
         if not len(x):
             return []
-        squares, used, logits = self._input_cams(x, targets, metadata)
-        return [Explanation(to_original(c, *s), t, z) for c, s, t, z in zip(squares, sizes, used, logits)]
+        squares, used, logits, grid = self._input_cams(x, targets, metadata)
+        return [Explanation(to_original(c, *s), t, z, grid) for c, s, t, z in zip(squares, sizes, used, logits)]
 
     def _input_cams(self, x: torch.Tensor, targets: list[int | None],
-                    metadata: torch.Tensor | None) -> tuple[np.ndarray, list[int], np.ndarray]:
-        """B×S×S CAMs of the network inputs ``x`` (B×3×S×S), the classes explained, B×K logits."""
+                    metadata: torch.Tensor | None) -> tuple[np.ndarray, list[int], np.ndarray, tuple[int, int]]:
+        """B×S×S CAMs of the network inputs ``x`` (B×3×S×S), the classes explained, B×K logits, the
+        target layer's h×w."""
         net = self.net
         state = _ModelState(net, self.target_layer)
         device = next(net.parameters()).device
@@ -252,12 +273,54 @@ class GradCamExplainer:
                 cam = GradCAM(model=model, target_layers=[self.target_layer])  # sets net.eval()
                 squares = cam(input_tensor=x, targets=wanted)
                 logits = cam.outputs.detach().float().cpu().numpy()
+                height, width = cam.activations_and_grads.activations[0].shape[-2:]
         finally:
             if cam is not None:
                 cam.activations_and_grads.release()
                 cam.outputs = None  # holds the retained graph
             state.restore()
-        return squares, [int(t.category) for t in wanted], logits
+        return squares, [int(t.category) for t in wanted], logits, (int(height), int(width))
+
+
+def report_flat(explanations: Sequence[Explanation]) -> str | None:
+    """Log one warning when some of the maps are flat (:attr:`Explanation.flat`), saying how many and what
+    gives maps worth reading; return it (the contact sheet's footnote), or ``None`` when none is flat."""
+    flat = [e for e in explanations if e.flat]
+    if not flat:
+        return None
+    height, width = min((e.grid for e in flat), key=lambda grid: grid[0] * grid[1])
+    why = (f"the layer's feature map is {height}×{width} at this input size" if height * width == 1
+           else "the layer holds no positive evidence for the class explained")
+    notice = (f"{len(flat)} of {len(explanations)} Grad-CAM maps are flat ({why}), so they show nothing. "
+              "For maps worth reading: train longer, on larger images (dataset.image_size=128 or more), "
+              "or explain a finer layer (gradcam.layer=layer3).")
+    log.warning(notice)
+    return notice
+
+
+def sheet_title(image_id: str, classes: Sequence[str], probs: np.ndarray, explained: int,
+                label: int | None = None) -> str:
+    """A contact-sheet title: the image id; the true class when known, the predicted class and its
+    probability, :data:`WRONG` when they differ; the class explained when it is not the predicted one.
+
+    Args:
+        image_id: the image's id.
+        classes: the K class names.
+        probs: its K class probabilities.
+        explained: the class the CAM explains.
+        label: its true class; ``None`` or negative (an unlabelled image's -1): unknown.
+
+    Returns:
+        Lines joined by ``\\n``, e.g. ``"ISIC_0000012\\ntrue MEL · pred NV 0.62 ✗"``.
+    """
+    predicted = int(np.argmax(probs))
+    verdict = f"pred {classes[predicted]} {float(probs[predicted]):.2f}"
+    if label is not None and int(label) >= 0:
+        verdict = f"true {classes[int(label)]} · {verdict}" + ("" if int(label) == predicted else f" {WRONG}")
+    lines = [image_id, verdict]
+    if explained != predicted:
+        lines.append(f"cam {classes[explained]}")
+    return "\n".join(lines)
 
 
 class _WithMetadata(nn.Module):
@@ -314,8 +377,9 @@ def overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return show_cam_on_image(np.float32(rgb) / 255, np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0), use_rgb=True)
 
 
+@functools.lru_cache(maxsize=32)
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """DejaVu Sans from matplotlib (it has ``→``), else PIL's default font."""
+    """DejaVu Sans from matplotlib (it has ``→`` and ``✗``), else PIL's default font."""
     try:
         from matplotlib import font_manager
 
@@ -324,47 +388,99 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+# Where a title's line may break, in order of preference: between phrases, between words, after an
+# underscore or a hyphen inside a word (an id such as ISIC_0000000_downsampled).
+_BREAKS = ((" · ", lambda text: text.split(" · ")), (" ", lambda text: text.split(" ")),
+           ("", lambda text: re.split(r"(?<=[_-])", text)))
+
+
+def _pieces(text: str) -> list[str]:
+    """The parts of ``text`` that no line break splits."""
+    return [piece for word in text.split() for piece in _BREAKS[-1][1](word) if piece]
+
+
+def _wrapped(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> list[str]:
+    """``text``'s lines broken to fit ``width`` pixels (:data:`_BREAKS`); a piece still wider is cut, ending in ``…``."""
+
+    def fits(line: str) -> bool:
+        return draw.textlength(line, font=font) <= width
+
+    def pack(text: str, level: int) -> list[str]:
+        joint, split = _BREAKS[level]
+        lines: list[str] = []
+        for part in filter(None, split(text)):
+            if lines and fits(lines[-1] + joint + part):
+                lines[-1] += joint + part
+            elif fits(part) or level == len(_BREAKS) - 1:
+                lines.append(part)
+            else:
+                lines.extend(pack(part, level + 1))
+        return lines
+
+    lines = [line for given in text.split("\n") for line in pack(given, 0)]
+    for k, line in enumerate(lines):
+        while not fits(line) and len(line) > 1:
+            line = line[:-2] + "…"
+        lines[k] = line
+    return lines
+
+
 def contact_sheet(overlays: list[Path], out_path: Path, titles: list[str] | None = None,
-                  columns: int = 6, thumb: int = 160) -> Path:
-    """One PNG grid of overlay thumbnails, each under its title.
+                  columns: int = 6, thumb: int = 160, footnote: str | None = None) -> Path:
+    """One PNG grid of overlay thumbnails, each under its title, with an optional footnote under the grid.
+
+    Every title is drawn inside its own cell, broken into lines where it needs them (between phrases
+    `` · ``, then words, then after ``_`` or ``-``), in one font size for the sheet: the largest from
+    ``thumb/12`` down to ``thumb/16`` pixels (9 at least) at which no unbreakable piece is wider than a
+    cell; a piece wider still is cut. Titles holding :data:`WRONG` are red.
 
     Args:
         overlays: image files, in reading order.
         out_path: PNG to write (atomically).
-        titles: one line per image, e.g. ``"ISIC_0000012  MEL→MEL 0.93"``; default: file stems.
+        titles: one per image, lines separated by ``\\n`` (:func:`sheet_title`); default: file stems.
         columns: thumbnails per row (fewer if there are fewer images).
         thumb: side of each square cell; images are fitted inside it keeping their aspect.
+        footnote: a note on the whole sheet (e.g. :func:`report_flat`'s), wrapped to the sheet's width.
 
     Returns:
-        ``out_path``. The sheet is ``min(columns, n)·thumb`` wide and
-        ``ceil(n / columns)·(thumb + title strip)`` high.
+        ``out_path``. The sheet is ``min(columns, n)·thumb`` wide and ``ceil(n / columns)·(thumb +
+        title strip)`` high, plus the footnote's strip.
     """
     if not overlays:
         raise ValueError("no overlays for the contact sheet")
     titles = [Path(p).stem for p in overlays] if titles is None else list(titles)
     if len(titles) != len(overlays):
         raise ValueError(f"{len(overlays)} overlays but {len(titles)} titles")
-    font_size = max(8, thumb // 14)
-    font = _font(font_size)
-    strip = font_size + 6
     cols = min(columns, len(overlays))
     rows = math.ceil(len(overlays) / cols)
-    sheet = Image.new("RGB", (cols * thumb, rows * (thumb + strip)), "white")
+    margin = max(2, thumb // 32)  # each side of a title: neighbouring titles never touch
+    width = thumb - 2 * margin
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pieces = {piece for title in titles for piece in _pieces(title)}
+    smallest = max(9, thumb // 16)
+    for size in range(max(smallest, thumb // 12), smallest - 1, -1):
+        font = _font(size)
+        if all(measure.textlength(piece, font=font) <= width for piece in pieces):
+            break
+    line_height = measure.textbbox((0, 0), "Ag_", font=font)[3] + 2
+    lines = [_wrapped(measure, title, font, width) for title in titles]
+    strip = max(map(len, lines)) * line_height + 2 * margin
+    notes = _wrapped(measure, footnote, font, cols * thumb - 2 * margin) if footnote else []
+    grid_height = rows * (thumb + strip)
+    sheet = Image.new("RGB", (cols * thumb, grid_height + (len(notes) * line_height + 2 * margin if notes else 0)),
+                      "white")
     draw = ImageDraw.Draw(sheet)
-    for k, (path, title) in enumerate(zip(overlays, titles)):
+    for k, (path, title_lines) in enumerate(zip(overlays, lines)):
         left, top = (k % cols) * thumb, (k // cols) * (thumb + strip)
         with Image.open(path) as image:
             image = image.convert("RGB")
             image.thumbnail((thumb, thumb))
         sheet.paste(image, (left + (thumb - image.width) // 2, top + strip + (thumb - image.height) // 2))
-        # Keep the title in its cell: a smaller font first, then cut its end.
-        size, small = font_size, font
-        while size > 7 and draw.textlength(title, font=small) > thumb - 4:
-            size -= 1
-            small = _font(size)
-        while len(title) > 1 and draw.textlength(title, font=small) > thumb - 4:
-            title = title[:-1]
-        draw.text((left + 2, top + 2), title, fill="black", font=small)
+        colour = _RED if WRONG in titles[k] else "black"
+        for j, line in enumerate(title_lines):
+            draw.text((left + margin, top + margin + j * line_height), line, fill=colour, font=font)
+    for j, line in enumerate(notes):
+        draw.text((margin, grid_height + margin + j * line_height), line, fill=_RED, font=font)
     with atomic_path(out_path) as tmp:
         sheet.save(tmp, format="PNG")
     return Path(out_path)

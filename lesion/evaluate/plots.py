@@ -33,7 +33,13 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as a PNG to ``path``, atomically."""
+    """Write ``figure`` as a PNG to ``path``, atomically.
+
+    Titles (each axes' and the figure's own texts, such as its suptitle) wrap between words where they
+    would run past the figure's edge; the constrained layout makes room for their lines.
+    """
+    for text in [*(ax.title for ax in figure.axes), *figure.texts]:
+        text.set_wrap(True)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=DPI)
     return Path(path)
@@ -83,10 +89,18 @@ def plot_confusion(confusion: list[list[int]], classes: Sequence[str], path: str
     return save_figure(figure, path)
 
 
+# The class curves' line styles, cycled beside the 10 colours of the colour cycle: no two of up to 20
+# curves share a colour and a style.
+_ROC_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], path: str | Path) -> Path:
     """One-vs-rest ROC curve per class, its AUC in the legend.
 
-    Classes without positives or without negatives have no curve; the legend says so.
+    Curves that coincide (a binary task's two curves mirror each other, and are one curve when its
+    scores are symmetric) stay distinguishable: each class has its own colour and line style, and each curve is drawn thinner
+    than the ones before it, which show around it. Classes without positives or without negatives
+    have no curve; the legend says so.
 
     Args:
         probs: class probabilities, N×K.
@@ -105,7 +119,9 @@ def plot_roc(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str], path
             ax.plot([], [], linestyle="none", label=f"{name}: {reason}, skipped")
             continue
         fpr, tpr, _ = roc_curve(positive, probs[:, k])
-        ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUC {roc_auc_score(positive, probs[:, k]):.3f})")
+        ax.plot(fpr, tpr, color=f"C{k % 10}", linestyle=_ROC_STYLES[k % len(_ROC_STYLES)],
+                linewidth=3.0 - 1.8 * k / max(1, len(classes) - 1),
+                label=f"{name} (AUC {roc_auc_score(positive, probs[:, k]):.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_aspect("equal")

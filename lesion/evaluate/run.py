@@ -32,7 +32,7 @@ from lesion.device import resolve_device
 from lesion.errors import LesionError
 from lesion.evaluate import plots
 from lesion.evaluate.calibration import apply_temperature, fit_temperature
-from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, write_gradcam
+from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, report_flat, sheet_title, write_gradcam
 from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
 from lesion.evaluate.predict import predict, prediction_items
 from lesion.evaluate.report import evaluation_report, format_report
@@ -94,10 +94,10 @@ def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, origin
             for i, image, each in zip(chunk, images, explained):
                 p = probs[i]
                 overlays.append(write_gradcam(ids[i], image, each.cam, folder)["overlay"])
-                titles.append(f"{ids[i]} {classes[int(p.argmax())]} {p.max():.2f} · cam {classes[each.target]}")
+                titles.append(sheet_title(ids[i], classes, p, each.target, items[i - start][-1]))
                 found.append(each)
             bar.update(len(items))
-    contact_sheet(overlays, sheet, titles)
+    contact_sheet(overlays, sheet, titles, footnote=report_flat(found))
     return found
 
 
@@ -263,6 +263,16 @@ def _table(ids: list[str], each: list[np.ndarray], probs: np.ndarray, members: l
     return table
 
 
+def _challenge_submission(table: pd.DataFrame, member: Member) -> pd.DataFrame | None:
+    """A two-class challenge's submission (ISIC 2020, 2024): its id column and ``target``, the positive class's
+    probability; ``None`` for other models."""
+    layout = LAYOUTS.get((member.module.hparams.dataset or {}).get("layout"))
+    if layout is None or layout.label_column is None or len(layout.classes) != 2:
+        return None
+    return pd.DataFrame({layout.id_column: table[layout.id_column],
+                         layout.label_column: table[layout.label_values["1"]]})
+
+
 def _matched_rows(members: list[Member], datasets: list[Dataset], where: str, other_images: str,
                   fix: str) -> list[np.ndarray]:
     """Per member, the rows of its dataset in the first member's image order (matched by image id).
@@ -320,6 +330,9 @@ def run(cfg: DictConfig) -> dict:
         probs = combine(each, cfg.ensemble)
         table = _table(folders[0].ids, each, probs, members, cfg, None)
         write_atomic(out / "predictions.csv", table.to_csv(index=False))
+        submission = _challenge_submission(table, members[0])
+        if submission is not None:
+            write_atomic(out / "submission.csv", submission.to_csv(index=False))
         for member, images, member_probs in zip(members, folders, each):
             _explain(member.module, cfg, images, images.read, member_probs, *_gradcam_paths(out, member, members))
         log.info("%d images predicted → %s", len(table), out / "predictions.csv")

@@ -8,15 +8,22 @@
 Every folder holding ``.hydra/config.yaml`` is a run (the outermost one, so an ``evaluate.py``
 output with its own ``.hydra`` inside a run folder stays part of that run). Runs whose configs agree
 on everything but the seed and run-specific paths are one *setting*, one row: metrics are the mean
-and sample standard deviation (ddof=1) over the seeds that finished. Rows are sorted by validation
-balanced accuracy (``val_metrics.json``, the value the tested checkpoint was selected on), never by a
-test metric, so a sweep is chosen on validation; ties keep the sweep's job order. Settings without
-validation metrics (runs older than that file) follow, by test balanced accuracy, and settings
-with no finished run come last with their error. ``config_diff`` lists the config keys whose values
-differ between the rows (unset, i.e. null, values are left out).
+and sample standard deviation (ddof=1) over the seeds that finished. Runs of one setting with the
+same seed repeat one draw: they are averaged into it first, so ``seeds`` counts distinct seeds (an
+unseeded run, ``seed: null``, is a draw of its own) and the ± is a spread over seeds, never over
+repeats. Rows are sorted by validation balanced accuracy (``val_metrics.json``, the value the
+tested checkpoint was selected on), never by a test metric, so a sweep is chosen on validation;
+ties keep the sweep's job order. Settings without validation metrics (runs older than that file)
+follow, by test balanced accuracy, and settings with no finished run come last with their error.
+``config_diff`` lists the config keys whose values differ between the rows (unset, i.e. null,
+values are left out).
 
-Configs are read as saved, without resolving interpolations: ``${now:…}`` or ``${oc.env:…}`` would
-resolve to today's values, not the run's.
+Configs are compared resolved as far as the run's record says how: references to other keys
+(``${dataset.image_size}``, ``${.synthetic_n}``) and ``${hydra:…}`` (from the run's ``hydra.yaml``)
+resolve to the run's values; an environment variable (``${oc.env:LESION_DATA,data}``) reads
+``$LESION_DATA``, since its value at run time is not recorded (resolving it now would give today's,
+not the run's). A key that needs anything else (``${now:…}``, another resolver) is left out of the
+comparison, and the Markdown table says which.
 
 An Optuna search (``hparams_search=optuna``) adds a ``trial`` column, the trial numbers of each
 row's runs, and a line after the table with the study's best trial (:mod:`lesion.evaluate.study`).
@@ -33,7 +40,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import Container, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lesion.errors import LesionError, exit_with
 from lesion.evaluate.study import describe, read_study
@@ -41,6 +49,12 @@ from lesion.files import write_atomic
 from lesion.hydra_record import dotted
 
 CONFIG = Path(".hydra") / "config.yaml"
+# ${oc.env:NAME} or ${oc.env:NAME,default}: the run's value of $NAME is not recorded.
+_ENV = re.compile(r"""\$\{oc\.env:([A-Za-z_]\w*)(?:,(?:'[^']*'|"[^"]*"|[^'"{}]*))?\}""")
+# ${hydra:key}: recorded in the run's hydra.yaml.
+_HYDRA = re.compile(r"\$\{hydra:([\w.]+)\}")
+# Any other resolver (${now:…}): what it gave the run is not recorded.
+_RESOLVER = re.compile(r"\$\{[\w.]+:")
 METRICS = "test_metrics.json"
 VAL_METRICS = "val_metrics.json"
 ERROR = "error.txt"
@@ -52,7 +66,8 @@ class _Run:
 
     path: Path
     config: dict  # the saved config, unresolved
-    flat: dict  # the same, with dotted keys
+    flat: dict  # the same, resolved (:func:`_resolved`), with dotted keys
+    unresolved: list[str]  # the dotted keys left out of ``flat``
     choices: dict  # hydra.runtime.choices: config group → option
     overrides: list[str]
     metrics: dict | None
@@ -119,6 +134,46 @@ def _val_bacc(job: Path) -> float | None:
         return None
 
 
+def _recorded(value, hydra: dict, key: str = ""):
+    """The saved config value at ``key`` (dotted) with what the record knows filled in: ``${oc.env:NAME,…}`` →
+    ``$NAME``, ``${hydra:key}`` → the run's value. A value still calling a resolver becomes missing
+    (``???``); a run-specific one (:func:`_run_specific`) reads ``<key>``, so values made from it compare
+    equal across the runs of a setting."""
+    if isinstance(value, dict):
+        return {name: _recorded(item, hydra, f"{key}{name}.") for name, item in value.items()}
+    key = key.rstrip(".")
+    if _run_specific(key):
+        return f"<{key}>"
+    if isinstance(value, list):
+        return [_recorded(item, hydra, key) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def from_hydra(match: re.Match) -> str:
+        found = hydra
+        for part in match.group(1).split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        # Left as it was when unknown (or itself unresolved): it then counts as a resolver.
+        return match.group(0) if found is None or "${" in str(found) else str(found)
+
+    value = _HYDRA.sub(from_hydra, _ENV.sub(lambda match: f"${match.group(1)}", value))
+    return "???" if _RESOLVER.search(value) else value
+
+
+def _resolved(config: dict, hydra: dict) -> tuple[dict, list[str]]:
+    """``config`` (as saved) with dotted keys, resolved as far as its record says how (:func:`_recorded`);
+    and the keys it cannot resolve (missing, or interpolating one that is), which it leaves out."""
+    record = OmegaConf.create(_recorded(config, hydra))
+    flat, unresolved = {}, []
+    for key in dotted(config):
+        try:
+            value = OmegaConf.select(record, key, throw_on_missing=True)
+            flat[key] = OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else value
+        except OmegaConfBaseException:
+            unresolved.append(key)
+    return flat, unresolved
+
+
 def _load_run(job: Path, root: Path) -> _Run:
     config = _load_yaml(job / CONFIG)
     hydra_file, overrides_file = job / ".hydra" / "hydra.yaml", job / ".hydra" / "overrides.yaml"
@@ -128,7 +183,8 @@ def _load_run(job: Path, root: Path) -> _Run:
     else:
         overrides = hydra.get("overrides", {}).get("task", [])
     metrics, error = _outcome(job)
-    return _Run(path=job.relative_to(root), config=config, flat=dotted(config),
+    flat, unresolved = _resolved(config, hydra)
+    return _Run(path=job.relative_to(root), config=config, flat=flat, unresolved=unresolved,
                 choices=hydra.get("runtime", {}).get("choices", {}), overrides=list(overrides),
                 metrics=metrics, error=error, val_bacc=_val_bacc(job))
 
@@ -181,6 +237,19 @@ def _setting(run: _Run) -> tuple:
     return tuple(sorted((k, _text(v)) for k, v in run.flat.items() if not _run_specific(k)))
 
 
+def _draw(run: _Run) -> str:
+    """What a run drew at random: its seed; an unseeded run (``seed: null``) drew on its own."""
+    seed = run.config.get("seed")
+    return f"run {run.path.as_posix()}" if seed is None else f"seed {_text(seed)}"
+
+
+def _over_seeds(runs: list[_Run], values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1) over the runs' draws (:func:`_draw`) of ``values`` (one per run,
+    NaN where missing), the runs of one draw averaged first."""
+    per_draw = pd.Series(values, dtype=float).groupby([_draw(run) for run in runs], sort=False).mean().dropna()
+    return per_draw.mean(), per_draw.std(ddof=1)
+
+
 def _varying_keys(configs: list[dict]) -> list[str]:
     """Dotted keys whose value (or presence) differs between ``configs``; ``name`` is the row id."""
     keys = dict.fromkeys(key for config in configs for key in config)
@@ -218,12 +287,11 @@ def _number(value) -> float:
 
 def _row(runs: list[_Run], classes: list[str], diff_keys: list[str], trials: dict[str, int] | None) -> dict:
     first, finished = runs[0], [run for run in runs if run.metrics is not None]
-    row = {"experiment": _experiment(first), "seeds": len(finished)}
-    validated = pd.Series([_number(run.val_bacc) for run in finished], dtype=float).dropna()
-    row["val_bacc_mean"], row["val_bacc_std"] = validated.mean(), validated.std(ddof=1)
+    row = {"experiment": _experiment(first), "seeds": len({_draw(run) for run in finished}), "runs": len(finished)}
+    row["val_bacc_mean"], row["val_bacc_std"] = _over_seeds(finished, [_number(run.val_bacc) for run in finished])
     for metric in ["bacc", "auc_macro", *(f"recall/{name}" for name in classes)]:
-        values = pd.Series([_number(run.metrics.get(metric)) for run in finished], dtype=float)
-        row[f"{metric}_mean"], row[f"{metric}_std"] = values.mean(), values.std(ddof=1)
+        row[f"{metric}_mean"], row[f"{metric}_std"] = _over_seeds(
+            finished, [_number(run.metrics.get(metric)) for run in finished])
     row.update({
         "balancing": _balancing(first.config.get("balance")),
         "loss": _loss(first),
@@ -248,11 +316,13 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
         multirun_dir: the folder ``python train.py -m …`` wrote.
 
     Returns:
-        Columns ``experiment``, ``seeds`` (finished runs), ``val_bacc_mean``/``val_bacc_std`` (over
-        the finished runs with ``val_metrics.json``; NaN without any), ``bacc_mean``/``bacc_std``,
+        Columns ``experiment``, ``seeds`` (distinct seeds of the finished runs), ``runs`` (finished
+        runs), ``val_bacc_mean``/``val_bacc_std`` (over the seeds of the finished runs with
+        ``val_metrics.json``; NaN without any), ``bacc_mean``/``bacc_std``,
         ``auc_macro_mean``/``_std``, ``recall/<CLASS>_mean``/``_std`` in class order, ``balancing``,
         ``loss``, ``batch``, ``lr``, ``seed``, for an Optuna search ``trial`` (trial numbers), ``run_dir``
         (relative, comma-separated per seed), ``config_diff`` and ``status`` (``ok`` or the errors).
+        ``attrs["unresolved"]``: the keys left out of the comparison (:func:`_resolved`).
 
     Raises:
         LesionError: the folder does not exist or holds no run, or a run's YAML or the study is unreadable.
@@ -277,7 +347,10 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
     # others keep the test ranking older sweeps had. Stable sort: ties keep the sweep's job order.
     rows.sort(key=lambda row: (0, -row["val_bacc_mean"]) if not math.isnan(row["val_bacc_mean"])
               else (1 + math.isnan(row["bacc_mean"]), -row["bacc_mean"]))
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["unresolved"] = sorted({key for runs in groups.values() for run in runs for key in run.unresolved
+                                        if not _run_specific(key)})
+    return frame
 
 
 TOP_K = 3
@@ -286,10 +359,15 @@ TOP_K = 3
 def ensemble_commands(multirun_dir: str | Path, top_k: int = TOP_K) -> list[str]:
     """``evaluate.py`` commands for the ensembles of a sweep: per setting trained on every fold k/K of a
     ``dataset.fold`` sweep, its K fold models on the test split; and the ``top_k`` finished runs with
-    the best validation BACC (of the best run's classes)."""
+    the best validation BACC (of the best run's classes). Runs of one setting and seed repeat one
+    model: only the first of them is a member."""
     root = Path(multirun_dir)
     runs = [_load_run(job, root) for job in _job_dirs(root)]
-    done = [r for r in runs if r.metrics and (root / r.path / "checkpoints" / "best.ckpt").is_file()]
+    distinct: dict[tuple[tuple, str], _Run] = {}
+    for run in runs:
+        if run.metrics and (root / run.path / "checkpoints" / "best.ckpt").is_file():
+            distinct.setdefault((_setting(run), _draw(run)), run)
+    done = list(distinct.values())
     commands = []
     folds: dict[tuple, list[_Run]] = {}
     for run in done:
@@ -333,22 +411,31 @@ def _cell(value) -> str:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """The :func:`summarize` table as Markdown: metrics as ``mean ± std`` with 3 decimals."""
+    """The :func:`summarize` table as Markdown: metrics as ``mean ± std`` with 3 decimals, ``seeds`` as
+    ``2 runs, 1 seed`` where runs repeat a seed; then the keys left out of the comparison, if any."""
     metrics = [column[:-len("_mean")] for column in frame.columns if column.endswith("_mean")]
     titles = {"val_bacc": "val BACC", "bacc": "BACC", "auc_macro": "AUC"}
     others = [column for column in frame.columns
-              if column not in ("experiment", "seeds") and not column.endswith(("_mean", "_std"))]
+              if column not in ("experiment", "seeds", "runs") and not column.endswith(("_mean", "_std"))]
     header = ["experiment", "seeds", *(titles.get(m, m) for m in metrics),
               *(column.replace("_", " ") for column in others)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in frame.to_dict("records"):
         # A missing val_bacc is an older run's (no val_metrics.json): empty, not n/a (undefined).
-        cells = [_cell(row["experiment"]), str(row["seeds"]),
-                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["seeds"] > 0 and m != "val_bacc")
+        cells = [_cell(row["experiment"]), _seeds(row["seeds"], row["runs"]),
+                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["runs"] > 0 and m != "val_bacc")
                    for m in metrics),
                  *(_cell(row[column]) for column in others)]
         lines.append("| " + " | ".join(cells) + " |")
+    if frame.attrs.get("unresolved"):
+        lines += ["", "config diff leaves out what the runs' records cannot resolve: "
+                  + ", ".join(frame.attrs["unresolved"])]
     return "\n".join(lines) + "\n"
+
+
+def _seeds(seeds: int, runs: int) -> str:
+    """``3``, or ``2 runs, 1 seed`` when runs repeat a seed."""
+    return str(seeds) if seeds == runs else f"{runs} runs, {seeds} seed{'s' if seeds != 1 else ''}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -189,7 +189,7 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         write_json(run_dir / "val_metrics.json", validation)
         write_json(run_dir / "test_metrics.json", results)
-        finish_run(trainer.loggers, run_dir, best)
+        finish_run(trainer.loggers, run_dir, best, _container(cfg), validation["bacc"])
         log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f → %s", validation["bacc"],
                  validation["epoch"], results["bacc"], results["auc_macro"], run_dir / "test_metrics.json")
     return {"val": validation, "test": results}

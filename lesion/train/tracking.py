@@ -1,9 +1,15 @@
-"""Experiment tracking: one training run sent to MLflow or Weights & Biases (the ``logger`` group).
+"""Experiment tracking: one training run sent to MLflow or Weights & Biases (the ``logger`` group),
+and its TensorBoard HParams session.
 
 A tracker logs the whole run, however many stages it has (``fit``, then the SMOTE-Tomek ``head``
 stage): :mod:`lesion.train.trainer` builds it once and gives it to every stage's Trainer. Its
 params are the composed config with dotted keys (``optimizer.lr``), its metrics those Lightning
 logs each epoch, and :func:`finish_run` adds the run's files once it is tested.
+
+TensorBoard logs each stage into its own folder; :func:`finish_run` gives the last stage's folder
+its HParams session once the run has chosen its checkpoint: the composed config (dotted keys, as
+MLflow's params) and ``hp_metric``, the validation BACC of the checkpoint tested. The TensorBoard
+logger is configured without Lightning's placeholder ``hp_metric`` of -1 (``default_hp_metric: false``).
 
 - MLflow (:func:`mlflow_logger`): a local SQLite store, ``<run dir>/mlflow.db`` with artifacts in
   ``<run dir>/mlartifacts/`` (in a ``-m`` sweep the sweep folder's, all runs in one experiment
@@ -24,6 +30,7 @@ import fcntl
 import http.client
 import importlib
 import inspect
+import json
 import logging
 import netrc
 import os
@@ -38,7 +45,7 @@ from urllib.parse import urlparse
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from pytorch_lightning.loggers import MLFlowLogger, WandbLogger
+from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -353,17 +360,31 @@ def wandb_logger(run_dir: str, run_config: dict | None = None, offline: bool | N
                        group=group or (sweep.name if sweep else None), config=run_config, **options)
 
 
-def finish_run(loggers: Iterable[Logger], run_dir: Path, best: str | None) -> None:
+def tensorboard_hparams(config: dict) -> dict[str, str | int | float | bool]:
+    """The composed config as TensorBoard hyper-parameters: dotted keys (``balance.downsample.class``), each
+    value a number, a bool or a string (``null``, lists and empty groups in JSON: ``[0.5, 0.5]``)."""
+    return {key: value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+            for key, value in dotted(config).items()}
+
+
+def finish_run(loggers: Iterable[Logger], run_dir: Path, best: str | None, config: dict, val_bacc: float) -> None:
     """Send the tested run's files to its trackers (W&B: :data:`RUN_FILES`, its config being the
-    composed one) and end its W&B run, so that the next job of a sweep, in the same process, starts its own.
+    composed one) and end its W&B run, so that the next job of a sweep, in the same process, starts its own;
+    give each TensorBoard log its HParams session (:func:`tensorboard_hparams` of ``config``, ``hp_metric`` =
+    ``val_bacc``).
 
     Args:
         loggers: the last stage's loggers (others are left alone).
         run_dir: the run directory.
         best: the tested checkpoint, if any.
+        config: the composed config, resolved.
+        val_bacc: the validation BACC of the tested checkpoint (NaN when none was saved).
     """
     for logger in loggers:
-        if isinstance(logger, MlflowRun):
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(tensorboard_hparams(config), {"hp_metric": val_bacc})
+            logger.experiment.close()  # testing closed the event file; logging opened another
+        elif isinstance(logger, MlflowRun):
             logger.log_files(Path(run_dir), best)
         elif isinstance(logger, WandbLogger):
             run = logger.experiment
