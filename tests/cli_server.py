@@ -13,16 +13,21 @@ signal that ended it, as ``subprocess``) and ``timed_out``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import runpy
 import signal
 import sys
 import time
 
-import lesion.eda.run  # noqa: F401  (the imports every run would otherwise repeat)
-import lesion.evaluate.run  # noqa: F401
-import lesion.summary  # noqa: F401
-import lesion.train.run  # noqa: F401
+# As in a real run, where Hydra has configured logging before a job imports Lightning: with a root handler,
+# Lightning's loggers propagate to the run's handlers (console and the run's log) instead of adding their own.
+logging.getLogger().addHandler(logging.NullHandler())
+
+import lesion.eda.run  # noqa: E402, F401  (the imports every run would otherwise repeat)
+import lesion.evaluate.run  # noqa: E402, F401
+import lesion.summary  # noqa: E402, F401
+import lesion.train.run  # noqa: E402, F401
 
 
 def _wait(pid: int, timeout: float) -> tuple[int, bool]:

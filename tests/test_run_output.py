@@ -30,6 +30,8 @@ NOTICES = {
     "announced limit_*_batches": "was configured so",
     "LeafSpec deprecation": "LeafSpec",
     "FLOPs never counted": "FLOPs",
+    "accelerator list": "GPU available:",
+    "Lightning's test table": "Test metric",
 }
 LOG_LINE = re.compile(r"^\[[^]]+\]\[[^]]+\]\[[A-Z]+\] - (.*)$")
 
@@ -56,6 +58,7 @@ def test_the_first_line_a_run_logs_says_what_it_does(tiny_run):
     for where, text in (("stdout", stdout), ("train.log", (run_dir / "train.log").read_text())):
         messages = [m.group(1) for m in map(LOG_LINE.match, text.splitlines()) if m]
         assert messages[:1] == [want], (where, messages[:3])
+        assert "stage fit on 1 × cpu" in messages, (where, messages)
 
 
 def _composed(overrides: list[str]):
@@ -125,8 +128,10 @@ def test_only_the_notices_themselves_are_silenced(monkeypatch):
     silence_lightning_notices()
     assert len(rank_zero.filters) == before + 1
     advert = "💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger](…)"
-    kept = [message for message in (advert, "GPU available: False, used: False", "💡 Tip: another one")
+    offered = (advert, "GPU available: False, used: False", "TPU available: False, using: 0 TPU cores",
+               "💡 Tip: another one", "`Trainer.fit` stopped: `max_epochs=1` reached.", "a GPU available: sentence")
+    kept = [message for message in offered
             if rank_zero.filter(logging.makeLogRecord({"name": rank_zero.name, "msg": message}))]
-    assert kept == ["GPU available: False, used: False", "💡 Tip: another one"]
+    assert kept == ["💡 Tip: another one", "`Trainer.fit` stopped: `max_epochs=1` reached.", "a GPU available: sentence"]
     assert not _warned(LEAFSPEC, "pytorch_lightning.utilities._pytree")
     assert _warned(LEAFSPEC, "lesion.train.module") and _warned("another deprecation", "pytorch_lightning.utilities._pytree")

@@ -2,6 +2,8 @@
 
 - The advert for Lightning's LitLogger service (``💡 Tip: … litlogger …``), logged at INFO through
   ``pytorch_lightning.utilities.rank_zero`` by every Trainer without a LitLogger; Lightning has no switch for it.
+- The accelerators every Trainer lists as it is built (``GPU available: …, used: …``, ``TPU available: …``), which
+  would come before a run's own first line; the devices a stage uses are in its ``stage …`` line instead.
 - torch's ``FutureWarning`` that ``isinstance(treespec, LeafSpec)`` is deprecated, raised from Lightning's own
   ``pytorch_lightning/utilities/_pytree.py`` (Lightning 2.6 on torch ≥ 2.10) whenever a loop starts: nothing a
   user of lesion can change.
@@ -18,15 +20,19 @@ import warnings
 _RANK_ZERO_LOGGER = "pytorch_lightning.utilities.rank_zero"
 
 
-class _LitLoggerAdvert(logging.Filter):
-    """Drops the LitLogger advert, and only it."""
+_ACCELERATOR_LINES = ("GPU available: ", "TPU available: ", "HPU available: ")
+
+
+class _SaysNothingOfTheRun(logging.Filter):
+    """Drops the LitLogger advert and the accelerator lines, and only them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("💡 Tip:") and "litlogger" in message)
+        advert = message.startswith("💡 Tip:") and "litlogger" in message
+        return not (advert or message.startswith(_ACCELERATOR_LINES))
 
 
-_ADVERT = _LitLoggerAdvert()
+_ADVERT = _SaysNothingOfTheRun()
 
 
 def silence_lightning_notices() -> None:

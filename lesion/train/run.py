@@ -177,22 +177,32 @@ def run(cfg: DictConfig) -> dict:
 
     best = None
     for stage in stages:
-        log.info("stage %s", stage.name)
+        log.info("stage %s on %s", stage.name, _devices(stage.trainer))
         best = stage.fit(stage.trainer, module, datamodule, best)
 
     trainer = stages[-1].trainer
     validation = _validation_of(trainer, module, best)
     if not best:
         log.warning("no checkpoint was saved (fast_dev_run?): testing the current weights")
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+    # verbose=False: not Lightning's table of every test/* figure (test_metrics.json holds them); one line below.
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
     results = module.results["test"]
     if trainer.is_global_zero:
         write_json(run_dir / "val_metrics.json", validation)
         write_json(run_dir / "test_metrics.json", results)
         finish_run(trainer.loggers, run_dir, best, _container(cfg), validation["bacc"])
-        log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f → %s", validation["bacc"],
-                 validation["epoch"], results["bacc"], results["auc_macro"], run_dir / "test_metrics.json")
+        pauc = f", pauc80 {results['pauc80']:.4f}" if "pauc80" in results else ""
+        log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f%s → %s", validation["bacc"],
+                 validation["epoch"], results["bacc"], results["auc_macro"], pauc, run_dir / "test_metrics.json")
     return {"val": validation, "test": results}
+
+
+def _devices(trainer: pl.Trainer) -> str:
+    """What a stage runs on, e.g. ``1 × cpu`` or ``4 × cuda (ddp), 2 nodes``."""
+    strategy = type(trainer.strategy).__name__.removesuffix("Strategy").lower()
+    text = f"{trainer.num_devices} × {trainer.strategy.root_device.type}"
+    text += f" ({strategy})" if trainer.num_devices * trainer.num_nodes > 1 else ""
+    return text + (f", {trainer.num_nodes} nodes" if trainer.num_nodes > 1 else "")
 
 
 def _validation_of(trainer: pl.Trainer, module: LesionClassifier, best: str | None) -> dict:
