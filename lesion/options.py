@@ -29,6 +29,7 @@ from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError, exit_with
 from lesion.evaluate.ensemble import METHODS as ENSEMBLES
+from lesion.evaluate.subgroups import ATTRIBUTES
 from lesion.files import output_folder
 from lesion.models.trunks import NAMES as BACKBONES
 from lesion.models.trunks import STAGES as BACKBONE_STAGES
@@ -622,6 +623,26 @@ def _precision(where: str, precision: object) -> str:
     return str(precision)
 
 
+def _subgroups(where: str, value: object) -> str | list[str]:
+    """``subgroups``: auto, none, or attribute names of lesion.evaluate.subgroups.ATTRIBUTES, each once."""
+    if value in ("auto", "none"):
+        return value
+    if not (isinstance(value, (list, tuple)) and value and all(v in ATTRIBUTES for v in value)
+            and len(set(value)) == len(value)):
+        raise LesionError(where, f"is {_describe(value)}, not auto, none or a list of {', '.join(ATTRIBUTES)} (each once)",
+                          "use e.g. subgroups=auto or subgroups=[sex,age]")
+    return list(value)
+
+
+def _age_bands(where: str, value: object) -> list[int]:
+    """``subgroup_age_bands``: the bands' edges, whole years in 1–120, increasing."""
+    if not (isinstance(value, (list, tuple)) and value and all(_is(int, v) and 1 <= v <= 120 for v in value)
+            and all(lo < hi for lo, hi in zip(value, value[1:]))):
+        raise LesionError(where, f"is {_describe(value)}, not increasing whole years in 1–120",
+                          "use e.g. subgroup_age_bands=[30,50,70] (bands <30, 30–49, 50–69, ≥70)")
+    return list(value)
+
+
 _GRADCAM_LAYER = Value(str, choices=GRADCAM_LAYERS,
                        doc="Backbone stage Grad-CAM explains: layer4 (the last; a 7×7 map at 224 px) or layer3 (twice "
                            "as fine, better for small inputs: at 64 px layer4's map is 2×2).")
@@ -645,8 +666,9 @@ EVALUATE = Section({
     "split": Value(str, choices=("val", "test"), doc="The labelled split to evaluate."),
     "images": Value(str, null=True, doc="A folder of images, or an .hdf5 file of them (ISIC 2024's test-image.hdf5), "
                                         "to predict without labels (instead of a split)."),
-    "metadata": Value(str, null=True, doc="With images=DIR and a model trained with patient metadata: a CSV of the "
-                                          "images' metadata (image,age,sex[,site]; image = the file name, with or without its extension)."),
+    "metadata": Value(str, null=True, doc="With images=DIR: a CSV of the images' metadata (image,age,sex[,site]; image "
+                                          "= the file name, with or without its extension), the input of a model "
+                                          "trained with patient metadata and the attributes of the subgroup report."),
     "out": dataclasses.replace(OUT_FOLDER, doc="The folder of the report, predictions, plots and the log."),
     "batch_size": _integer(1, doc="Images per forward pass."),
     "num_workers": _integer(0, null=True, doc="DataLoader worker processes; null = (cores per GPU, or all cores) − 1, "
@@ -662,10 +684,21 @@ EVALUATE = Section({
                 "square, corners included (1 = the square resized, no crop). Both compose; tta=true is tta.flips=true."),
     "calibrate": _flag("Temperature scaling fitted on the validation split and applied to `split` (calibration.json); "
                        "refused where it would report on the images it was fitted on (split=val, or no test split)."),
-    "plots": _flag("Confusion matrix, ROC, reliability, class distribution, training curves, augmented samples."),
+    "plots": _flag("Confusion matrix, ROC, reliability, class distribution, subgroups, training curves, "
+                   "augmented samples."),
     "bootstrap": _integer(1, hint="bootstrap=1000 (the default) or more for 95 % intervals",
-                          doc="Bootstrap resamples for the 95 % confidence intervals of BACC and macro AUC."),
+                          doc="Bootstrap resamples for the 95 % confidence intervals of BACC and macro AUC, and of "
+                              "every subgroup figure."),
     "seed": _integer(0, doc="Seed of the bootstrap."),
+    "subgroups": Rule(_subgroups, f"auto, none or a list of {', '.join(ATTRIBUTES)}",
+                      "Report the figures per patient subgroup (subgroups.csv / .json, a section of metrics.txt, "
+                      "plots/subgroups.png): auto = every attribute the images' metadata gives (sex, age band, "
+                      "anatomic site, skin tone), a list = those (refused where the metadata lacks one), none = no "
+                      "report. A missing value is a group of its own. With images=DIR it needs metadata=CSV, and gives "
+                      "each group's images and predicted-class shares only (no labels)."),
+    "subgroup_min_images": _integer(1, doc="Subgroups with fewer images are reported with their count only."),
+    "subgroup_age_bands": Rule(_age_bands, "increasing whole years, e.g. [30,50,70]",
+                               "Edges of the age bands of subgroups: [30,50,70] gives <30, 30–49, 50–69 and ≥70."),
     "gradcam": Section({
         "n": _integer(-1, hint="a number of images, -1 = all, 0 = none",
                       doc="Images explained (the first n of the split or folder; -1 = all, 0 = none)."),

@@ -1,5 +1,5 @@
 """Evaluation and training figures as PNG files: confusion matrix, ROC, reliability diagram, class
-distribution, training curves and augmented samples.
+distribution, subgroup figures, training curves and augmented samples.
 
 Figures are built as :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas directly,
 never through ``pyplot``: no global figure registry, no interactive backend, nothing to close, and
@@ -9,7 +9,7 @@ the process-wide backend choice is left alone. Each file is written atomically.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +187,40 @@ def plot_class_distribution(labels: np.ndarray, classes: Sequence[str], path: st
     ax.set_xlabel("Class")
     ax.set_ylabel("Images")
     ax.set_title(title)
+    return save_figure(figure, path)
+
+
+def plot_subgroups(report: dict, figures: Mapping[str, str], path: str | Path) -> Path:
+    """Figures of a subgroup report per group with their 95 % intervals: one panel per figure, one row per group
+    (all images first, their value also as a dashed line). A group too small to report has its count, no point.
+
+    Args:
+        report: a :func:`lesion.evaluate.subgroups.subgroup_report`.
+        figures: the figures to draw, name → title; those the report lacks are left out.
+        path: PNG to write.
+    """
+    names = [name for name in figures if name in report["all"]]
+    rows = [("all images", report["all"])] + [(f"{attribute['title']}: {group}", found)
+                                              for attribute in report["attributes"].values()
+                                              for group, found in attribute["groups"].items()]
+    figure = new_figure(2.5 + 2.6 * len(names), 1.2 + 0.28 * len(rows))
+    axes = figure.subplots(1, len(names), sharey=True, squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        for row, (_, found) in enumerate(rows):
+            value = found.get(name)
+            if value is None or math.isnan(value):
+                continue
+            colour = "black" if row == 0 else "tab:blue"
+            ax.hlines(row, *found[f"ci/{name}"], color=colour, linewidth=1.5)
+            ax.plot(value, row, "o", color=colour, markersize=4)
+        if not math.isnan(report["all"][name]):
+            ax.axvline(report["all"][name], linestyle="--", color="grey", linewidth=1)
+        ax.set_title(figures[name])
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(np.arange(len(rows)), [f"{label} (n={found['images']}{'' if len(found) > 1 else ', too few'})"
+                                              for label, found in rows], fontsize=8)
+    axes[0].set_ylim(len(rows) - 0.5, -0.5)  # all images at the top
+    figure.suptitle("Figures per subgroup, with 95 % bootstrap intervals")
     return save_figure(figure, path)
 
 

@@ -24,7 +24,7 @@ from lesion.data.cache import square_size
 from lesion.data.datamodule import IsicDataModule, default_workers
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
-from lesion.data.metadata import read_metadata_csv
+from lesion.data.metadata import read_metadata, read_metadata_csv
 from lesion.data.metadata_features import MetadataEncoding
 from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
@@ -36,6 +36,8 @@ from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet
 from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
 from lesion.evaluate.predict import predict, prediction_items
 from lesion.evaluate.report import evaluation_report, format_report
+from lesion.evaluate.subgroups import (HEADLINE, format_subgroups, predicted_shares, subgroup_report, subgroup_table,
+                                       subgroups_of)
 from lesion.export.graph import ProbabilityGraph
 from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
 from lesion.export.preprocessing import preprocessing_record
@@ -236,8 +238,9 @@ def _members(cfg: DictConfig) -> list[Member]:
         if list(member.module.hparams.classes) != classes:
             raise LesionError("ckpt", f"{member.path} has classes {list(member.module.hparams.classes)}, "
                               f"{members[0].path} {classes}", "ensemble models of the same classes")
-    if cfg.metadata is not None and not any(m.module.uses_metadata for m in members):
-        raise LesionError("metadata", f"{members[0].path} takes no patient metadata", "drop metadata=")
+    if cfg.metadata is not None and cfg.subgroups == "none" and not any(m.module.uses_metadata for m in members):
+        raise LesionError("metadata", f"{members[0].path} takes no patient metadata, and subgroups=none reports no "
+                          "groups", "drop metadata=, or report by patient attributes (subgroups=auto)")
     if cfg.runtime == "onnx":
         for member in members:
             member.graph = _onnx_graph(member.module)
@@ -299,11 +302,10 @@ def _ensemble_record(members: list[Member], cfg: DictConfig) -> dict:
 def run(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt`` (one model or an ensemble) and write the reports to ``cfg.out``.
 
-    On a labelled split (``dataset`` + ``split``): ``metrics.json`` / ``metrics.txt`` (with
-    bootstrap CIs and calibration error), ``predictions.csv``, plots, Grad-CAM files. On a folder
-    (``images=DIR``): ``predictions.csv`` and Grad-CAM files. An ensemble's members each
-    preprocess and predict with their own settings; their probabilities are combined
-    (:mod:`lesion.evaluate.ensemble`) and every output is written for the combination.
+    On a labelled split (``dataset`` + ``split``): :func:`_evaluate_split`; on a folder
+    (``images=DIR``): :func:`_predict_folder`. An ensemble's members each preprocess and predict
+    with their own settings; their probabilities are combined (:mod:`lesion.evaluate.ensemble`)
+    and every output is written for the combination.
 
     Returns:
         The metrics (empty for a folder).
@@ -316,34 +318,68 @@ def run(cfg: DictConfig) -> dict:
     classes = list(members[0].module.hparams.classes)
     if cfg.gradcam.target is not None and cfg.gradcam.target not in classes:
         raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")
-    flips, crops = tta_views(options["tta"])
-    out = Path(cfg.out)
-    workers = default_workers(cfg.num_workers)
+    views = tta_views(options["tta"])
     if cfg.images:
-        if cfg.metadata is not None and not all(m.module.uses_metadata for m in members):
-            log.warning("metadata: only the members trained with patient metadata read it")
-        folders = [_folder(member, cfg) for member in members]
-        write_record(cfg, out)
-        each = [m.predict(DataLoader(prediction_items(f, m.module, crops), batch_size=cfg.batch_size, num_workers=workers,
-                                     pin_memory=m.module.device.type == "cuda"),
-                          flips, crops)[0] for m, f in zip(members, folders)]
-        probs = combine(each, cfg.ensemble)
-        table = _table(folders[0].ids, each, probs, members, cfg, None)
-        write_atomic(out / "predictions.csv", table.to_csv(index=False))
-        submission = _challenge_submission(table, members[0])
-        if submission is not None:
-            write_atomic(out / "submission.csv", submission.to_csv(index=False))
-        for member, images, member_probs in zip(members, folders, each):
-            _explain(member.module, cfg, images, images.read, member_probs, *_gradcam_paths(out, member, members))
-        log.info("%d images predicted → %s", len(table), out / "predictions.csv")
-        return {}
+        return _predict_folder(members, cfg, options, views)
+    return _evaluate_split(members, cfg, options, views)
+
+
+def _predict_folder(members: list[Member], cfg: DictConfig, options: dict, views: tuple[bool, int]) -> dict:
+    """``images=DIR``: ``predictions.csv`` (and a two-class challenge's ``submission.csv``), Grad-CAM files, and
+    with ``metadata=CSV`` the images and predicted-class shares per subgroup (``subgroups.csv`` / ``.json``).
+
+    Args:
+        options: ``cfg`` as plain, checked values.
+        views: the test-time augmentation, ``(flips, crops)``.
+
+    Returns:
+        ``{}``: unlabelled images have no metrics.
+    """
+    flips, crops = views
+    out = Path(cfg.out)
+    if cfg.metadata is not None and not all(m.module.uses_metadata for m in members):
+        log.warning("metadata: only the members trained with patient metadata take it as input")
+    folders = [_folder(member, cfg) for member in members]
+    groups = _folder_groups(members[0], folders[0].ids, cfg, options)
+    write_record(cfg, out)
+    workers = default_workers(cfg.num_workers)
+    each = [m.predict(DataLoader(prediction_items(f, m.module, crops), batch_size=cfg.batch_size, num_workers=workers,
+                                 pin_memory=m.module.device.type == "cuda"),
+                      flips, crops)[0] for m, f in zip(members, folders)]
+    probs = combine(each, cfg.ensemble)
+    table = _table(folders[0].ids, each, probs, members, cfg, None)
+    write_atomic(out / "predictions.csv", table.to_csv(index=False))
+    submission = _challenge_submission(table, members[0])
+    if submission is not None:
+        write_atomic(out / "submission.csv", submission.to_csv(index=False))
+    if groups is not None:
+        _write_subgroups(predicted_shares(probs, list(members[0].module.hparams.classes), groups,
+                                          cfg.subgroup_min_images), out, figure=False)
+    for member, images, member_probs in zip(members, folders, each):
+        _explain(member.module, cfg, images, images.read, member_probs, *_gradcam_paths(out, member, members))
+    log.info("%d images predicted → %s", len(table), out / "predictions.csv")
+    return {}
+
+
+def _evaluate_split(members: list[Member], cfg: DictConfig, options: dict, views: tuple[bool, int]) -> dict:
+    """A labelled split: ``metrics.json`` / ``metrics.txt`` (with bootstrap CIs and calibration error),
+    ``predictions.csv``, plots and Grad-CAM files.
+
+    Args:
+        options: ``cfg`` as plain, checked values.
+        views: the test-time augmentation, ``(flips, crops)``.
+
+    Returns:
+        The metrics (:func:`~lesion.evaluate.report.evaluation_report`).
+    """
     if cfg.metadata is not None:
         raise LesionError("metadata", "is read only with images=DIR; a split's metadata comes from its dataset",
                           "drop metadata=, or pass images=DIR")
     if cfg.calibrate and cfg.ensemble == "rank":
         raise LesionError("calibrate", "fits a temperature to probabilities, and ensemble=rank gives ranks",
                           "use ensemble=mean, or drop calibrate")
-
+    flips, crops = views
+    out = Path(cfg.out)
     prepared = [_prepared_split(member, cfg, options) for member in members]
     rows = _matched_rows(members, [dataset for _, dataset in prepared], "ckpt", f"evaluates other {cfg.split} images",
                          "ensemble models of the same dataset and split")
@@ -353,38 +389,109 @@ def run(cfg: DictConfig) -> dict:
         val_rows = _matched_rows(members, [dm.val_set for dm, _ in prepared], "calibrate", "validated on other images",
                                  "calibrate each member alone, or ensemble members that share their validation split "
                                  "(the same data, seed and dataset.fold)")
+    datamodule, dataset = prepared[0]
+    groups = _split_groups(datamodule, dataset, cfg, options)
     write_record(cfg, out)
     predicted = [m.predict(dm.loader(prediction_items(d, m.module, crops)), flips, crops) for m, (dm, d) in zip(members, prepared)]
     own = [p for p, _ in predicted]  # each member's rows in its own image order
     each, labels = [p[r] for p, r in zip(own, rows)], predicted[0][1]
     probs = combine(each, cfg.ensemble)
-
     if cfg.calibrate:
-        val_probs = combine([m.predict(dm.loader(prediction_items(dm.val_set, m.module, crops)), flips, crops)[0][r]
-                             for m, (dm, _), r in zip(members, prepared, val_rows)], cfg.ensemble)
-        val_labels = prepared[0][0].val_set.labels
-        temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
-        write_json(out / "calibration.json", {"temperature": temperature, "fitted_on": "val", "images": len(val_labels)})
-        probs = apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)
-        log.info("temperature %.3f fitted on %d validation images", temperature, len(val_labels))
-
-    report = evaluation_report(probs, labels, classes, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
-    if len(members) > 1:
-        report["ensemble"] = _ensemble_record(members, cfg)
-    if cfg.runtime != "torch":
-        report["runtime"] = cfg.runtime
-    write_json(out / "metrics.json", report)
-    write_atomic(out / "metrics.txt", format_report(report))
-    datamodule, dataset = prepared[0]
-    write_atomic(out / "predictions.csv", _table(dataset.ids, each, probs, members, cfg, labels).to_csv(index=False))
-    if cfg.plots:
-        _plots(members, datamodule, probs, labels, report, cfg, out)
+        probs = _calibrated(probs, members, prepared, val_rows, views, cfg)
+    report = _write_split_reports(probs, labels, each, members, prepared[0], groups, cfg)
     for member, (_, member_dataset), member_probs in zip(members, prepared, own):
         _explain(member.module, cfg, member_dataset, lambda i, d=member_dataset: d.table.images.read(d.ids[i]),
                  member_probs, *_gradcam_paths(out, member, members))
     log.info("%s/%s: bacc %.4f [%.4f, %.4f], auc_macro %.4f → %s", datamodule.layout.name, cfg.split,
              report["bacc"], *report["ci/bacc"], report["auc_macro"], out)
     return report
+
+
+def _write_split_reports(probs: np.ndarray, labels: np.ndarray, each: list[np.ndarray], members: list[Member],
+                         prepared: tuple[IsicDataModule, Dataset], groups: pd.DataFrame | None, cfg: DictConfig) -> dict:
+    """``metrics.json`` / ``metrics.txt``, the subgroup report (with ``groups``), ``predictions.csv`` and plots.
+
+    Args:
+        probs: the (combined) probabilities of the split's images, in the order of ``prepared``'s dataset.
+        labels: their classes.
+        each: every member's probabilities, in the same order.
+        prepared: the first member's DataModule and split.
+        groups: the images' subgroups, or ``None``.
+
+    Returns:
+        The metrics (:func:`~lesion.evaluate.report.evaluation_report`).
+    """
+    out, (datamodule, dataset) = Path(cfg.out), prepared
+    classes = list(members[0].module.hparams.classes)
+    report = evaluation_report(probs, labels, classes, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    if len(members) > 1:
+        report["ensemble"] = _ensemble_record(members, cfg)
+    if cfg.runtime != "torch":
+        report["runtime"] = cfg.runtime
+    write_json(out / "metrics.json", report)
+    text = format_report(report)
+    if groups is not None:
+        subgroups = subgroup_report(probs, labels, classes, groups, cfg.subgroup_min_images, cfg.bootstrap, cfg.seed)
+        text += "\n" + format_subgroups(subgroups)
+        _write_subgroups(subgroups, out, figure=cfg.plots)
+    write_atomic(out / "metrics.txt", text)
+    write_atomic(out / "predictions.csv", _table(dataset.ids, each, probs, members, cfg, labels).to_csv(index=False))
+    if cfg.plots:
+        _plots(members, datamodule, probs, labels, report, cfg, out)
+    return report
+
+
+def _calibrated(probs: np.ndarray, members: list[Member], prepared: list[tuple[IsicDataModule, Dataset]],
+                val_rows: list[np.ndarray], views: tuple[bool, int], cfg: DictConfig) -> np.ndarray:
+    """``probs`` temperature-scaled, the temperature fitted on the members' combined validation probabilities
+    (``calibration.json``)."""
+    flips, crops = views
+    val_probs = combine([m.predict(dm.loader(prediction_items(dm.val_set, m.module, crops)), flips, crops)[0][r]
+                         for m, (dm, _), r in zip(members, prepared, val_rows)], cfg.ensemble)
+    val_labels = prepared[0][0].val_set.labels
+    temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
+    write_json(Path(cfg.out) / "calibration.json", {"temperature": temperature, "fitted_on": "val",
+                                                   "images": len(val_labels)})
+    log.info("temperature %.3f fitted on %d validation images", temperature, len(val_labels))
+    return apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)
+
+
+def _split_groups(datamodule: IsicDataModule, dataset: Dataset, cfg: DictConfig, options: dict) -> pd.DataFrame | None:
+    """The subgroups of a split's images (:func:`~lesion.evaluate.subgroups.subgroups_of`), from its metadata."""
+    if options["subgroups"] == "none":
+        return None
+    metadata = read_metadata(datamodule.layout, datamodule.root, dataset.table.split, dataset.ids)
+    groups = subgroups_of(metadata, options["subgroups"], options["subgroup_age_bands"],
+                          f"the {cfg.split} split of {datamodule.root}")
+    if groups is None:
+        log.info("subgroups: the %s split gives no patient attribute; no subgroup report", cfg.split)
+    return groups
+
+
+def _folder_groups(member: Member, ids: list[str], cfg: DictConfig, options: dict) -> pd.DataFrame | None:
+    """The subgroups of a folder's images, from ``metadata=CSV`` (none without it, unless subgroups names some)."""
+    if options["subgroups"] == "none" or (cfg.metadata is None and options["subgroups"] == "auto"):
+        return None
+    metadata = None if cfg.metadata is None else read_metadata_csv(Path(cfg.metadata).expanduser(), ids,
+                                                                   _sites(member.module.hparams))
+    return subgroups_of(metadata, options["subgroups"], options["subgroup_age_bands"],
+                        f"images={cfg.images} (metadata={cfg.metadata})")
+
+
+def _sites(hp) -> tuple[str, ...]:
+    """The anatomic sites a checkpoint knows: its metadata encoding's, else its training layout's."""
+    if hp.metadata:
+        return tuple(MetadataEncoding.from_dict(hp.metadata).sites)
+    layout = LAYOUTS.get((hp.dataset or {}).get("layout"))
+    return layout.sites if layout else ()
+
+
+def _write_subgroups(report: dict, out: Path, figure: bool) -> None:
+    """``subgroups.json``, ``subgroups.csv`` and, with ``figure``, ``plots/subgroups.png``."""
+    write_json(out / "subgroups.json", report)
+    write_atomic(out / "subgroups.csv", subgroup_table(report).to_csv(index=False))
+    if figure:
+        plots.plot_subgroups(report, HEADLINE, out / "plots" / "subgroups.png")
 
 
 def _prepared_split(member: Member, cfg: DictConfig, options: dict) -> tuple[IsicDataModule, Dataset]:
