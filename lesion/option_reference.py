@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from lesion.configs import config_dir
 from lesion.eda.options import OPTIONS as EDA
 from lesion.options import DEMO, EVALUATE, EXPORT, TRAIN, Choice, Section, Value
+from lesion.stack.options import OPTIONS as STACK
 
 # Each command's script, its options and its config groups (the folders of conf/ its --help lists).
 COMMANDS: dict[str, tuple[str, Section, tuple[str, ...]]] = {
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, Section, tuple[str, ...]]] = {
     "export": ("export.py", EXPORT, ()),
     "demo": ("demo.py", DEMO, ()),
     "eda": ("eda.py", EDA, ("dataset",)),
+    "stack": ("stack.py", STACK, ("stack",)),
 }
 _MISSING = object()
 

@@ -26,6 +26,7 @@ logging.getLogger().addHandler(logging.NullHandler())
 
 import lesion.eda.run  # noqa: E402, F401  (the imports every run would otherwise repeat)
 import lesion.evaluate.run  # noqa: E402, F401
+import lesion.stack.run  # noqa: E402, F401
 import lesion.summary  # noqa: E402, F401
 import lesion.train.run  # noqa: E402, F401
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("train", "evaluate", "eda", "export", "demo")
+COMMANDS = ("train", "evaluate", "eda", "export", "demo", "stack")
 # What pyproject.toml builds the package from.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "lesion", "conf")
 TINY = ["experiment=quickstart", "dataset.synthetic_n=30", "dataset.batch_size=4", "dataset.num_workers=0",

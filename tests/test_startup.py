@@ -43,6 +43,8 @@ ANSWERS = {  # command line → exit status (0: answered; 2: refused by lesion; 
     "demo.py --help": 0,
     "demo.py ckpt=x.ckpt port=0": 2,
     "demo.py ckpt=x.ckpt device=gpu": 2,
+    "stack.py --help": 0,
+    "stack.py sweep=x seeds=[]": 2,
 }
 
 

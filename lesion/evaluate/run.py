@@ -133,7 +133,7 @@ def _id_column(hp) -> str:
     return LAYOUTS[stored["layout"]].id_column if stored.get("layout") in LAYOUTS else stored.get("image_column", "image")
 
 
-def _datamodule(hp, options: dict) -> IsicDataModule:
+def checkpoint_datamodule(hp, options: dict) -> IsicDataModule:
     """The DataModule to evaluate on: the checkpoint's dataset, or ``dataset=NAME``'s, with overrides.
 
     Without ``dataset=NAME`` the checkpoint's dataset config is used with the ``dataset.*`` values
@@ -171,7 +171,7 @@ _FROM_THIS_COMMAND = {"synthetic": False, "synthetic_n": 240, "synthetic_seed": 
                       "max_pixels": DEFAULT_MAX_PIXELS}
 
 
-def _check_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
+def check_validation_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
     """Refuse to report on a validation split other than the one training validated on."""
     if trained is None:
         if rebuilt["validation"] != "official":
@@ -189,7 +189,7 @@ def _check_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
                           "a hold-out made by an older lesion differs: retrain")
 
 
-def _check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
+def check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
     """Refuse to report on a test hold-out other than the one training held out (it may hold training images)."""
     if trained is None or trained.get("test") != "holdout" or trained["test_ids_sha256"] != rebuilt["test_ids_sha256"]:
         made = f"{trained['test_images']} images" if trained and trained.get("test") == "holdout" else "none"
@@ -497,7 +497,7 @@ def _write_subgroups(report: dict, out: Path, figure: bool) -> None:
 def _prepared_split(member: Member, cfg: DictConfig, options: dict) -> tuple[IsicDataModule, Dataset]:
     """The member's DataModule, set up and checked, and the split it reports on."""
     hp = member.module.hparams
-    datamodule = _datamodule(hp, options)
+    datamodule = checkpoint_datamodule(hp, options)
     if datamodule.classes != list(hp.classes):
         raise LesionError("dataset", f"classes {datamodule.classes} differ from the checkpoint's {list(hp.classes)}",
                           "evaluate on the dataset layout the model was trained on")
@@ -505,9 +505,9 @@ def _prepared_split(member: Member, cfg: DictConfig, options: dict) -> tuple[Isi
     datamodule.setup("test")
     on_validation = cfg.split == "val" or datamodule.split["test"] == "validation"
     if on_validation or cfg.calibrate:
-        _check_split(hp.split, datamodule.split, member.path)
+        check_validation_split(hp.split, datamodule.split, member.path)
     if cfg.split == "test" and datamodule.split["test"] == "holdout":
-        _check_test_split(hp.split, datamodule.split, member.path)
+        check_test_split(hp.split, datamodule.split, member.path)
     if cfg.calibrate and on_validation:
         raise LesionError("calibrate", "would fit the temperature on the validation images it then reports on "
                           f"({datamodule.root} has no test split)", "evaluate without calibrate=true")

@@ -1,0 +1,1 @@
+"""Stacking: fold models' out-of-fold image scores, tabular and patient-relative features, gradient-boosted trees."""
