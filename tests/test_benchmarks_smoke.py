@@ -59,3 +59,22 @@ def test_quick_real_data_benchmark_prints_the_model_and_the_floor(uda1, cli_env,
     ensemble = r"^  barata\s+ensemble of seeds 42 \(flips \+ 4 crops\): MEL AUC ([\d.]+), BACC ([\d.]+)$"
     found = re.search(ensemble, result.stdout, re.MULTILINE)
     assert found and 0 <= float(found.group(1)) <= 1, result.stdout
+
+
+@pytest.mark.slow
+def test_scale_benchmark_prints_every_stage_at_each_size_and_the_projection(cli_env, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "scale.py"), "--sizes", "200,400", "--work",
+                             str(tmp_path / "work")], cwd=tmp_path, env=cli_env, capture_output=True, text=True,
+                            timeout=600, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-4000:]
+    stages = ["read", "cache", "splits", "smote", "hash", "search", "pairs", "evaluate"]
+    for n in (200, 400):
+        table = result.stdout.split(f"\nn = {n} ")[1]
+        for stage in stages:
+            wall, _, cpu = re.search(rf"^  {stage} +(\S+) +(\S+) +(\S+)", table, re.MULTILINE).groups()
+            assert float(wall) >= 0 and float(cpu) >= 0
+    fit = result.stdout.split("Growth exponents")[1]
+    for stage in stages:
+        exponents = re.search(rf"^  {stage} +(\S+) +(\S+)", fit, re.MULTILINE).groups()
+        assert all(math.isfinite(float(e)) for e in exponents), fit
+    assert re.search(r"cache on disk \d+\.\d GiB", fit) and re.search(r"^  all +\d+ +\d+", fit, re.MULTILINE), fit
