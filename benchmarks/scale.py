@@ -37,6 +37,7 @@ CPU time is steadier than wall time on a loaded machine; both depend on the mach
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ FOLDS = 5
 EMBEDDING_DIM = 2048
 MAX_DISTANCE = 4  # conf/eda.yaml's duplicates.max_distance
 N_BOOTSTRAP = 1000
+IMPORTS = ("lesion.balance.smote", "lesion.data.cache", "lesion.eda.run", "lesion.evaluate.report")
 
 
 def cache_side() -> int:
@@ -181,10 +183,8 @@ def _cpu_seconds() -> float:
 
 def child(args: argparse.Namespace) -> None:
     """Run one stage (or, for ``base``, only the imports) and print its time and facts as JSON."""
-    import lesion.balance.smote  # noqa: F401  every stage's imports, so that the base holds them all
-    import lesion.data.cache  # noqa: F401
-    import lesion.eda.run  # noqa: F401
-    import lesion.evaluate.report  # noqa: F401
+    for module in IMPORTS:  # every stage's, so that the base holds them all
+        importlib.import_module(module)
 
     facts = {}
     if args.child != "base":
@@ -248,10 +248,13 @@ def projected(sizes: list[int], values: list[float]) -> float:
     return float(math.exp(intercept + slope * math.log(ISIC2024_IMAGES)))
 
 
+def nlogn(n: int) -> float:
+    return n * math.log(n)
+
+
 def report(sizes: list[int], results: dict[int, dict[str, dict]], base_mib: float, stages: list[str]) -> None:
     """One table per size, then the growth exponents and the projection to 401,059 images."""
     smallest = sizes[0]
-    nlogn = lambda n: n * math.log(n)  # noqa: E731
     for n in sizes:
         print(f"\nn = {n} (×{n / smallest:g} of n = {smallest}; n·log n ×{nlogn(n) / nlogn(smallest):.2f})")
         print(f"  {'stage':<10}{'wall s':>9}{'×':>7}{'CPU s':>9}{'×':>7}{'peak MiB':>10}{'added MiB':>11}{'×':>7}  notes")
