@@ -32,7 +32,15 @@ class LesionError(Exception):
         super().__init__(message)
 
 
+class EchoedError(LesionError):
+    """The failure another DDP rank reports, re-raised on this rank so it stops too: it exits with
+    status 2 without printing the line again."""
+
+
 def exit_with(error: LesionError) -> NoReturn:
-    """Print ``error`` as one ``lesion: error:`` line on stderr and exit with status 2."""
-    print(f"lesion: error: {error}", file=sys.stderr)
+    """Print ``error`` as one ``lesion: error:`` line on stderr (in one write, so ranks sharing stderr cannot
+    interleave it; an :class:`EchoedError` is left to the rank that reports it) and exit with status 2."""
+    if not isinstance(error, EchoedError):
+        sys.stderr.write(f"lesion: error: {error}\n")
+        sys.stderr.flush()
     raise SystemExit(2)

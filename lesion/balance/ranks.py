@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from lesion.data.datamodule import LesionDataset
-from lesion.errors import LesionError
+from lesion.errors import EchoedError, LesionError
 
 
 def shard(dataset: LesionDataset, rank: int, world: int) -> LesionDataset:
@@ -29,7 +29,8 @@ def unshard(parts: list[np.ndarray]) -> np.ndarray:
 
 def on_every_rank(trainer: pl.Trainer, compute, gather: bool):
     """``compute()`` under DDP: on every rank with the results gathered (``gather``), or on rank 0
-    with its result broadcast. A failure on any rank is raised on every rank, so none waits forever.
+    with its result broadcast. A failure on any rank is raised on every rank, so none waits forever;
+    rank 0 reports it, the others exit without repeating it.
 
     Returns:
         With ``gather``, a tuple of per-rank lists (one per element of ``compute()``'s tuple);
@@ -54,6 +55,7 @@ def on_every_rank(trainer: pl.Trainer, compute, gather: bool):
         outcomes = [outcome]
     failed = [message for status, message in outcomes if status == "error"]
     if failed:
-        raise LesionError(failed[0].splitlines()[0])
+        first_line = failed[0].splitlines()[0]
+        raise LesionError(first_line) if rank == 0 else EchoedError(first_line)
     values = [value for _, value in outcomes]
     return tuple(list(parts) for parts in zip(*values)) if gather else values[0]
