@@ -304,7 +304,7 @@ def test_stack_writes_out_of_fold_scores_of_every_training_image_and_a_submissio
         assert ids_digest(rows["image_name"].tolist()) == split["val_ids_sha256"]
         assert fold["val_images"] == len(rows) and fold["train_images"] == len(oof) - len(rows)
         assert set(rows["patient"]).isdisjoint(oof.loc[oof["fold"] != k, "patient"])
-        assert set(fold["stacked"]) == {"pauc80", "auc"}
+        assert set(fold["stacked"]) == {"pauc80", "auc", "top15"}  # patients known: the top-15 figure too
     assert np.allclose(oof[["stacked/benign", "stacked/melanoma"]].sum(1), 1)
 
     importances = pd.read_csv(out / "importances.csv")

@@ -3,7 +3,7 @@
 ``python -m lesion.summary MULTIRUN_DIR [--out DIR]`` writes ``summary.md`` and ``summary.csv``
 (to ``--out``, default the multirun directory) and prints the Markdown table, then the
 ``evaluate.py`` commands of its ensembles (:func:`ensemble_commands`): the fold models of a
-``dataset.fold`` sweep, and the top runs by validation BACC.
+``dataset.fold`` sweep, and the top runs by the validation metric the table is ranked by.
 
 Every folder holding ``.hydra/config.yaml`` is a run (the outermost one, so an ``evaluate.py``
 output with its own ``.hydra`` inside a run folder stays part of that run). Runs whose configs agree
@@ -13,8 +13,11 @@ same seed repeat one draw: they are averaged into it first, so ``seeds`` counts 
 unseeded run, ``seed: null``, is a draw of its own) and the ± is a spread over seeds, never over
 repeats. Rows are sorted by validation balanced accuracy (``val_metrics.json``, the value the
 tested checkpoint was selected on), never by a test metric, so a sweep is chosen on validation;
-ties keep the sweep's job order. Settings without validation metrics (runs older than that file)
-follow, by test balanced accuracy, and settings with no finished run come last with their error.
+ties keep the sweep's job order. Where every run chose its checkpoint by the partial AUC above 80 %
+TPR (``callbacks.best_checkpoint.monitor=val/pauc80``, the ISIC 2024 metric) the rows are sorted by
+validation pAUC80 instead. Two-class sweeps show ``val pAUC80`` and ``pAUC80`` columns. Settings
+without validation metrics (runs older than that file) follow, by the test figure, and settings with
+no finished run come last with their error.
 ``config_diff`` lists the config keys whose values differ between the rows (unset, i.e. null,
 values are left out).
 
@@ -73,6 +76,7 @@ class _Run:
     metrics: dict | None
     error: str | None
     val_bacc: float | None  # best validation BACC, None for runs without val_metrics.json
+    val_pauc80: float | None  # the same checkpoint's validation pAUC80 (two-class data), else None
 
 
 def _run_specific(key: str) -> bool:
@@ -126,12 +130,14 @@ def _outcome(job: Path) -> tuple[dict | None, str | None]:
         return None, f"unreadable {METRICS} ({exc})"
 
 
-def _val_bacc(job: Path) -> float | None:
-    """Best validation BACC from ``val_metrics.json``; ``None`` when absent (older runs) or unreadable."""
+def _validation(job: Path) -> dict[str, float | None]:
+    """``bacc`` and ``pauc80`` of the tested checkpoint from ``val_metrics.json``; ``None`` each when
+    absent (older runs; pAUC80 of data with more than two classes) or unreadable."""
     try:
-        return _number(json.loads((job / VAL_METRICS).read_text()).get("bacc"))
+        found = json.loads((job / VAL_METRICS).read_text())
+        return {key: None if found.get(key) is None else float(found[key]) for key in ("bacc", "pauc80")}
     except (OSError, ValueError, AttributeError, TypeError):
-        return None
+        return {"bacc": None, "pauc80": None}
 
 
 def _recorded(value, hydra: dict, key: str = ""):
@@ -186,7 +192,7 @@ def _load_run(job: Path, root: Path) -> _Run:
     flat, unresolved = _resolved(config, hydra)
     return _Run(path=job.relative_to(root), config=config, flat=flat, unresolved=unresolved,
                 choices=hydra.get("runtime", {}).get("choices", {}), overrides=list(overrides),
-                metrics=metrics, error=error, val_bacc=_val_bacc(job))
+                metrics=metrics, error=error, **{f"val_{key}": value for key, value in _validation(job).items()})
 
 
 def _experiment(run: _Run) -> str:
@@ -285,11 +291,15 @@ def _number(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _row(runs: list[_Run], classes: list[str], diff_keys: list[str], trials: dict[str, int] | None) -> dict:
+def _row(runs: list[_Run], classes: list[str], diff_keys: list[str], trials: dict[str, int] | None,
+         two_class: bool) -> dict:
     first, finished = runs[0], [run for run in runs if run.metrics is not None]
     row = {"experiment": _experiment(first), "seeds": len({_draw(run) for run in finished}), "runs": len(finished)}
     row["val_bacc_mean"], row["val_bacc_std"] = _over_seeds(finished, [_number(run.val_bacc) for run in finished])
-    for metric in ["bacc", "auc_macro", *(f"recall/{name}" for name in classes)]:
+    if two_class:
+        row["val_pauc80_mean"], row["val_pauc80_std"] = _over_seeds(
+            finished, [_number(run.val_pauc80) for run in finished])
+    for metric in ["bacc", "auc_macro", *(["pauc80"] if two_class else []), *(f"recall/{name}" for name in classes)]:
         row[f"{metric}_mean"], row[f"{metric}_std"] = _over_seeds(
             finished, [_number(run.metrics.get(metric)) for run in finished])
     row.update({
@@ -319,10 +329,12 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
         Columns ``experiment``, ``seeds`` (distinct seeds of the finished runs), ``runs`` (finished
         runs), ``val_bacc_mean``/``val_bacc_std`` (over the seeds of the finished runs with
         ``val_metrics.json``; NaN without any), ``bacc_mean``/``bacc_std``,
-        ``auc_macro_mean``/``_std``, ``recall/<CLASS>_mean``/``_std`` in class order, ``balancing``,
+        ``auc_macro_mean``/``_std``, two classes: ``val_pauc80_*`` and ``pauc80_*`` too,
+        ``recall/<CLASS>_mean``/``_std`` in class order, ``balancing``,
         ``loss``, ``batch``, ``lr``, ``seed``, for an Optuna search ``trial`` (trial numbers), ``run_dir``
         (relative, comma-separated per seed), ``config_diff`` and ``status`` (``ok`` or the errors).
-        ``attrs["unresolved"]``: the keys left out of the comparison (:func:`_resolved`).
+        ``attrs["unresolved"]``: the keys left out of the comparison (:func:`_resolved`);
+        ``attrs["ranked_by"]``: ``bacc`` or ``pauc80`` (:func:`_ranking_metric`).
 
     Raises:
         LesionError: the folder does not exist or holds no run, or a run's YAML or the study is unreadable.
@@ -342,18 +354,31 @@ def summarize(multirun_dir: str | Path) -> pd.DataFrame:
                                  if run.metrics for name in run.metrics.get("classes", [])))
     diff_keys = _varying_keys([runs[0].flat for runs in groups.values()])
     study = read_study(root)
-    rows = [_row(runs, classes, diff_keys, None if study is None else study.trials) for runs in groups.values()]
+    two_class = len(classes) == 2
+    rows = [_row(runs, classes, diff_keys, None if study is None else study.trials, two_class)
+            for runs in groups.values()]
+    ranked_by = _ranking_metric(groups.values()) if two_class else "bacc"
     # Validation only ranks the validated settings (a test metric must not pick among them); the
     # others keep the test ranking older sweeps had. Stable sort: ties keep the sweep's job order.
-    rows.sort(key=lambda row: (0, -row["val_bacc_mean"]) if not math.isnan(row["val_bacc_mean"])
-              else (1 + math.isnan(row["bacc_mean"]), -row["bacc_mean"]))
+    rows.sort(key=lambda row: (0, -row[f"val_{ranked_by}_mean"]) if not math.isnan(row[f"val_{ranked_by}_mean"])
+              else (1 + math.isnan(row[f"{ranked_by}_mean"]), -row[f"{ranked_by}_mean"]))
     frame = pd.DataFrame(rows)
+    frame.attrs["ranked_by"] = ranked_by
     frame.attrs["unresolved"] = sorted({key for runs in groups.values() for run in runs for key in run.unresolved
                                         if not _run_specific(key)})
     return frame
 
 
+def _ranking_metric(settings) -> str:
+    """``pauc80`` when every run chose its checkpoint by validation pAUC80
+    (``callbacks.best_checkpoint.monitor=val/pauc80``), else ``bacc``: a sweep is ranked by what its runs
+    were selected on."""
+    monitors = {run.flat.get("callbacks.best_checkpoint.monitor") for runs in settings for run in runs}
+    return "pauc80" if monitors == {"val/pauc80"} else "bacc"
+
+
 TOP_K = 3
+_TITLES = {"val_bacc": "val BACC", "val_pauc80": "val pAUC80", "bacc": "BACC", "auc_macro": "AUC", "pauc80": "pAUC80"}
 
 
 def ensemble_commands(multirun_dir: str | Path, top_k: int = TOP_K) -> list[str]:
@@ -381,11 +406,12 @@ def ensemble_commands(multirun_dir: str | Path, top_k: int = TOP_K) -> list[str]
         if named == [f"{k}/{total}" for k in range(1, total + 1)]:
             commands.append(f"# the {total} fold models as one ensemble, on the test split\n"
                             + _evaluate_command(root, members, len(members) == len(runs)) + " split=test")
-    ranked = sorted((r for r in done if r.val_bacc is not None), key=lambda r: -r.val_bacc)
+    metric = _ranking_metric([done])
+    ranked = sorted((r for r in done if getattr(r, f"val_{metric}") is not None), key=lambda r: -getattr(r, f"val_{metric}"))
     if len(ranked) >= 2:
         best = [r for r in ranked if r.metrics.get("classes") == ranked[0].metrics.get("classes")][:top_k]
         if len(best) >= 2:
-            commands.append(f"# the top {len(best)} runs by validation BACC as one ensemble\n"
+            commands.append(f"# the top {len(best)} runs by validation {_TITLES[metric]} as one ensemble\n"
                             + _evaluate_command(root, best, False))
     return commands
 
@@ -414,16 +440,15 @@ def markdown(frame: pd.DataFrame) -> str:
     """The :func:`summarize` table as Markdown: metrics as ``mean ± std`` with 3 decimals, ``seeds`` as
     ``2 runs, 1 seed`` where runs repeat a seed; then the keys left out of the comparison, if any."""
     metrics = [column[:-len("_mean")] for column in frame.columns if column.endswith("_mean")]
-    titles = {"val_bacc": "val BACC", "bacc": "BACC", "auc_macro": "AUC"}
     others = [column for column in frame.columns
               if column not in ("experiment", "seeds", "runs") and not column.endswith(("_mean", "_std"))]
-    header = ["experiment", "seeds", *(titles.get(m, m) for m in metrics),
+    header = ["experiment", "seeds", *(_TITLES.get(m, m) for m in metrics),
               *(column.replace("_", " ") for column in others)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in frame.to_dict("records"):
-        # A missing val_bacc is an older run's (no val_metrics.json): empty, not n/a (undefined).
+        # A missing validation figure is an older run's (no val_metrics.json): empty, not n/a (undefined).
         cells = [_cell(row["experiment"]), _seeds(row["seeds"], row["runs"]),
-                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["runs"] > 0 and m != "val_bacc")
+                 *(_mean_std(row[f"{m}_mean"], row[f"{m}_std"], row["runs"] > 0 and not m.startswith("val_"))
                    for m in metrics),
                  *(_cell(row[column]) for column in others)]
         lines.append("| " + " | ".join(cells) + " |")

@@ -85,11 +85,17 @@ OPTIONS = Section({
                                    "divided by the patient's spread, rank among the patient's lesions; and the "
                                    "patient's number of lesions. Needs patient ids (ISIC 2020, ISIC 2024)."),
     }, doc="What the trees read."),
+    "images": Value(str, null=True, doc="Images to predict besides the test split, e.g. ISIC 2024's "
+                                        "test-image.hdf5 (a folder of images, or an HDF5 file): each fold model "
+                                        "scores them, the trees predict them, and submission.csv is theirs."),
+    "metadata": Value(str, null=True, doc="The metadata CSV of images= (e.g. test-metadata.csv), columns named as "
+                                          "the dataset's own files name them: the tabular features and patient "
+                                          "ids of those images."),
     "stack": TREES,
     "seeds": Rule(_seeds, "a list of distinct integers ≥ 0",
                   "Seeds of the trees: each fold's trees are trained once per seed and their probabilities averaged."),
     "out": dataclasses.replace(OUT_FOLDER, doc="The folder of metrics.json, oof.csv, submission.csv, "
-                                               "importances.csv / .png and the log."),
+                                               "predictions.csv (images=), importances.csv / .png and the log."),
     "batch_size": Value(int, 1, doc="Images per forward pass of the fold models."),
     "num_workers": Value(int, 0, null=True, doc="DataLoader worker processes; null = (cores per GPU, or all cores) "
                                                 "− 1, at most 8."),
@@ -115,6 +121,16 @@ def check_stack(cfg: Mapping) -> dict:
     if not features["image"] and features["columns"] == []:
         raise LesionError("features", "leave the trees nothing to read (features.image=false, features.columns=[])",
                           "keep the image scores or some tabular columns")
+    if checked["metadata"] is not None and checked["images"] is None:
+        raise LesionError("metadata", "is the metadata of images=, and no images= is given",
+                          "pass images=<the images it describes>, or drop metadata=")
+    for key in ("images", "metadata"):
+        if checked[key] is not None and not Path(checked[key]).expanduser().exists():
+            raise LesionError(key, f"{checked[key]} does not exist", "pass an existing file or folder")
+    if checked["images"] is not None and checked["metadata"] is None and (features["columns"] != [] or features["patient"]):
+        raise LesionError("images", "come without their metadata, and the trees read tabular or patient features",
+                          "pass metadata=<their CSV, e.g. test-metadata.csv>, or stack image scores alone: "
+                          "features.columns=[] features.patient=false")
     module, install = LIBRARIES[checked["stack"]["name"]]
     if importlib.util.find_spec(module) is None:
         raise LesionError("stack.name", f"{checked['stack']['name']} is not installed", install)

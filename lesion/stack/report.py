@@ -16,19 +16,25 @@ import pandas as pd
 import torch
 
 from lesion.evaluate.plots import new_figure, save_figure
-from lesion.metrics import LesionMetrics
+from lesion.metrics import LesionMetrics, top_k_sensitivity
 
 # Bars of the importance figure: the most important features.
 SHOWN_FEATURES = 30
 
 
-def score_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """``pauc80`` and ``auc`` for two classes, ``bacc`` and ``auc_macro`` for more, of N×C ``probs``."""
+def score_metrics(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                  patients: np.ndarray | None = None) -> dict[str, float]:
+    """``pauc80`` and ``auc`` for two classes (with ``patients``, also ``top15``: the share of the positive
+    images among their patient's 15 highest scores, the ISIC 2024 challenge's secondary figure), ``bacc``
+    and ``auc_macro`` for more, of N×C ``probs``."""
     metrics = LesionMetrics(classes)
     metrics.update(torch.as_tensor(probs, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64))
     found = metrics.compute()
     if len(classes) == 2:
-        return {"pauc80": found["pauc80"], "auc": found["auc_macro"]}
+        figures = {"pauc80": found["pauc80"], "auc": found["auc_macro"]}
+        if patients is not None:
+            figures["top15"] = top_k_sensitivity(labels, probs[:, 1], patients, k=15)
+        return figures
     return {"bacc": found["bacc"], "auc_macro": found["auc_macro"]}
 
 

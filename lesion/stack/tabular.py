@@ -25,7 +25,7 @@ import pandas as pd
 
 from lesion.data.images import image_id_of
 from lesion.data.layouts import Layout
-from lesion.data.metadata import MISSING_WORDS, read_metadata
+from lesion.data.metadata import MISSING_WORDS, read_metadata, read_metadata_csv
 from lesion.data.readers import read_csv
 from lesion.errors import LesionError
 
@@ -114,15 +114,32 @@ def _split_csv(layout: Layout, root: Path, split: str) -> tuple[Path, str]:
                       "add it, or leave the columns out (features.columns)")
 
 
-def read_tabular(layout: Layout, root: Path, split: str, ids: Sequence[str], columns: Columns) -> pd.DataFrame:
-    """The ``columns`` of images ``ids`` (of ``split``), indexed by id: numbers as floats (NaN when missing),
-    categories as words (``None`` when missing)."""
+def _id_column_of(layout: Layout, table: pd.DataFrame, path: Path) -> str:
+    """The column of a given metadata CSV that names its images: the layout's own id column, else ``image``."""
+    for name in dict.fromkeys((*(m.id_column for metas in layout.metadata.values() for m in metas), "image")):
+        if name in table.columns:
+            return name
+    raise LesionError(path, f"has no image id column ({layout.id_column} or image)",
+                      f"use the metadata CSV of these images as {layout.name} publishes it")
+
+
+def read_tabular(layout: Layout, root: Path, split: str, ids: Sequence[str], columns: Columns,
+                 csv: Path | None = None) -> pd.DataFrame:
+    """The ``columns`` of images ``ids``, indexed by id: numbers as floats (NaN when missing), categories as
+    words (``None`` when missing).
+
+    Args:
+        split: the layout's split the images belong to, whose metadata files are read ...
+        csv: ... unless the images come with their own metadata CSV (``stack.py metadata=``), columns named
+            as the layout's files name them (ISIC 2024's ``test-metadata.csv``).
+    """
     frame = pd.DataFrame(index=pd.Index(list(ids), name="image"))
     if not columns.names:
         return frame
     wanted = [c for c in METADATA if c in columns.names]
     if wanted:
-        metadata = read_metadata(layout, root, split, list(ids))
+        metadata = (read_metadata(layout, root, split, list(ids)) if csv is None
+                    else read_metadata_csv(csv, list(ids), layout.sites))
         if metadata is None:
             files = ", ".join(m.file for m in layout.metadata.get(split, ())) or "none for this layout"
             raise LesionError(root, f"has no patient metadata for the {split} images ({files}), which the training "
@@ -132,8 +149,12 @@ def read_tabular(layout: Layout, root: Path, split: str, ids: Sequence[str], col
             frame[column] = metadata[column].to_numpy()
     extra = [c for c in columns.names if c not in METADATA]
     if extra:
-        path, id_column = _split_csv(layout, root, split)
-        table = read_csv(path, f"{layout.name} metadata CSV")
+        if csv is None:
+            path, id_column = _split_csv(layout, root, split)
+            table = read_csv(path, f"{layout.name} metadata CSV")
+        else:
+            path, table = csv, read_csv(csv, f"{layout.name} metadata CSV")
+            id_column = _id_column_of(layout, table, csv)
         missing = [c for c in (id_column, *extra) if c not in table.columns]
         if missing:
             raise LesionError(path, f"missing column(s) {', '.join(missing)}",
