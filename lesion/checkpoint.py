@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from lesion.errors import LesionError
+from lesion.files import atomic_path
 from lesion.options import check_stored
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                           "pass a checkpoint written by lesion's train.py")
     hparams = check_stored(_translate_legacy(checkpoint["hyper_parameters"], path), str(path))
     return checkpoint, hparams
+
+
+def store_entry(path: str | Path, key: str, value: dict) -> None:
+    """Add (or replace) the entry ``key`` of a checkpoint file: plain values only, so the file still loads with
+    ``weights_only=True``; written atomically (a reader never sees a half-written checkpoint)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint[key] = value
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def holds_training_state(checkpoint: dict) -> bool:

@@ -24,7 +24,8 @@ from hydra.utils import get_object
 from lesion.balance.plan import CLASS_WEIGHTINGS, check_weighting
 from lesion.data.cache import square_size
 from lesion.data.color import METHODS as COLOR_METHODS
-from lesion.data.custom import CUSTOM_LAYOUTS, layout_of
+from lesion.data.custom import CUSTOM_LAYOUTS, FOLDER, layout_of
+from lesion.data.external import source_layout
 from lesion.data.layouts import LAYOUTS
 from lesion.data.splits import parse_fold
 from lesion.errors import LesionError, exit_with
@@ -331,7 +332,8 @@ SCHEDULER = Section({"name": Value(str, choices=tuple(SCHEDULERS),
 
 _DATASET = {
     "layout": Value(str, choices=(*LAYOUTS, *CUSTOM_LAYOUTS),
-                    doc="How the files are laid out: an official ISIC layout, or folder / csv for your own images."),
+                    doc="How the files are laid out: an official layout (ISIC, HAM10000, PAD-UFES-20), or folder / "
+                        "csv for your own images."),
     "root": Value(str, doc="The folder of the dataset's files (the official zips or their extracted folders)."),
     "image_size": _integer(32, hint="an image_size ≥ 32 (pixels; ResNets downsample by 32)",
                            doc="Side of the square the network sees, in pixels."),
@@ -380,14 +382,18 @@ _DATASET = {
     "age_column": Value(str, null=True, doc="dataset=csv: the column of ages in years (model.metadata)."),
     "sex_column": Value(str, null=True, doc="dataset=csv: the column of sexes, female/male (model.metadata)."),
     "site_column": Value(str, null=True, doc="dataset=csv: the column of anatomic sites (model.metadata)."),
-    "extra": Entries(Section({"layout": Value(str, choices=tuple(LAYOUTS)), "root": Value(str)}),
+    "skin_tone_column": Value(str, null=True, doc="dataset=csv: the column of Fitzpatrick skin types (I–VI or 1–6; "
+                                                  "other values are missing), for the subgroup report and the data "
+                                                  "analysis; null = none."),
+    "extra": Entries(Section({"layout": Value(str, choices=(*LAYOUTS, FOLDER)), "root": Value(str)}),
                      hint="[] or a list of {layout: NAME, root: DIR}, e.g. [{layout:isic2019,root:/data/isic2019}]",
-                     doc="External training data: other archives' training images added to this training split only, "
-                         "classes mapped by name (AK = AKIEC; others dropped), shared images and validation/test lesions "
-                         "removed; counts per source in balance.json."),
+                     doc="External training data: other archives' training images (layout folder: one sub-folder per "
+                         "class, e.g. DIR/UNK/) added to this training split only, classes mapped by name (AK = AKIEC; "
+                         "others dropped), shared images and validation/test lesions removed; counts per source in "
+                         "balance.json."),
 }
 _CUSTOM_KEYS = frozenset({"classes", "csv", "images", "image_column", "label_column", "label_columns", "group_column",
-                          "age_column", "sex_column", "site_column"})
+                          "age_column", "sex_column", "site_column", "skin_tone_column"})
 # Checkpoints written before test hold-outs (external data, colour constancy, device augmentation)
 # have no test_fraction (extra, color_constancy, augment_on).
 _LATER_KEYS = frozenset({"test_fraction", "extra", "color_constancy", "augment_on"})
@@ -529,10 +535,12 @@ def check_train(cfg: Mapping) -> None:
         if not Path(entry["root"]).expanduser().is_dir():
             raise LesionError(f"dataset.extra[{k}].root", f"{entry['root']} is not a folder",
                               f"give the folder of the {entry['layout']} files")
+        source_layout(entry, classes, f"dataset.extra[{k}]")  # a folder must name one of the classes
     if model.get("metadata") and dataset.get("extra"):
         raise LesionError("model.metadata", "is not available with dataset.extra: the sources encode metadata "
                           "differently (anatomic sites)", "use model.metadata=false, or train without dataset.extra")
-    if model.get("metadata") and not layout.metadata:
+    model_inputs = [m for files in layout.metadata.values() for m in files if m.age or m.sex or m.site]
+    if model.get("metadata") and not model_inputs:  # skin tone alone is reported, never a model input
         raise LesionError("model.metadata", f"fuses patient metadata, and the {layout.name} layout has none",
                           "use model.metadata=false" + (", or name the CSV's age/sex/site columns "
                                                         "(dataset.age_column, …)" if layout.name == "csv" else ""))
@@ -666,6 +674,15 @@ EVALUATE = Section({
     "split": Value(str, choices=("val", "test"), doc="The labelled split to evaluate."),
     "images": Value(str, null=True, doc="A folder of images, or an .hdf5 file of them (ISIC 2024's test-image.hdf5), "
                                         "to predict without labels (instead of a split)."),
+    "ood_images": Value(str, null=True, doc="A folder of images unlike the training data (or an .hdf5 file of them): "
+                                            "metrics.json and metrics.txt add how well the out-of-distribution score "
+                                            "tells them from the split's images (ood/auroc, ood/fpr95: the share of "
+                                            "them scored as in-distribution at 95 % of the split's images)."),
+    "unknown_class": Value(str, null=True, doc="A class of the model (ISIC 2019: UNK) that every image flagged unknown "
+                                               "by the out-of-distribution threshold is predicted as: in "
+                                               "predictions.csv and submission.csv its probability 1 and the others "
+                                               "0; every figure of the report is of these predictions. null = the "
+                                               "model's own predictions."),
     "metadata": Value(str, null=True, doc="With images=DIR: a CSV of the images' metadata (image,age,sex[,site]; image "
                                           "= the file name, with or without its extension), the input of a model "
                                           "trained with patient metadata and the attributes of the subgroup report."),
@@ -773,6 +790,13 @@ def check_evaluate(cfg: Mapping) -> None:
     if cfg["calibrate"] and cfg["split"] == "val":
         raise LesionError("calibrate", "fits the temperature on the validation split, which split=val then reports on",
                           "calibrate with split=test, or evaluate split=val without calibrate")
+    if cfg["ood_images"] is not None and cfg["images"] is not None:
+        raise LesionError("ood_images", "compares a labelled split's images with other images, and images=DIR "
+                          "predicts a folder instead of a split", "drop images=, or drop ood_images=")
+    for key in ("ood_images", "unknown_class"):
+        if cfg[key] is not None and cfg["runtime"] != "torch":
+            raise LesionError(key, f"scores images by the energy of the net's logits, and runtime={cfg['runtime']} "
+                              "gives probabilities only", f"drop runtime= (runtime=torch), or drop {key}=")
 
 
 def check_export(cfg: Mapping) -> None:

@@ -20,6 +20,8 @@ RATIO = re.compile(r"^ratio \S+ = (\S+)×", re.MULTILINE)
     ("metadata_fusion.py", ["--quick"]),
     ("ensemble.py", ["--quick"]),
     ("onnx_runtime.py", ["--quick"]),
+    ("ood.py", ["--quick"]),
+    ("unknown.py", ["--quick"]),
 ])
 def test_quick_run_prints_a_ratio(script, options, cli_env, tmp_path):
     result = subprocess.run([sys.executable, str(BENCHMARKS / script), *options], cwd=tmp_path,

@@ -38,7 +38,7 @@ def evaluated(trained_run, run_cli, tmp_path_factory) -> Path:
 def test_every_metric_agrees_with_sklearn_on_predictions_csv(evaluated):
     metrics = json.loads((evaluated / "metrics.json").read_text())
     table = pd.read_csv(evaluated / "predictions.csv")
-    assert list(table.columns) == ["image", *CLASSES, "label", "prediction"]
+    assert list(table.columns) == ["image", *CLASSES, "label", "prediction", "ood_score", "unknown"]
     y = table["label"].map(CLASSES.index).to_numpy()
     probs = table[CLASSES].to_numpy()
     pred = probs.argmax(1)

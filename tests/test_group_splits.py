@@ -18,7 +18,7 @@ from lesion.data.datamodule import IsicDataModule
 from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata import read_metadata
 from lesion.data.readers import read_split
-from lesion.data.splits import split_indices
+from lesion.data.splits import grouped_holdout, split_indices
 from lesion.data.synthetic import write_synthetic
 from lesion.errors import LesionError
 
@@ -287,3 +287,29 @@ def test_training_on_a_grouping_that_names_few_images_is_refused_in_one_line(run
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("lesion: error: ") and "10 of 12 images have no lesion id" in lines[-1]
     assert "Traceback" not in result.stderr and not (run_dir / "checkpoints").exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 12), min_size=3, max_size=20), fraction=st.floats(0.05, 0.6),
+       seed=st.integers(0, 5), keep_groups=st.integers(1, 3), data=st.data())
+def test_a_holdout_leaves_the_kept_side_the_groups_the_next_split_needs(sizes, fraction, seed, keep_groups, data):
+    """A test hold-out is split again (validation, folds): its kept side keeps ``keep_groups`` whole groups, e.g. with
+    patients of 1, 1, 1 and 10 images a 20 % hold-out must not take the three small ones."""
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    labels = np.array(data.draw(st.lists(st.integers(0, 2), min_size=len(groups), max_size=len(groups))))
+    if len(sizes) <= keep_groups:
+        with pytest.raises(LesionError, match="cannot fill this hold-out"):
+            grouped_holdout(labels, groups, fraction, seed, keep_groups=keep_groups)
+        return
+    keep, held = grouped_holdout(labels, groups, fraction, seed, keep_groups=keep_groups)
+    assert len(set(groups[keep])) >= keep_groups and len(held) > 0
+    assert set(groups[keep]).isdisjoint(groups[held]) and sorted([*keep, *held]) == list(range(len(groups)))
+
+
+def test_three_single_image_patients_and_one_large_leave_two_patients_for_validation():
+    groups = np.repeat(np.arange(4), [1, 1, 1, 10])
+    labels = np.zeros(13, dtype=int)
+    labels[0] = 1
+    for seed in range(4):
+        keep, _ = grouped_holdout(labels, groups, 0.2, seed, keep_groups=2)
+        assert len(set(groups[keep])) >= 2

@@ -349,7 +349,16 @@ def test_trains_tests_and_predicts_the_test_images_end_to_end(run_cli, tmp_path,
     best = run_dir / "checkpoints" / "best.ckpt"
     evaluated = tmp_path / "evaluated"
     run_cli("evaluate.py", f"ckpt={best}", f"out={evaluated}", "num_workers=0", "bootstrap=10", "gradcam.n=0")
-    assert json.loads((evaluated / "metrics.json").read_text())["confusion"] == tested["confusion"]
+    report = json.loads((evaluated / "metrics.json").read_text())
+    assert report["confusion"] == tested["confusion"]
+    # The challenge's secondary figure: malignant images among their patient's 15 highest scores, by hand.
+    scored = pd.read_csv(evaluated / "predictions.csv")
+    patient_of = pd.read_csv(root / "train-metadata.csv").set_index("isic_id")["patient_id"]
+    scored["patient"] = scored["isic_id"].map(patient_of)
+    scored["rank"] = scored.groupby("patient")["malignant"].rank(method="first", ascending=False)
+    malignant = scored[scored["label"] == "malignant"]
+    assert report["top15"] == pytest.approx((malignant["rank"] <= 15).mean())
+    assert "top-15 per patient" in (evaluated / "metrics.txt").read_text()
     out = tmp_path / "predicted"
     run_cli("evaluate.py", f"ckpt={best}", f"images={root / 'test-image.hdf5'}",
             f"metadata={root / 'test-metadata.csv'}", f"out={out}", "num_workers=2", "gradcam.n=1")

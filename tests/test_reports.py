@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_score, recall_score, roc_auc_score)
 
 from lesion.evaluate.calibration import apply_temperature, calibration_bins, fit_temperature
-from lesion.evaluate.report import _weighted_auc, evaluation_report, format_report
+from lesion.evaluate.report import _bootstrap, _ranking, _weighted_auc, evaluation_report, format_report
 from lesion.files import write_json
 from lesion.metrics import partial_auc
 
@@ -90,10 +93,10 @@ def test_weighted_auc_matches_sklearn_on_resamples_with_ties():
     draws = rng.integers(0, len(labels), size=(5, len(labels)))
     weights = np.stack([np.bincount(d, minlength=len(labels)) for d in draws]).astype(float)
     for c in range(3):
-        aucs = _weighted_auc(scores[:, c], labels == c, weights)
+        aucs = _weighted_auc(_ranking(scores[:, c]), labels == c, weights)
         for b, d in enumerate(draws):
             assert aucs[b] == pytest.approx(roc_auc_score(labels[d] == c, scores[d, c]), abs=1e-9)
-    no_positives = _weighted_auc(scores[:, 0], np.zeros(len(labels), bool), weights)
+    no_positives = _weighted_auc(_ranking(scores[:, 0]), np.zeros(len(labels), bool), weights)
     assert np.isnan(no_positives).all()
 
 
@@ -110,6 +113,33 @@ def test_intervals_contain_estimate_are_seeded_and_shrink():
     big = evaluation_report(*predictions(4000, 7), ISIC2018, n_bootstrap=300, seed=1)
     for key in ("ci/bacc", "ci/auc_macro"):
         assert np.diff(big[key])[0] < np.diff(report[key])[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 120), k=st.sampled_from([2, 3, 7]), n_bootstrap=st.integers(1, 40),
+       block=st.integers(1, 45), seed=st.integers(0, 2**32 - 1))
+def test_bootstrap_in_blocks_gives_the_intervals_of_one_block(n, k, n_bootstrap, block, seed):
+    probs, labels = predictions(n, k, seed=seed % 1000)
+    probs = np.round(probs, 2)  # ties
+    whole = _bootstrap(probs, labels, n_bootstrap, seed, block=n_bootstrap)
+    assert _bootstrap(probs, labels, n_bootstrap, seed, block=block) == whole
+    assert set(whole) >= {"ci/bacc", "ci/auc_macro"} and ("ci/pauc80" in whole) == (k == 2)
+
+
+def _peak_bytes(run) -> int:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_bootstrap_memory_does_not_grow_with_the_number_of_resamples():
+    probs, labels = predictions(4000, 3)
+    few = _peak_bytes(lambda: evaluation_report(probs, labels, ISIC2017, n_bootstrap=200))
+    many = _peak_bytes(lambda: evaluation_report(probs, labels, ISIC2017, n_bootstrap=2000))
+    assert many < 1.5 * few, f"peak {many / 2**20:.0f} MiB for 2000 resamples vs {few / 2**20:.0f} MiB for 200"
 
 
 def test_two_class_reports_give_the_partial_auc_with_its_interval_and_print_it():

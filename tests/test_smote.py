@@ -4,13 +4,17 @@ segments in full space (both modes), k capping, excluded singleton classes, dete
 from __future__ import annotations
 
 import logging
+import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from imblearn.combine import SMOTETomek
 from imblearn.over_sampling import SMOTE
+from sklearn.neighbors import NearestNeighbors
 
-from lesion.balance.smote import smote_tomek
+from lesion.balance.smote import ProjectedNeighbors, _drop_rows, oversample, smote_tomek
 from lesion.errors import LesionError
 
 MODES = {"exact": None, "reduced": 8}
@@ -107,3 +111,42 @@ def test_deterministic_per_seed(mode):
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
     assert first[0].shape != other[0].shape or not np.array_equal(first[0], other[0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(counts=st.lists(st.integers(2, 40), min_size=2, max_size=4), k=st.integers(1, 5), seed=st.integers(0, 2**31),
+       projected=st.booleans(), extra=st.integers(0, 30), dim=st.sampled_from([24, 4096]))
+def test_oversample_gives_the_rows_of_imblearn_smote(counts, k, seed, projected, extra, dim):
+    x, y = clustered(counts, dim=dim, seed=seed % 100)  # 4096-d: chunks of 64 synthetic rows
+    k = min(k, min(counts) - 1)
+    targets = {c: max(counts) + extra * (c % 2) for c in range(len(counts))}
+    components = np.random.default_rng(seed).normal(size=(6, dim)).astype(np.float32)
+    neighbours = ProjectedNeighbors(k + 1, components) if projected else NearestNeighbors(n_neighbors=k + 1)
+    ref_x, ref_y = SMOTE(sampling_strategy=targets, k_neighbors=neighbours, random_state=seed).fit_resample(x, y)
+    got_x, got_y = oversample(x, y, {c: n - counts[c] for c, n in targets.items()}, neighbours, seed)
+    np.testing.assert_array_equal(got_x, ref_x)
+    np.testing.assert_array_equal(got_y, ref_y)
+    assert got_x.dtype == np.float32 and got_y.dtype == np.int64
+
+
+@settings(max_examples=40, deadline=None)
+@given(drop=st.lists(st.booleans(), min_size=1, max_size=300), dim=st.sampled_from([1, 3, 2**12, 2**14]))
+def test_dropping_rows_in_place_keeps_the_other_rows_in_order(drop, dim):
+    drop = np.array(drop)  # wide rows: chunks of 64 and 16 rows, so kept rows cross chunk borders
+    x = np.arange(len(drop) * dim, dtype=np.float32).reshape(len(drop), dim)
+    expected = x[~drop].copy()
+    np.testing.assert_array_equal(_drop_rows(x, drop), expected)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_memory_is_the_output_plus_a_small_part_of_the_input(mode):
+    x, y = clustered([3600, 400], dim=1024)
+    tracemalloc.start()
+    try:
+        out_x, _, report = smote_tomek(x, y, search_dims=MODES[mode])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["counts_oversampled"] == {0: 3600, 1: 3600}
+    held, given, chunks = out_x.nbytes, x.nbytes, 8 * 2**20  # the output, the input, temporaries of fixed size
+    assert peak < held + 0.25 * given + chunks, f"peak {peak >> 20} MiB for {given >> 20} MiB in, {held >> 20} MiB out"

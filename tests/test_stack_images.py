@@ -95,3 +95,17 @@ def test_a_given_metadata_csv_gives_each_image_its_own_row_by_the_layouts_column
     assert np.allclose(frame["age"], expected["age_approx"])
     assert frame["sex"].tolist() == expected["sex"].tolist()
     assert frame["tbp_lv_location"].tolist() == ["Head & Neck"] * len(asked)
+
+
+@pytest.mark.slow
+def test_a_two_class_sweep_records_each_checkpoints_validation_pauc80_and_the_summary_shows_it(sweep):
+    from lesion.evaluate.summary import summarize
+    from lesion.train.module import VAL_PAUC_KEY
+
+    folder, _ = sweep
+    for job in ("0", "1"):
+        recorded = json.loads((folder / job / "val_metrics.json").read_text())
+        stored = torch.load(folder / job / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+        assert recorded["pauc80"] == stored[VAL_PAUC_KEY] and 0 <= recorded["pauc80"] <= 0.2
+    frame = summarize(folder)
+    assert frame["val_pauc80_mean"].notna().all() and frame["pauc80_mean"].notna().all()

@@ -54,7 +54,8 @@ def read_images(root: Path, spec: Layout, split: str) -> dict[str, np.ndarray]:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.iterdir())}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
 
 
 def temp_leftovers(parent: Path) -> list[Path]:

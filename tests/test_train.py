@@ -100,7 +100,7 @@ def test_evaluate_reproduces_the_test_metrics(trained_run, run_cli, tmp_path):
     assert got["bacc"] == pytest.approx(expected["bacc"], abs=1e-6)
     predictions = pd.read_csv(out / "predictions.csv")
     classes = list(LAYOUTS["isic2018"].classes)
-    assert list(predictions.columns) == ["image", *classes, "label", "prediction"]
+    assert list(predictions.columns) == ["image", *classes, "label", "prediction", "ood_score", "unknown"]
     assert predictions[classes].sum(axis=1).round(4).eq(1).all()
     assert (predictions[classes].idxmax(axis=1) == predictions["prediction"]).all()
 

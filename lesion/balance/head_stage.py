@@ -76,7 +76,7 @@ def _pooled_loader(columns: list[np.ndarray], labels: np.ndarray, batch_size: in
     Args:
         sampler: for evaluation, the rows to load in their order (default: all, in order).
     """
-    tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in columns]
+    tensors = [torch.from_numpy(c) for c in columns]  # views of one array (np.split): not copied
     dataset = TensorDataset(*tensors, torch.from_numpy(labels.astype(np.int64)))
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
                       sampler=sampler)

@@ -24,7 +24,12 @@ links than exact SMOTE-Tomek would (on clustered 4,096-d test data at 128 dims, 
 SMOTE neighbours agree and 88 % of the exact Tomek links are found). ``search_dims=None``
 searches in full space, equal to imblearn's ``SMOTETomek`` on float32; at ISIC 2018 scale
 (10,015 × 4,096 → 46,935 rows) it took 460–580 s against 25–32 s for 128 dims (two runs on two
-shared CPU cores, ``benchmarks/smote_memory.py``).
+shared CPU cores, ``benchmarks/smote_memory.py``). The Tomek step compares every resampled row with
+every other (brute force, M²·d work): exact Tomek links cost time quadratic in the number of rows.
+
+Memory: the input, the resampled output (float32) and temporaries of a fixed size. Synthetic rows
+are interpolated chunk by chunk straight into the output (the draws and float64 arithmetic of
+imblearn's ``SMOTE``, so the same rows), and Tomek-linked rows are removed from it in place.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import logging
 import time
 
 import numpy as np
-from imblearn.over_sampling import SMOTE
 from imblearn.utils import check_sampling_strategy
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
@@ -44,6 +49,8 @@ from lesion.errors import LesionError
 log = logging.getLogger(__name__)
 
 WHERE = "balance.smote_tomek"
+# Float64 cells per step of the row-wise work (interpolation, removal): ~2 MiB of temporaries at a time.
+CHUNK_CELLS = 2**18
 
 
 class ProjectedNeighbors(NearestNeighbors):
@@ -99,10 +106,10 @@ def smote_tomek(
         n_jobs: parallel jobs of the neighbour searches.
 
     Returns:
-        Resampled features (M×D float32), labels (M,) int64 — the original rows first, then the
-        synthetic ones, Tomek-linked rows removed — and a report: ``k_neighbors`` (used),
-        ``excluded_classes``, ``counts_before``, ``counts_oversampled`` (after SMOTE),
-        ``counts_after`` (after Tomek), ``seconds``, ``mode`` ("exact" | "reduced").
+        Resampled features (M×D float32, the first rows of one buffer), labels (M,) int64 — the
+        original rows first, then the synthetic ones, Tomek-linked rows removed — and a report:
+        ``k_neighbors`` (used), ``excluded_classes``, ``counts_before``, ``counts_oversampled``
+        (after SMOTE), ``counts_after`` (after Tomek), ``seconds``, ``mode`` ("exact" | "reduced").
     """
     start = time.perf_counter()
     features = np.asarray(features, dtype=np.float32)
@@ -161,9 +168,7 @@ def smote_tomek(
         neighbours = ProjectedNeighbors(k + 1, components, n_jobs)
     else:
         neighbours = NearestNeighbors(n_neighbors=k + 1, n_jobs=n_jobs)
-    smote = SMOTE(sampling_strategy=targets, k_neighbors=neighbours, random_state=seed)
-    x_res, y_res = smote.fit_resample(features, labels)
-    y_res = y_res.astype(np.int64)
+    x_res, y_res = oversample(features, labels, {c: targets[c] - counts_before[c] for c in kept}, neighbours, seed)
 
     # Tomek links (imblearn's rule): mutual nearest neighbours of different classes; with
     # sampling_strategy="all" both members go, except rows of excluded classes.
@@ -173,7 +178,7 @@ def smote_tomek(
     nearest = nearest[:, 0]
     mutual = nearest[nearest] == np.arange(len(y_res))
     linked = mutual & (y_res[nearest] != y_res) & np.isin(y_res, kept)
-    x_out, y_out = x_res[~linked], y_res[~linked]
+    x_out, y_out = _drop_rows(x_res, linked), y_res[~linked]
 
     report = {
         "k_neighbors": k,
@@ -189,6 +194,61 @@ def smote_tomek(
         report["counts_oversampled"], report["counts_after"], report["seconds"],
     )
     return x_out, y_out, report
+
+
+def oversample(features: np.ndarray, labels: np.ndarray, to_add: dict[int, int], neighbours: NearestNeighbors,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """SMOTE: the rows of ``features``, then ``to_add[c]`` synthetic rows of each class ``c`` in class order.
+
+    The rows of imblearn's ``SMOTE(sampling_strategy, k_neighbors=neighbours, random_state=seed)``
+    (the same draws per class, the same float64 interpolation rounded to float32), written into one
+    preallocated array a chunk at a time rather than through float64 copies of every synthetic row
+    and a stacked copy of all rows.
+
+    Args:
+        features: N×D float32.
+        labels: (N,) int64.
+        to_add: synthetic rows per class.
+        neighbours: unfitted neighbour search asking for k + 1 neighbours (the row itself first).
+        seed: seed of the draws (restarted for each class, as imblearn does).
+
+    Returns:
+        (N + Σ to_add)×D float32 rows and their (N + Σ to_add,) int64 labels.
+    """
+    grown = [(c, to_add[c]) for c in sorted(to_add) if to_add[c] > 0]
+    x_res = np.empty((len(features) + sum(n for _, n in grown), features.shape[1]), dtype=np.float32)
+    x_res[:len(features)] = features
+    chunk = max(1, CHUNK_CELLS // features.shape[1])
+    end = len(features)
+    for c, n in grown:
+        members = features[labels == c]
+        partners = clone(neighbours).fit(members).kneighbors(members, return_distance=False)[:, 1:]
+        draws = np.random.RandomState(seed)
+        picks = draws.randint(low=0, high=partners.size, size=n)
+        steps = draws.uniform(size=n)[:, None]
+        rows, cols = np.divmod(picks, partners.shape[1])
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            base, partner = members[rows[part]], members[partners[rows[part], cols[part]]]
+            x_res[end + start:end + min(start + chunk, n)] = base + steps[part] * (partner - base)
+        end += n
+    y_res = np.concatenate([labels, *(np.full(n, c, dtype=np.int64) for c, n in grown)])
+    return x_res, y_res
+
+
+def _drop_rows(x: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """``x[~drop]`` without a second copy: the kept rows move up in place, a chunk at a time.
+
+    Safe because every kept row moves to an index at most its own, below the rows still to move.
+    Returns a view of the first rows of ``x``.
+    """
+    keep = np.flatnonzero(~drop)
+    first = int(np.argmax(drop)) if drop.any() else len(x)  # rows before the first dropped one stay put
+    chunk = max(1, CHUNK_CELLS // x.shape[1])
+    for start in range(first, len(keep), chunk):
+        rows = keep[start:start + chunk]
+        x[start:start + len(rows)] = x[rows]
+    return x[:len(keep)]
 
 
 def _counts(labels: np.ndarray) -> dict[int, int]:

@@ -7,8 +7,9 @@ order is the output order), else the sorted folder names or label values (or the
 names in CSV order). Image names in the CSV may carry their extension and folders or not; ids are
 the file names without them (:func:`lesion.data.images.image_id_of`, for labels, groups and
 metadata alike), so two images of one name (``a.jpg``, ``b/a.png``) are refused. A CSV may also name
-patient-metadata columns (``age_column``, ``sex_column``, ``site_column``); its site categories
-are the site values it holds.
+patient-metadata columns (``age_column``, ``sex_column``, ``site_column``, ``skin_tone_column``); its
+site categories are the site values it holds; its skin tones are Fitzpatrick types, as
+:func:`lesion.data.metadata.skin_type` reads them.
 """
 
 from __future__ import annotations
@@ -87,13 +88,14 @@ def _csv_layout(root: Path, dataset: Mapping) -> Layout:
         if column not in frame.columns:
             raise LesionError(path, f"has no column {column} (found: {', '.join(map(str, frame.columns))})",
                               "name the columns with dataset.image_column and dataset.label_column(s)")
-    for key in ("group_column", "age_column", "sex_column", "site_column"):
+    for key in ("group_column", "age_column", "sex_column", "site_column", "skin_tone_column"):
         column = dataset.get(key)
         if column is not None and column not in frame.columns:
             raise LesionError(path, f"has no column {column} (dataset.{key})", "name an existing column, or set it to null")
     group = dataset.get("group_column")
-    age, sex, site = (dataset.get(f"{key}_column") for key in ("age", "sex", "site"))
-    metadata = (MetadataFile(str(path), dataset["image_column"], age, sex, site),) if age or sex or site else ()
+    age, sex, site, tone = (dataset.get(f"{key}_column") for key in ("age", "sex", "site", "skin_tone"))
+    metadata = ((MetadataFile(str(path), dataset["image_column"], age, sex, site, tone),)
+                if age or sex or site or tone else ())
     sites = tuple(sorted({v.lower() for v in frame[site]} - MISSING_WORDS)) if site else ()
     found = sorted(v for v in set(frame[label]) if v) if label else list(onehot)
     classes = _given_classes(dataset.get("classes"), found, "label values" if label else "label columns", path)

@@ -99,7 +99,8 @@ def seed_worker_transform(worker_id: int) -> None:
 
 
 class IsicDataModule(pl.LightningDataModule):
-    """Train/val/test loaders for one layout: an official one (ISIC 2017–2020, HAM10000) or your own data.
+    """Train/val/test loaders for one layout: an official one (ISIC 2017–2024, HAM10000, PAD-UFES-20) or your
+    own data.
 
     When the layout has no validation split on disk, a seeded stratified hold-out of the
     training split serves as validation; when it has no test split, a hold-out of
@@ -141,7 +142,8 @@ class IsicDataModule(pl.LightningDataModule):
         balance: the ``balance`` config (downsample, augment, class_weight, sampler); ``None``
             leaves the training split as it is.
         classes, csv, images, image_column, label_column, label_columns, group_column,
-            age_column, sex_column, site_column: your own data (``layout`` ``folder`` or ``csv``),
+            age_column, sex_column, site_column, skin_tone_column: your own data (``layout`` ``folder`` or
+            ``csv``),
             see :mod:`lesion.data.custom`.
         extra: external training data, ``[{"layout": NAME, "root": DIR}, …]`` (:mod:`lesion.data.external`);
             :attr:`sources` then reports what each source added and dropped.
@@ -164,12 +166,14 @@ class IsicDataModule(pl.LightningDataModule):
                  images: str | None = None, image_column: str = "image", label_column: str | None = None,
                  label_columns: Sequence[str] | None = None, group_column: str | None = None,
                  age_column: str | None = None, sex_column: str | None = None, site_column: str | None = None,
-                 extra: Sequence[dict] = (), metadata: bool = False, metadata_encoding: dict | None = None):
+                 skin_tone_column: str | None = None, extra: Sequence[dict] = (), metadata: bool = False,
+                 metadata_encoding: dict | None = None):
         super().__init__()
         self.layout = layout_of({"layout": layout, "root": root, "classes": classes, "csv": csv, "images": images,
                                  "image_column": image_column, "label_column": label_column,
                                  "label_columns": label_columns, "group_column": group_column,
-                                 "age_column": age_column, "sex_column": sex_column, "site_column": site_column})
+                                 "age_column": age_column, "sex_column": sex_column, "site_column": site_column,
+                                 "skin_tone_column": skin_tone_column})
         self.root = Path(root).expanduser()
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, default_workers(num_workers)
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
@@ -220,8 +224,10 @@ class IsicDataModule(pl.LightningDataModule):
         grouped_by = "image" if groups is None else grouping.kind
         rest = np.arange(len(train))  # training rows not held out for testing
         if test is None and self.test_fraction is not None:
+            # The rest is split again (validation hold-out or folds): leave it the groups that needs.
+            again = val is None or self.fold is not None
             rest, tested = split_indices(train.table.labels, self.seed, self.test_fraction, None, groups,
-                                         "dataset.test_fraction")
+                                         "dataset.test_fraction", (self.fold[1] if self.fold else 2) if again else 1)
             log.warning("%s: no test split; testing on a %.0f%% hold-out of the %d training images, by %s (seed %d): "
                         "%d images, %.1f%% held out", self.root, 100 * self.test_fraction, len(train), grouped_by,
                         self.seed, len(tested), 100 * len(tested) / len(train))

@@ -1,16 +1,20 @@
 """External training data: the training images of other archives added to the primary dataset's training split.
 
-``dataset.extra=[{layout: isic2019, root: DIR}, …]``. Each source's training split is read and
-checked as the primary's is; its classes are mapped onto the primary's by name (:data:`ALIASES`
-names the same diagnosis under two names, e.g. ISIC 2019's AK and ISIC 2018's AKIEC), and images
-of a class with no counterpart are dropped. So that nothing the model is validated or tested on
+``dataset.extra=[{layout: isic2019, root: DIR}, …]``: an official layout, or ``folder`` (one
+sub-folder of images per class, :mod:`lesion.data.custom`; e.g. ``DIR/UNK/`` gives ISIC 2019's
+"none of the others" class training images, which the archive has none of). Each source's training
+split is read and checked as the primary's is; its classes are mapped onto the primary's by name
+(:data:`ALIASES` names the same diagnosis under two names, e.g. ISIC 2019's AK and ISIC 2018's
+AKIEC), and images of a class with no counterpart are dropped; a folder none of whose sub-folders
+names one of the primary's classes is refused. So that nothing the model is validated or tested on
 enters its training, an added image is also dropped when
 
 - its ISIC id (without ISIC 2019's ``_downsampled`` suffix) is any primary image's: the archives
   share images (ISIC 2019's training set holds ISIC 2018's), and a shared training image would
   count twice;
 - its lesion (or patient) is one of the validation or test images', as the source's or the
-  primary's grouping file says.
+  primary's grouping file says. A folder has no grouping file: its images are checked by id only
+  (the log says so).
 
 Every count is reported per source (``balance.json``, ``sources``). Validation and test stay the
 primary dataset's.
@@ -24,8 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lesion.data.layouts import LAYOUTS, Layout, counts_of
-from lesion.data.readers import ImageArchive, ImageParts, SplitTable, read_group_map, read_split
+from lesion.data.custom import FOLDER, class_folders
+from lesion.data.layouts import LAYOUTS, Layout, SplitFiles, counts_of
+from lesion.data.readers import (
+    ImageArchive,
+    ImageParts,
+    SplitTable,
+    read_group_map,
+    read_split,
+)
+from lesion.errors import LesionError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,31 @@ def class_mapping(source: Sequence[str], primary: Sequence[str]) -> dict[int, in
     """Source class index → primary class index of the same name (or alias), ``None`` where there is none."""
     index = {name: k for k, name in enumerate(primary)}
     return {k: index.get(name, index.get(ALIASES.get(name, ""))) for k, name in enumerate(source)}
+
+
+def source_layout(entry: Mapping, primary: Sequence[str], where: str) -> Layout:
+    """The layout of a ``dataset.extra`` entry: an official one, or (``folder``) one class per sub-folder of its root.
+
+    Args:
+        entry: the entry (``layout``, ``root``).
+        primary: the primary dataset's classes.
+        where: the entry's name in errors (``dataset.extra[k]``).
+
+    Raises:
+        LesionError: a folder none of whose sub-folders names one of ``primary`` (or its alias).
+    """
+    if entry["layout"] != FOLDER:
+        return LAYOUTS[entry["layout"]]
+    root = Path(entry["root"]).expanduser()
+    found = tuple(class_folders(root))
+    if all(target is None for target in class_mapping(found, primary).values()):
+        raise LesionError(f"{where}.root", f"{root}'s class folders ({', '.join(found) or 'none'}) name none of the "
+                          f"classes ({', '.join(primary)})", f"put each class's images in a sub-folder named after "
+                          f"it, e.g. {root / primary[-1]}/")
+    # Built here rather than by dataset=folder's layout_of, which needs two classes to train on: a source
+    # may add one (UNK/ alone).
+    return Layout(name=FOLDER, id_column="image", classes=found, splits={"train": SplitFiles((), ())},
+                  has_taxonomy=False, source=FOLDER)
 
 
 def _archives(images: ImageArchive | ImageParts) -> list[ImageArchive]:
@@ -75,12 +112,15 @@ def add_external(primary: SplitTable, primary_root: Path, held_out: Sequence[str
     held = {canonical_id(i) for i in held_out}
     ids, labels, archives = list(primary.ids), [primary.labels], _archives(primary.images)
     report = {primary.layout.name: {"root": str(primary_root)}}
-    for entry in extra:
-        layout: Layout = LAYOUTS[entry["layout"]]
+    for k, entry in enumerate(extra):
+        layout = source_layout(entry, classes, f"dataset.extra[{k}]")
         root = Path(entry["root"]).expanduser()
         table = read_split(layout, root, "train")
         mapping = class_mapping(layout.classes, classes)
         groups_found = read_group_map(layout, root)
+        if groups_found is None:  # e.g. a folder: its images can be matched to validation/test images by id only
+            log.info("dataset.extra[%d] (%s): no lesion or patient grouping file, so its images are kept apart from "
+                     "validation and test by image id only", k, root)
         group_of = groups_found[1] if groups_found else {}
         lesions = held_groups | {group_of[i] for i in group_of if canonical_id(i) in held}
         kept, unmapped, same_id, same_group = [], {}, 0, 0

@@ -1,16 +1,20 @@
 """The official file layouts: file names, CSV headers, class orders and the taxonomy.
 
-ISIC 2017 Part 3, ISIC 2018 Task 3, ISIC 2019, SIIM-ISIC 2020, HAM10000 and ISIC 2024 (SLICE-3D),
-as their archives name them (sources: the ISIC challenge data pages, challenge.isic-archive.com/data;
-the HAM10000 release, Tschandl et al., Sci. Data 5, 180161 (2018), doi:10.7910/DVN/DBW86T; the ISIC
-2024 Kaggle challenge "Skin Cancer Detection with 3D-TBP", doi:10.34970/2024-slice-3d).
+ISIC 2017 Part 3, ISIC 2018 Task 3, ISIC 2019, SIIM-ISIC 2020, HAM10000, ISIC 2024 (SLICE-3D) and
+PAD-UFES-20, as their archives name them (sources: the ISIC challenge data pages,
+challenge.isic-archive.com/data; the HAM10000 release, Tschandl et al., Sci. Data 5, 180161 (2018),
+doi:10.7910/DVN/DBW86T; the ISIC 2024 Kaggle challenge "Skin Cancer Detection with 3D-TBP",
+doi:10.34970/2024-slice-3d; PAD-UFES-20, Pacheco et al., Data in Brief 32, 106221 (2020),
+doi:10.17632/zr7vgbcyr2.1, CC BY 4.0).
 
 This module is the one source of truth for class names, ``num_classes`` and the lesion
 taxonomy (melanocytic vs non-melanocytic, then benign vs malignant, then the class) used by the
 hierarchical decoder of Barata et al., "Explainable skin lesion diagnosis using taxonomies",
 Pattern Recognition 110 (2021). Caveats: ISIC 2019's AK (actinic keratosis) and SCC count as
 malignant, as ISIC 2018's AKIEC does; its UNK ("none of the others", no training image) counts
-as non-melanocytic and benign. ISIC 2020's two classes (benign, melanoma) have no taxonomy:
+as non-melanocytic and benign. PAD-UFES-20's NEV is melanocytic; its ACK (actinic keratosis) counts as
+benign, as the dataset's authors count it among the skin diseases that are not cancers (its Bowen's
+disease, an SCC in situ, is filed under SCC). ISIC 2020's two classes (benign, melanoma) have no taxonomy:
 its benign class mixes melanocytic and other lesions; nor do ISIC 2024's (benign, malignant).
 """
 
@@ -29,7 +33,7 @@ def counts_of(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
     return dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist()))
 
 MALIGNANT = frozenset({"MEL", "BCC", "AKIEC", "AK", "SCC"})
-MELANOCYTIC = frozenset({"NV", "MEL"})
+MELANOCYTIC = frozenset({"NV", "NEV", "MEL"})
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,13 @@ class Grouping:
 
 @dataclass(frozen=True)
 class MetadataFile:
-    """A CSV of patient metadata: its name, id column and the columns of age, sex and anatomic site.
+    """A CSV of patient metadata: its name, id column and the columns of age, sex, anatomic site and skin tone.
 
     ``in_images``: the file sits inside the split's image archive (ISIC 2017's ``<images>_metadata.csv``).
-    A column is ``None`` where the file has none (ISIC 2017 has no site; a user's CSV may lack any).
+    A column is ``None`` where the file has none (ISIC 2017 has no site; only PAD-UFES-20 and ISIC archive
+    exports have a skin tone; a user's CSV may lack any). ``site_words``: the file's own site words that
+    name a site of the layout's vocabulary (``Layout.sites``) otherwise, lower-case (PAD-UFES-20's
+    ``forearm`` → ``upper extremity``).
     """
 
     file: str
@@ -70,7 +77,9 @@ class MetadataFile:
     age: str | None
     sex: str | None
     site: str | None
+    skin_tone: str | None = None
     in_images: bool = False
+    site_words: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,11 +101,13 @@ class Layout:
     training split). ``groupings`` are the optional grouping files, in order of preference;
     ``duplicates`` an optional list of images published twice. ``has_taxonomy``: the classes
     have a place in the lesion taxonomy (hierarchical decoding). ``metadata``: per split, the
-    patient-metadata files in order of preference; ``sites`` the site names they use. ``not_images``:
+    patient-metadata files in order of preference; ``sites`` the site names they use
+    (after their ``MetadataFile.site_words``). ``not_images``:
     name patterns (``fnmatch``) of image files in the image archives that are not lesion images
     (ISIC 2017's superpixel maps), never taken for an image nor counted. ``source``: ``official`` files,
     or the user's own (``folder`` / ``csv``, built by :mod:`lesion.data.custom`). ``columns``: the
-    training CSV's header as published, where the layout describes it; ``training_only``: those of
+    training CSV's header as published, where the layout describes it (a training CSV that lacks one of
+    them is not this layout's, and refused); ``training_only``: those of
     its columns that the images to predict come without (the label among them), so a model that
     reads one learns from what it will never be given.
     """
@@ -268,5 +279,41 @@ ISIC2024 = Layout(
     training_only=("target", *ISIC2024_COLUMNS[-10:]),
 )
 
+# PAD-UFES-20: 2,298 smartphone images (PNG) of 1,641 lesions of 1,373 patients, with clinical data. The
+# metadata CSV's header as published (26 columns); `diagnostic` is the label, `img_id` the image's file
+# name. Its regions name sites of HAM10000's vocabulary: ARM and FOREARM the upper extremity, THIGH the
+# lower extremity, NOSE and LIP the face; the other nine are HAM10000 words already (FACE → face, …).
+PAD_UFES20_COLUMNS = (
+    "patient_id", "lesion_id", "smoke", "drink", "background_father", "background_mother", "age", "pesticide",
+    "gender", "skin_cancer_history", "cancer_history", "has_piped_water", "has_sewage_system", "fitspatrick",
+    "region", "diameter_1", "diameter_2", "diagnostic", "itch", "grew", "hurt", "changed", "bleed", "elevation",
+    "img_id", "biopsed",
+)
+PAD_UFES20_REGIONS = {"arm": "upper extremity", "forearm": "upper extremity", "thigh": "lower extremity",
+                      "nose": "face", "lip": "face"}
+
+# Images: the folder images/ (the archive's parts images/imgs_part_1 … imgs_part_3 inside it, or every
+# image in it directly) or images.zip. One split; test and validation are patient-grouped hold-outs.
+PAD_UFES20 = Layout(
+    name="pad_ufes20",
+    id_column="img_id",
+    classes=("ACK", "BCC", "MEL", "NEV", "SCC", "SEK"),
+    label_column="diagnostic",
+    label_values={c: c for c in ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")},
+    splits={"train": _split("images", "metadata.csv")},
+    groupings=(Grouping("metadata.csv", "img_id", "patient_id", "patient"),),
+    metadata={"train": (MetadataFile("metadata.csv", "img_id", "age", "gender", "region", skin_tone="fitspatrick",
+                                     site_words=PAD_UFES20_REGIONS),)},
+    sites=HAM10000_SITES,
+    columns=PAD_UFES20_COLUMNS,
+    # biopsed: whether the diagnosis was confirmed by a biopsy, known after it (every cancer is biopsied).
+    training_only=("diagnostic", "biopsed"),
+)
+
+# The metadata CSV the ISIC archive exports with its images (isic-archive.com), as a user's metadata file:
+# recognised by its columns, never a layout of its own.
+ISIC_ARCHIVE_METADATA = MetadataFile("metadata.csv", "isic_id", "age_approx", "sex", "anatom_site_general",
+                                     skin_tone="fitzpatrick_skin_type")
+
 LAYOUTS: dict[str, Layout] = {layout.name: layout
-                              for layout in (ISIC2017, ISIC2018, ISIC2019, ISIC2020, HAM10000, ISIC2024)}
+                              for layout in (ISIC2017, ISIC2018, ISIC2019, ISIC2020, HAM10000, ISIC2024, PAD_UFES20)}

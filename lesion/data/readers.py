@@ -1,4 +1,4 @@
-"""Read the splits of an official layout (ISIC 2017–2020, HAM10000, ISIC 2024) from its official files.
+"""Read the splits of an official layout (ISIC 2017–2020, HAM10000, ISIC 2024, PAD-UFES-20) from its official files.
 
 Each split's images are read from the official ``.zip``, the official ``.hdf5`` file (ISIC 2024:
 one dataset of JPEG bytes per id) or the extracted folder, without extracting anything to disk.
@@ -225,11 +225,19 @@ def read_csv(path: Path | str, what: str, data: bytes | None = None) -> pd.DataF
     return frame[(frame != "").any(axis=1)]
 
 
-def read_labels(layout: Layout, csv_path: Path) -> tuple[list[str], np.ndarray]:
-    """Parse an official ground-truth CSV into ids and class indices, validating every cell."""
+def read_labels(layout: Layout, csv_path: Path, header: tuple[str, ...] = ()) -> tuple[list[str], np.ndarray]:
+    """Parse an official ground-truth CSV into ids and class indices, validating every cell.
+
+    Args:
+        header: every column the file must have besides the id and label columns (the training
+            CSV's published header, ``Layout.columns``); a file without one is another layout's.
+    """
     frame = read_csv(csv_path, f"{layout.name} ground-truth CSV")
-    needed = [layout.id_column, *(layout.label_columns or [layout.label_column])]
+    needed = list(dict.fromkeys([layout.id_column, *(layout.label_columns or [layout.label_column]), *header]))
     missing = [c for c in needed if c not in frame.columns]
+    if missing and header:
+        raise LesionError(csv_path, f"missing column(s) {', '.join(missing)} of the {len(needed)} that {layout.name} "
+                          "publishes", f"use the official {csv_path.name} as downloaded, every column kept")
     if missing:
         raise LesionError(csv_path, f"missing column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns))})",
                           f"use the official {layout.name} ground-truth CSV with header {','.join(needed)}")
@@ -488,7 +496,7 @@ def read_split(layout: str | Layout, root: str | Path, split: str) -> SplitTable
         raise LesionError(root / missing, f"image archive not found (neither the extracted folder nor {missing}.zip "
                           f"or {missing}{HDF5_SUFFIX})",
                           f"download the official {layout.name} {split} images into {root}")
-    names, labels = read_labels(layout, csv_path)
+    names, labels = read_labels(layout, csv_path, layout.columns if split == "train" else ())
     ids = image_ids(names, csv_path)
     ids, labels = _without_duplicates(layout, root, ids, labels)
     if len(archives) == 1:
@@ -576,6 +584,15 @@ def read_group_map(layout: str | Layout, root: str | Path) -> tuple[Grouping, di
         raise LesionError(path, f"missing column(s) {', '.join(missing)}",
                           f"use a CSV with columns {grouping.id_column},{grouping.group_column}")
     return grouping, {image_id_of(i): g for i, g in zip(frame[grouping.id_column], frame[grouping.group_column]) if g}
+
+
+def patient_ids(layout: str | Layout, root: str | Path, ids: list[str]) -> np.ndarray | None:
+    """The patient of every image in ``ids`` where the layout's grouping file (present in ``root``) groups its images
+    by patient (ISIC 2020, ISIC 2024, PAD-UFES-20), else ``None``."""
+    grouping = find_grouping(layout, root)
+    if grouping is None or grouping.kind != "patient":
+        return None
+    return read_groups(layout, root, ids, strict=False)
 
 
 def read_groups(layout: str | Layout, root: str | Path, ids: list[str], strict: bool = True) -> np.ndarray | None:

@@ -58,7 +58,7 @@ def _class_cost(held: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.
 
 
 def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int,
-                    where: str = "dataset.val_fraction") -> tuple[np.ndarray, np.ndarray]:
+                    where: str = "dataset.val_fraction", keep_groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (keep, holdout) with every group on one side, holding out ``fraction`` of the images.
 
     Groups are visited in a seeded random order, pass after pass, each moving to the other side
@@ -67,7 +67,8 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, see
     does. Then, while moving a group brings the hold-out's size nearer ``fraction`` of all images,
     the move that keeps the classes nearest their shares is made. So the hold-out holds
     ``fraction`` of the images to within half a group, and each class as near its share as whole
-    groups allow. Both sides keep at least one group (then within one group's size).
+    groups allow. Both sides keep at least one group (then within one group's size), and the kept
+    side at least ``keep_groups``: a test hold-out leaves the groups its validation split needs.
 
     Args:
         labels: class index per image (N,).
@@ -75,6 +76,7 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, see
         fraction: share of the images to hold out, in (0, 1).
         seed: seed of the visiting order.
         where: the option that asked for the hold-out, named in an error.
+        keep_groups: the fewest groups the kept side must have.
 
     Returns:
         Sorted index arrays ``keep`` and ``holdout``.
@@ -83,6 +85,9 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, see
     if len(names) < 2:
         raise LesionError(where, f"all {len(labels)} images are of one lesion or patient, so none can be held out",
                           "add images of other lesions, or use dataset.split_by=image")
+    if len(names) <= keep_groups:
+        raise LesionError(where, f"{len(names)} lesions or patients cannot fill this hold-out and leave the "
+                          f"{keep_groups} the other splits need", "add images of other lesions, or use dataset.split_by=image")
     classes, class_of = np.unique(labels, return_inverse=True)
     order = np.random.default_rng(seed).permutation(len(names))
     counts = np.zeros((len(names), len(classes)))
@@ -114,6 +119,10 @@ def grouped_holdout(labels: np.ndarray, groups: np.ndarray, fraction: float, see
         after = moved()
         g = int(np.argmin(_class_cost(after, target, weight)))
         held[g], held_counts = ~held[g], after[g]
+    while (~held).sum() < keep_groups:  # give back the held group whose return keeps the classes nearest
+        after = moved()
+        g = np.flatnonzero(held)[np.argmin(_class_cost(after[held], target, weight))]
+        held[g], held_counts = False, after[g]
     held_rows = held[np.argsort(order)][group_of]
     return np.flatnonzero(~held_rows), np.flatnonzero(held_rows)
 
@@ -134,7 +143,8 @@ def grouped_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: in
 
 
 def split_indices(labels: np.ndarray, seed: int, fraction: float | None = None, fold: tuple[int, int] | None = None,
-                  groups: np.ndarray | None = None, where: str = "dataset.val_fraction") -> tuple[np.ndarray, np.ndarray]:
+                  groups: np.ndarray | None = None, where: str = "dataset.val_fraction",
+                  keep_groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) indices: a hold-out of ``fraction``, or fold ``k`` of ``K`` (1-based).
 
     Args:
@@ -144,11 +154,12 @@ def split_indices(labels: np.ndarray, seed: int, fraction: float | None = None, 
         fold: ``(k, K)`` for k-fold cross-validation.
         groups: lesion id per image; when given, no lesion is on both sides.
         where: the option that asked for the hold-out, named in an error.
+        keep_groups: a grouped hold-out leaves at least this many groups on the kept side.
     """
     if fold is None and groups is None:
         return stratified_holdout(labels, fraction, seed)
     if fold is None:
-        return grouped_holdout(labels, groups, fraction, seed, where)
+        return grouped_holdout(labels, groups, fraction, seed, where, keep_groups)
     k, n_folds = fold
     if groups is None:
         groups = np.arange(len(labels))  # every image its own group: a stratified k-fold

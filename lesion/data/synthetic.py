@@ -1,4 +1,5 @@
-"""Synthetic data: fake dermoscopy images in the exact official file layouts (ISIC 2017–2020, HAM10000, ISIC 2024).
+"""Synthetic data: fake lesion images in the exact official file layouts (ISIC 2017–2020, HAM10000, ISIC 2024,
+PAD-UFES-20).
 
 Lets the whole pipeline (loader, cache, balancing, training, evaluation, Grad-CAM) run offline
 and in seconds, on data whose answer is known.
@@ -21,15 +22,19 @@ What matches the real challenges:
       ISIC 2024: ``train-image.hdf5`` / ``test-image.hdf5`` (one dataset of JPEG bytes per
       ``isic_id``), ``train-metadata.csv`` with every official column in order, ``test-metadata.csv``
       without the label and the training-only columns (``Layout.training_only``), several images
-      per patient (age and sex per patient), and small square crops (100–150 px);
-    * JPEG, RGB, varying non-square sizes.
+      per patient (age and sex per patient), and small square crops (100–150 px); PAD-UFES-20: PNG
+      images ``PAT_<patient>_<lesion>_<n>.png`` spread over ``images/imgs_part_1`` … ``imgs_part_3``
+      and ``metadata.csv`` with its 26 columns in order, several lesions per patient and images per
+      lesion, the patient's columns (background, habits, age, gender, Fitzpatrick type) shared by
+      their images and missing together for about a third of the patients, as in the real file;
+    * JPEG (PAD-UFES-20: PNG), RGB, varying non-square sizes.
 
 What is layout only:
     * the pixels: a skin-coloured background with noise and one procedurally drawn lesion whose
       class is chosen to be learnable from colour, shape (round / elongated / irregular border)
       and texture (dots, streaks, uniform). They look nothing like real lesions beyond that;
-    * superpixel PNGs (8×8, a fixed grid), metadata (random age, sex, site; some missing, as in
-      the real files), attribution/licence texts;
+    * superpixel PNGs (8×8, a fixed grid), metadata (random age, sex, site, skin type; some missing,
+      as in the real files), attribution/licence texts;
     * ISIC 2024's share of malignant images (``malignant_share``, default 10 %: the real 0.098 %
       would leave a small copy without malignant images to validate or test on) and its signal,
       split between pixels and table: a malignant image is drawn as a melanoma with probability
@@ -52,6 +57,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import os
 import shutil
@@ -79,6 +85,7 @@ TRAIN_COUNTS = {
                  "UNK": 0},
     "isic2020": {"benign": 32542, "melanoma": 584},
     "ham10000": {"MEL": 1113, "NV": 6705, "BCC": 514, "AKIEC": 327, "BKL": 1099, "DF": 115, "VASC": 142},
+    "pad_ufes20": {"ACK": 730, "BCC": 845, "MEL": 52, "NEV": 244, "SCC": 192, "SEK": 235},
 }
 # Share of the malignant class of two-class layouts when none is asked for (else TRAIN_COUNTS's).
 DEFAULT_MALIGNANT_SHARE = {"isic2024": 0.1}
@@ -89,6 +96,8 @@ DEFAULT_WIDTH, DEFAULT_HEIGHT = (80, 112), (60, 84)  # inclusive ranges, 4:3-ish
 SQUARE_SIDES = {"isic2024": (100, 150)}  # inclusive range of the side of square crops, by layout
 # Layouts whose official images come as one HDF5 file per split (JPEG bytes per id), not a zip.
 HDF5_IMAGES = frozenset({"isic2024"})
+# Layouts whose official images are PNG files in a folder, spread over these sub-folders, not a zip.
+FOLDER_PARTS = {"pad_ufes20": ("imgs_part_1", "imgs_part_2", "imgs_part_3")}
 # Share of the malignant images of a layout that show their class in the pixels (the others are
 # drawn as its benign class), and share that show it in the lesion measurements of the table.
 PIXEL_SIGNAL = {"isic2024": 0.7}
@@ -125,7 +134,8 @@ _LOOKS = {
     "SCC": _Look((205, 150, 120), (180, 60, 50), 1.1, 0.8, 0.25, 0.26, 6, 0.09, 4),
 }
 # Classes drawn as another class's look: the same diagnosis under another name.
-_SAME_LOOK = {"AK": "AKIEC", "benign": "NV", "melanoma": "MEL", "malignant": "MEL"}
+_SAME_LOOK = {"AK": "AKIEC", "ACK": "AKIEC", "NEV": "NV", "SEK": "SK", "benign": "NV", "melanoma": "MEL",
+              "malignant": "MEL"}
 
 
 @dataclass(frozen=True)
@@ -340,9 +350,9 @@ def _write_split(
     rng: np.random.Generator,
     metadata_signal: float = 0.0,
 ) -> tuple[list[str], list[list]]:
-    """Write one split's zips and ground-truth CSV; return its ids and its rows for ``synthetic_lesions.csv``."""
+    """Write one split's image archives and CSVs; return its ids and its rows for ``synthetic_lesions.csv``."""
     files = spec.splits[split]
-    ids = _ids(spec, split, first_id, len(labels), rng)
+    ids = _ids(spec, split, first_id, labels, rng)
     side = _SIDE_FILES.get(spec.name, lambda *args: {})(files.images[0], ids, rng)
     lesions, parts = [], np.array_split(np.arange(len(ids)), len(files.images))
     for stem, rows in zip(files.images, parts):
@@ -350,9 +360,7 @@ def _write_split(
             for k in rows:
                 image_id, label = ids[k], labels[k]
                 image, lesion = _draw(_look(spec, label, rng), _size(spec, image_size, rng), rng)
-                buffer = io.BytesIO()
-                image.save(buffer, format="JPEG", quality=90)
-                add(image_id, buffer.getvalue())
+                add(image_id, image)
                 where = (f"{v:.1f}" for v in (lesion.cx, lesion.cy, lesion.radius))
                 lesions.append([split, image_id, label, *where])
     if spec.label_columns:  # one-hot; the implicit class (ISIC 2017 NV) is the all-zero row
@@ -364,24 +372,40 @@ def _write_split(
     return ids, lesions
 
 
+def _encoded(image: Image.Image, file_format: str) -> bytes:
+    """The bytes of ``image`` as a JPEG (quality 90) or PNG file."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=file_format, **({"quality": 90} if file_format == "JPEG" else {}))
+    return buffer.getvalue()
+
+
 @contextmanager
 def _image_archive(spec: Layout, folder: Path, stem: str,
-                   side: dict[str, bytes]) -> Iterator[Callable[[str, bytes], None]]:
-    """Write the image archive ``stem`` as the layout ships it; yields ``add(image_id, jpeg_bytes)``.
+                   side: dict[str, bytes]) -> Iterator[Callable[[str, Image.Image], None]]:
+    """Write the image archive ``stem`` as the layout ships it; yields ``add(image_id, image)``.
 
-    A zip whose inner folder holds ``<id>.jpg`` and, last, the ``side`` files; or (:data:`HDF5_IMAGES`)
-    an HDF5 file with one scalar byte-string dataset per id, as ISIC 2024's.
+    A zip whose inner folder holds ``<id>.jpg`` and, last, the ``side`` files; (:data:`HDF5_IMAGES`)
+    an HDF5 file with one scalar byte-string dataset of JPEG bytes per id, as ISIC 2024's; or
+    (:data:`FOLDER_PARTS`) a folder whose sub-folders hold ``<id>.png`` in turn, as PAD-UFES-20's.
     """
     if spec.name in HDF5_IMAGES:
         import h5py  # only for the layouts that need it
 
         with h5py.File(folder / f"{stem}.hdf5", "w") as archive:
-            yield lambda image_id, data: archive.create_dataset(image_id, data=np.bytes_(data))
+            yield lambda image_id, image: archive.create_dataset(image_id, data=np.bytes_(_encoded(image, "JPEG")))
+        return
+    if spec.name in FOLDER_PARTS:
+        parts = [folder / stem / part for part in FOLDER_PARTS[spec.name]]
+        for part in parts:
+            part.mkdir(parents=True)
+        written = itertools.count()
+        yield lambda image_id, image: (parts[next(written) % len(parts)] / f"{image_id}.png").write_bytes(
+            _encoded(image, "PNG"))
         return
     inner = _INNER_FOLDER.get(spec.name, stem)
     with zipfile.ZipFile(folder / f"{stem}.zip", "w") as archive:
         archive.writestr(_zip_info(f"{inner}/"), b"")
-        yield lambda image_id, data: archive.writestr(_zip_info(f"{inner}/{image_id}.jpg"), data)
+        yield lambda image_id, image: archive.writestr(_zip_info(f"{inner}/{image_id}.jpg"), _encoded(image, "JPEG"))
         for name, data in side.items():
             compress = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
             archive.writestr(_zip_info(f"{inner}/{name}", compress), data)
@@ -408,22 +432,48 @@ def _look(spec: Layout, label: str, rng: np.random.Generator) -> _Look:
     return _LOOKS[_SAME_LOOK.get(label, label)]
 
 
-def _ids(spec: Layout, split: str, first_id: int, n: int, rng: np.random.Generator) -> list[str]:
-    """ISIC ids; about a third of ISIC 2019's training ids carry the ``_downsampled`` suffix."""
+def _ids(spec: Layout, split: str, first_id: int, labels: list[str], rng: np.random.Generator) -> list[str]:
+    """The ids of images of ``labels``, numbered from ``first_id``: ISIC ids (about a third of ISIC 2019's
+    training ids carry the ``_downsampled`` suffix), or PAD-UFES-20's (:func:`_pad_ufes20_ids`)."""
+    if spec.name == "pad_ufes20":
+        return _pad_ufes20_ids(labels, first_id, rng)
+    n = len(labels)
     ids = [f"ISIC_{first_id + k:07d}" for k in range(n)]
     if spec.name == "isic2019" and split == "train":
         ids = [f"{i}_downsampled" if shrunk else i for i, shrunk in zip(ids, rng.random(n) < 1 / 3)]
     return ids
 
 
+def _group_numbers(n: int, mean_size: float, rng: np.random.Generator) -> np.ndarray:
+    """Group numbers 0, 1, … of ``n`` images in order, groups of 1 + Poisson(``mean_size`` − 1) images."""
+    out, k = [], 0
+    while len(out) < n:
+        out += [k] * (1 + int(rng.poisson(mean_size - 1)))
+        k += 1
+    return np.array(out[:n], dtype=np.int64)
+
+
 def _groups(prefix: str, n: int, mean_size: float, rng: np.random.Generator, first: int = 0) -> list[str]:
     """Group ids for ``n`` images in order, groups of 1 + Poisson(``mean_size`` − 1) images, numbered from
     ``first``."""
-    out, k = [], first
-    while len(out) < n:
-        out += [f"{prefix}_{k:07d}"] * (1 + int(rng.poisson(mean_size - 1)))
-        k += 1
-    return out[:n]
+    return [f"{prefix}_{first + k:07d}" for k in _group_numbers(n, mean_size, rng)]
+
+
+def _pad_ufes20_ids(labels: list[str], first_id: int, rng: np.random.Generator) -> list[str]:
+    """``PAT_<patient>_<lesion>_<n>`` per image, numbered from ``first_id``: a lesion has 1 + Poisson(0.4)
+    images (the real 1.4), all of its diagnosis; a patient 1 + Poisson(0.5) lesions (the real 1.2: more,
+    so that a small copy has patients of several images), of any diagnoses; ``n`` counts the images."""
+    n = len(labels)
+    lesion_of, lesions = np.empty(n, dtype=np.int64), 0
+    for label in sorted(set(labels)):
+        rows = [k for k, y in enumerate(labels) if y == label]
+        numbers = _group_numbers(len(rows), 1.4, rng)
+        lesion_of[rows] = lesions + numbers
+        lesions += int(numbers.max()) + 1
+    patient_of_lesion = np.empty(lesions, dtype=np.int64)
+    patient_of_lesion[rng.permutation(lesions)] = _group_numbers(lesions, 1.5, rng)  # diagnoses mixed
+    return [f"PAT_{first_id + patient_of_lesion[lesion]}_{first_id + lesion}_{first_id + k}"
+            for k, lesion in enumerate(lesion_of)]
 
 
 def _ages(n: int, rng: np.random.Generator, missing: float = 0.02) -> list[str]:
@@ -496,12 +546,15 @@ def _ham10000_tables(spec: Layout, split: str, ids: list[str], labels: list[str]
     return {spec.splits["train"].csv[0]: _csv_text(header, rows)}
 
 
-def _tied_sites(sites: list[str], labels: list[str], spec: Layout, signal: float, rng: np.random.Generator) -> list[str]:
+def _tied_sites(sites: list[str], labels: list[str], spec: Layout, signal: float, rng: np.random.Generator,
+                words: tuple[str, ...] | None = None) -> list[str]:
     """``sites`` with a share ``signal`` of the images moved to their class's own site (metadata that
-    predicts the class); unchanged, drawing nothing, when ``signal`` is 0."""
+    predicts the class), one of ``words`` (the file's site words; default ``spec.sites``); unchanged,
+    drawing nothing, when ``signal`` is 0."""
     if not signal:
         return sites
-    own = {c: spec.sites[k % len(spec.sites)] for k, c in enumerate(spec.classes)}
+    words = words or spec.sites
+    own = {c: words[k % len(words)] for k, c in enumerate(spec.classes)}
     tied = rng.random(len(sites)) < signal
     return [own[y] if t else s for s, y, t in zip(sites, labels, tied)]
 
@@ -611,9 +664,66 @@ def _diagnoses(malignant: np.ndarray, first: int, rng: np.random.Generator) -> d
             "mel_thick_mm": [f"{t:.2f}" if i else "" for t, i in zip(thickness, invasive)]}
 
 
+# PAD-UFES-20's regions and their shares of the real images (%), and its other categories.
+_REGIONS_PAD = ("FACE", "FOREARM", "CHEST", "BACK", "ARM", "NOSE", "HAND", "NECK", "THIGH", "EAR", "ABDOMEN", "LIP",
+                "SCALP", "FOOT")
+_REGION_WEIGHTS_PAD = (24.8, 17.1, 12.2, 10.8, 8.4, 6.9, 5.5, 4.0, 3.2, 3.2, 1.6, 1.0, 0.8, 0.7)
+_ANCESTRIES_PAD = ("POMERANIA", "GERMANY", "BRAZIL", "ITALY", "NETHERLANDS", "POLAND", "PORTUGAL", "UNK")
+_ANCESTRY_WEIGHTS_PAD = (30, 25, 20, 12, 4, 3, 3, 3)
+_SKIN_TYPE_WEIGHTS_PAD = (9, 52, 33, 5, 0.7, 0.3)  # Fitzpatrick 1–6 (%)
+_BACKGROUND_MISSING_PAD = 0.35  # share of patients whose background, habits, gender and skin type are not recorded
+_CANCERS_PAD = frozenset({"BCC", "MEL", "SCC"})  # always biopsied
+
+
+def _pad_ufes20_tables(spec: Layout, split: str, ids: list[str], labels: list[str], rng: np.random.Generator,
+                       signal: float) -> dict:
+    """``metadata.csv``: every column of ``Layout.columns`` in order. The patient's columns are shared by its
+    images and recorded for about two patients in three (age always); a lesion's by its images."""
+    n = len(ids)
+    patients, lesions = [f"PAT_{i.split('_')[1]}" for i in ids], [i.split("_")[2] for i in ids]
+    _, patient_of = np.unique(patients, return_inverse=True)
+    lesion_numbers, first_image, lesion_of = np.unique(lesions, return_index=True, return_inverse=True)
+    n_patients, n_lesions = patient_of.max() + 1, len(lesion_numbers)
+    recorded = (rng.random(n_patients) >= _BACKGROUND_MISSING_PAD)[patient_of]
+
+    def recorded_only(values) -> list[str]:
+        return [str(v) if known else "" for v, known in zip(values, recorded)]
+
+    def flags(size: int, share: float) -> np.ndarray:
+        return np.where(rng.random(size) < share, "True", "False")
+
+    patient = {
+        **{name: flags(n_patients, share) for name, share in (
+            ("smoke", 0.15), ("drink", 0.25), ("pesticide", 0.3), ("skin_cancer_history", 0.4),
+            ("cancer_history", 0.5), ("has_piped_water", 0.85), ("has_sewage_system", 0.75))},
+        "background_father": _choice(_ANCESTRIES_PAD, _ANCESTRY_WEIGHTS_PAD, n_patients, rng),
+        "background_mother": _choice(_ANCESTRIES_PAD, _ANCESTRY_WEIGHTS_PAD, n_patients, rng),
+        "gender": _choice(("FEMALE", "MALE"), (52, 48), n_patients, rng),
+        "fitspatrick": [f"{t:.1f}" for t in rng.choice(np.arange(1, 7), n_patients,
+                                                        p=np.asarray(_SKIN_TYPE_WEIGHTS_PAD) / 100)],
+    }
+    columns = {name: recorded_only(np.asarray(values)[patient_of]) for name, values in patient.items()}
+    columns["age"] = np.clip(rng.normal(60, 15, n_patients), 6, 94).astype(int)[patient_of].tolist()
+    lesion_labels = [labels[k] for k in first_image]
+    regions = _tied_sites(_choice(_REGIONS_PAD, _REGION_WEIGHTS_PAD, n_lesions, rng), lesion_labels, spec, signal, rng,
+                          _REGIONS_PAD)
+    diameter = np.round(np.exp(rng.normal(np.log(8), 0.5, n_lesions)))
+    lesion = {"region": regions, "diameter_1": [f"{d:.1f}" for d in diameter],
+              "diameter_2": [f"{d:.1f}" for d in np.maximum(1, np.round(diameter * rng.uniform(0.5, 1, n_lesions)))],
+              **{name: _choice(("True", "False", "UNK"), (40, 55, 5), n_lesions, rng)
+                 for name in ("itch", "grew", "hurt", "changed", "bleed", "elevation")},
+              "biopsed": ["True" if y in _CANCERS_PAD or rng.random() < 0.2 else "False" for y in lesion_labels]}
+    columns.update({name: np.asarray(values)[lesion_of].tolist() for name, values in lesion.items()})
+    for name in ("diameter_1", "diameter_2"):  # measured at the visits that recorded the patient's background
+        columns[name] = recorded_only(columns[name])
+    columns.update(patient_id=patients, lesion_id=lesions, diagnostic=labels, img_id=[f"{i}.png" for i in ids])
+    rows = [[columns[c][k] for c in spec.columns] for k in range(n)]
+    return {spec.splits[split].csv[0]: _csv_text(list(spec.columns), rows)}
+
+
 # The CSVs a layout has besides one-hot ground truth, by layout: name -> text.
 _TABLES = {"isic2019": _isic2019_tables, "isic2020": _isic2020_tables, "ham10000": _ham10000_tables,
-           "isic2024": _isic2024_tables}
+           "isic2024": _isic2024_tables, "pad_ufes20": _pad_ufes20_tables}
 
 
 def _write_duplicates(spec: Layout, folder: Path, ids: list[str], labels: list[str], rng: np.random.Generator) -> None:
@@ -674,8 +784,8 @@ def write_synthetic(
         image_size: ``(width, height)`` of every image; ``None`` varies it per image
             (width 80–112, height 60–84; ISIC 2024: squares of side 100–150).
         metadata_signal: share of the images whose anatomic site is their class's own (ISIC
-            2019/2020, HAM10000), so that patient metadata predicts the class; 0 leaves the site
-            independent of the class.
+            2019/2020, HAM10000, ISIC 2024; PAD-UFES-20: of the lesions), so that patient metadata
+            predicts the class; 0 leaves the site independent of the class.
         malignant_share: share of the malignant class of a two-class layout (see :func:`split_counts`).
 
     Returns:
@@ -759,7 +869,8 @@ def ensure_synthetic(layout: str, root: str | Path, n: int = 120, seed: int = 0)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m lesion.data.synthetic",
-        description="Write a synthetic dataset in an official file layout (ISIC 2017–2020, HAM10000, ISIC 2024).",
+        description="Write a synthetic dataset in an official file layout (ISIC 2017–2020, HAM10000, ISIC 2024, "
+                    "PAD-UFES-20).",
     )
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
     parser.add_argument("--out", required=True, type=Path, help="target folder (must not exist or be empty)")

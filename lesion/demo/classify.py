@@ -1,8 +1,10 @@
 """What the page shows for each uploaded image, computed as ``evaluate.py images=…`` computes it.
 
 Each upload is decoded and preprocessed by :class:`lesion.data.unlabelled.FolderImages` with the
-checkpoint's settings, classified by :func:`lesion.evaluate.predict.predict`, and explained by
-:class:`lesion.evaluate.gradcam.GradCamExplainer` on the very tensor that was classified.
+checkpoint's settings, classified by :func:`lesion.evaluate.predict.predict_with_energy` (its
+energy flagged ``unknown`` above the checkpoint's out-of-distribution threshold, when it stores
+one), and explained by :class:`lesion.evaluate.gradcam.GradCamExplainer` on the very tensor that
+was classified.
 A file that cannot be read gets its message instead; it never stops the others.
 """
 
@@ -23,7 +25,8 @@ from lesion.data.unlabelled import FolderImages
 from lesion.device import resolve_device
 from lesion.errors import LesionError
 from lesion.evaluate.gradcam import GradCamExplainer, overlay
-from lesion.evaluate.predict import predict
+from lesion.evaluate.ood import unknown
+from lesion.evaluate.predict import predict_with_energy
 from lesion.train.module import LesionClassifier
 
 log = logging.getLogger(__name__)
@@ -31,13 +34,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Result:
-    """One upload: its name and either its probabilities (K, class order) and Grad-CAM overlay
-    (H×W×3 uint8 at the image's size, for the class ``explained``), or the ``error`` to show."""
+    """One upload: its name and either its probabilities (K, class order), Grad-CAM overlay
+    (H×W×3 uint8 at the image's size, for the class ``explained``) and whether it is ``unknown``
+    (unlike the training data; ``None`` without a threshold), or the ``error`` to show."""
 
     name: str
     probabilities: np.ndarray | None = None
     overlay: np.ndarray | None = None
     explained: str | None = None
+    unknown: bool | None = None
     error: str | None = None
 
 
@@ -90,14 +95,16 @@ class PageModel:
         results = {i: Result(names[i], error=message) for i, message in errors.items()}
         if items:
             order = sorted(items)
-            probs, _ = predict(self.module, DataLoader([items[i] for i in order], batch_size=16))
+            probs, energies, _ = predict_with_energy(self.module, DataLoader([items[i] for i in order], batch_size=16))
+            threshold = self.module.ood_threshold
+            flags = [None] * len(order) if threshold is None else unknown(energies, threshold.threshold).tolist()
             layer = getattr(self.module.net.backbone, self.layer)
             with GradCamExplainer(self.module.net, target_layer=layer) as explainer:
-                for i, p in zip(order, probs):
+                for i, p, flag in zip(order, probs, flags):
                     original = images.read(i)
                     explained = explainer.explain(items[i][0], original.size)
                     results[i] = Result(names[i], p, overlay(np.asarray(original), explained.cam),
-                                        self.classes[explained.target])
+                                        self.classes[explained.target], flag)
         return [results[i] for i in range(len(names))]
 
 

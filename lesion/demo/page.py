@@ -1,6 +1,7 @@
 """The Gradio page: an upload box, and for each image its class probabilities (a bar chart and a
-table), its Grad-CAM overlay, and the model's name, training data and classes under a standing
-notice that this is a research tool, not a diagnosis. Its one API endpoint is ``/classify``.
+table), its Grad-CAM overlay, a warning when it is unlike the training data (flagged ``unknown``),
+and the model's name, training data and classes under a standing notice that this is a research
+tool, not a diagnosis. Its one API endpoint is ``/classify``.
 
 Every outcome is shown on the page: a file that cannot be read gets its one-line reason, and an
 unexpected failure a short message (its traceback goes to the server's log, never to the page).
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 NOTICE = ("**Research tool, not a diagnosis.** The model's output is a statistical estimate from "
           "dermoscopy images alone; it has not been validated for clinical use. Do not use it to decide "
           "on anyone's care.")
+UNKNOWN_WARNING = ("⚠ unlike the images the model was trained on (out-of-distribution score above its threshold): "
+                   "this probability means little")
 
 
 def _chart(results: list[Result], classes: list[str]):
@@ -54,6 +57,8 @@ def _summary(results: list[Result], classes: list[str]) -> str:
             top = int(result.probabilities.argmax())
             lines.append(f"- **{result.name}** → **{classes[top]}** ({result.probabilities[top]:.3f}); "
                          f"Grad-CAM explains {result.explained}")
+            if result.unknown:
+                lines.append(f"  **{UNKNOWN_WARNING}**")
     return "\n".join(lines)
 
 

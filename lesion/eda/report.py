@@ -1,8 +1,8 @@
 """The exploratory data analysis report as Markdown: what a reader needs before training on a dataset.
 
 Sections: images per class and split, source image sizes, colour per class, images per lesion,
-patient metadata per class (age, sex, site), sample images and
-near-duplicate images across splits. Figures are linked by paths relative to the report.
+patient metadata per class (age, sex, site), skin tone per class and split (where the metadata has
+one), sample images and near-duplicate images across splits. Figures are linked by paths relative to the report.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from lesion.data.metadata import SKIN_TYPES
 from lesion.eda.duplicates import Duplicates, Pair
 from lesion.eda.hashing import BITS
 from lesion.eda.statistics import CHANNELS, ClassMetadata, Colour, Groups, Sizes
@@ -27,6 +28,8 @@ class Findings:
     ``figures``: figure name → path relative to the report (absent: not drawn). ``pair_images``:
     thumbnail path of each of the first shown cross-split pairs. ``metadata``: per-class patient
     metadata of the splits that have a metadata file (``metadata_splits``), ``None`` when none has.
+    ``skin_tone_by_split``: images per Fitzpatrick type (``None``: missing) of each of those splits, ``None``
+    when their metadata has no skin tone.
     """
 
     layout: str
@@ -48,6 +51,7 @@ class Findings:
     pair_images: list[str] = field(default_factory=list)
     metadata: dict[str, ClassMetadata] | None = None
     metadata_splits: list[str] = field(default_factory=list)
+    skin_tone_by_split: dict[str, dict[str | None, int]] | None = None
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -174,6 +178,24 @@ def _metadata(f: Findings) -> list[str]:
                     _table(["class", "images", "age (mean ± sd)", "age missing", "sex", "site"], rows), ""]
 
 
+def _skin_tone(f: Findings) -> list[str]:
+    if f.skin_tone_by_split is None:
+        return []
+    lines = ["## Skin tone", ""]
+    if not any(n for counts in f.skin_tone_by_split.values() for tone, n in counts.items() if tone is not None):
+        return lines + ["The metadata has a skin tone column, but no image has a Fitzpatrick type in it.", ""]
+
+    def row(name: str, counts: dict) -> list:
+        return [name, sum(counts.values()), *(counts.get(t, 0) for t in SKIN_TYPES), counts.get(None, 0)]
+
+    header = ["images", *SKIN_TYPES, "missing"]
+    return lines + ["Fitzpatrick skin type (I–VI) of the images of the "
+                    f"{', '.join(SPLIT_NAMES[s] for s in f.metadata_splits)} split(s); missing values are a group of "
+                    "their own, as in the subgroup report of `evaluate.py`.", "",
+                    _table(["class", *header], [row(c, m.skin_tone) for c, m in f.metadata.items()]), "",
+                    _table(["split", *header], [row(s, counts) for s, counts in f.skin_tone_by_split.items()]), ""]
+
+
 def _samples(f: Findings) -> list[str]:
     if "samples" not in f.figures:
         return []
@@ -228,7 +250,7 @@ def format_report(f: Findings) -> str:
              f"Dataset `{f.layout}` in `{f.root}`: {total} images ({splits}), {len(f.classes)} classes "
              f"({', '.join(f.classes)}). Colour, samples and hashes come from the {f.square}×{f.square} image "
              "cache.", ""]
-    for section in (_counts, _sizes, _colour, _groups, _metadata, _samples, _duplicates):
+    for section in (_counts, _sizes, _colour, _groups, _metadata, _skin_tone, _samples, _duplicates):
         lines += section(f)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -3,8 +3,8 @@
 Called by ``eda.py`` and tests. Reads top to bottom: options checked → the splits read (a
 synthetic dataset generated first) → their image caches built (or found) → one pass over the
 cached squares per split (colour sums and pHash of every image) → source sizes from the file
-headers → lesion groups → patient metadata → near-duplicate pairs. Only then is anything written to ``out``: the
-``.hydra/`` record, the figures, ``duplicates.csv`` and ``report.md``.
+headers → lesion groups → patient metadata (skin tone among it) → near-duplicate pairs. Only then
+is anything written to ``out``: the ``.hydra/`` record, the figures, ``duplicates.csv`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lesion.eda.options import check_eda
 from lesion.eda.report import Findings, duplicates_csv, format_report
 from lesion.eda.sources import source_sizes
 from lesion.eda.statistics import (colour_by_class, colour_sums, group_summary, metadata_by_class, pooled_colour,
-                                   size_summary)
+                                   size_summary, skin_tones)
 from lesion.errors import LesionError
 from lesion.files import write_atomic
 from lesion.hydra_record import write_record
@@ -108,6 +108,7 @@ def run(cfg: DictConfig) -> Findings:
         raise LesionError("duplicates.max_distance", f"finds {error} within {cfg.duplicates.max_distance} bits, "
                           "too many to tell copies from look-alikes", "lower it (4 finds copies)") from None
     metadata = {s: m for s, t in tables.items() if (m := read_metadata(layout, root, s, t.ids)) is not None}
+    tones = {s: counts for s, m in metadata.items() if (counts := skin_tones(m)) is not None}
     pixels = size * size
     all_sums = np.concatenate([sm for _, sm, _ in scans.values()])
     all_squares = np.concatenate([sq for _, _, sq in scans.values()])
@@ -122,7 +123,7 @@ def run(cfg: DictConfig) -> Findings:
         groups=groups, grouping_files=[g.file for g in layout.groupings],
         duplicates=duplicates, shown=cfg.duplicates.show,
         metadata=metadata_by_class([metadata[s] for s in metadata], [labels[s] for s in metadata], classes)
-        if metadata else None, metadata_splits=list(metadata),
+        if metadata else None, metadata_splits=list(metadata), skin_tone_by_split=tones or None,
     )
     samples = _samples(squares, labels, classes, cfg.samples.per_class, cfg.seed) if cfg.samples.per_class else None
 

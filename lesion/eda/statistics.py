@@ -1,5 +1,5 @@
 """Descriptive statistics of a dataset: colour per class, source image sizes, images per lesion,
-patient metadata per class.
+patient metadata per class, skin tone per class and split.
 
 Colour statistics are pooled over every pixel of a class's cached squares (the centred square of
 each image, resized as training sees it), from per-image sums and sums of squares, in 0–255
@@ -146,7 +146,8 @@ def group_summary(groups: np.ndarray, labels: np.ndarray, classes: Sequence[str]
 
 @dataclass(frozen=True)
 class ClassMetadata:
-    """One class's patient metadata: images, age (mean, sd, missing), sex and site counts (``None`` = missing)."""
+    """One class's patient metadata: images, age (mean, sd, missing), sex, site and skin tone counts (``None`` =
+    missing); ``skin_tone`` is ``None`` where the metadata has no skin tone."""
 
     images: int
     age_mean: float
@@ -154,6 +155,14 @@ class ClassMetadata:
     age_missing: int
     sex: dict[str | None, int]
     site: dict[str | None, int]
+    skin_tone: dict[str | None, int] | None = None
+
+
+def skin_tones(frame: pd.DataFrame) -> dict[str | None, int] | None:
+    """Images per Fitzpatrick type (``None``: missing) of a metadata table, or ``None`` when it has no skin tone."""
+    if "skin_tone" not in frame.columns:
+        return None
+    return dict(Counter(frame["skin_tone"].where(frame["skin_tone"].notna(), None)))
 
 
 def metadata_by_class(frames: Sequence[pd.DataFrame], labels: Sequence[np.ndarray],
@@ -169,6 +178,6 @@ def metadata_by_class(frames: Sequence[pd.DataFrame], labels: Sequence[np.ndarra
             images=len(mine), age_mean=float(ages.mean()) if len(ages) else float("nan"),
             age_std=float(ages.std(ddof=1)) if len(ages) > 1 else float("nan"), age_missing=int(mine["age"].isna().sum()),
             sex=dict(Counter(mine["sex"].where(mine["sex"].notna(), None))),
-            site=dict(Counter(mine["site"].where(mine["site"].notna(), None))),
+            site=dict(Counter(mine["site"].where(mine["site"].notna(), None))), skin_tone=skin_tones(mine),
         )
     return out

@@ -13,9 +13,18 @@ from lesion.errors import LesionError
 from lesion.train.module import LesionClassifier
 
 
-def folder_images(module: LesionClassifier, checkpoint: str | Path, images: Path, metadata: Path | None) -> FolderImages:
-    """The images of ``images``, preprocessed as ``module``'s checkpoint says (input size, cache square, mean and
-    std, colour constancy), with their patient metadata encoded for a metadata net.
+def folder_images(hp, folder: str | Path) -> FolderImages:
+    """The images of a folder (or an HDF5 image archive), decoded and preprocessed as a checkpoint's
+    hyper-parameters ``hp`` say (input size, cache size, colour constancy, normalisation)."""
+    size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
+    return FolderImages.in_folder(Path(folder).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size,
+                                  (hp.dataset or {}).get("color_constancy"))
+
+
+def model_inputs(module: LesionClassifier, checkpoint: str | Path, images: str | Path,
+                 metadata: str | Path | None) -> FolderImages:
+    """:func:`folder_images` of ``images`` for ``module``, with their patient metadata encoded as its checkpoint
+    says when it is a metadata net.
 
     Args:
         module: the model that will predict them.
@@ -27,14 +36,11 @@ def folder_images(module: LesionClassifier, checkpoint: str | Path, images: Path
     Raises:
         LesionError: no images there, or a metadata net without ``metadata``.
     """
-    hp = module.hparams
-    size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
-    found = FolderImages.in_folder(images, EvalPreset(hp.image_size, hp.mean, hp.std), size,
-                                   (hp.dataset or {}).get("color_constancy"))
+    found = folder_images(module.hparams, images)
     if module.uses_metadata and metadata is None:
         raise LesionError("metadata", f"{checkpoint} was trained with patient metadata, and no metadata CSV is given",
                           "pass metadata=<a CSV with columns image,age,sex,site for these images>")
     if module.uses_metadata:
-        encoding = MetadataEncoding.from_dict(hp.metadata)
-        found.metadata = encoding.encode(read_metadata_csv(metadata, found.ids, encoding.sites))
+        encoding = MetadataEncoding.from_dict(module.hparams.metadata)
+        found.metadata = encoding.encode(read_metadata_csv(Path(metadata).expanduser(), found.ids, encoding.sites))
     return found

@@ -10,7 +10,9 @@ Views (``flips``, ``crops``):
   MethodsX 2020);
 - ``flips`` replaces every view by its 8 flips / 90° rotations.
 
-The probabilities of all views are averaged.
+The probabilities of all views are averaged, and so are their energies
+(:func:`lesion.evaluate.ood.energy_score`, the out-of-distribution score), each view's computed
+from the very logits that give its probabilities.
 
 Batches are transferred once; views, normalisation (of batches handed over as uint8 pixels,
 :meth:`lesion.data.transforms.Preset.handed_over`) and the forward passes run on the module's
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from lesion.data.device_augmentation import DeviceAugmentation
 from lesion.data.transforms import SquarePreset
-from lesion.export.graph import ProbabilityGraph
+from lesion.evaluate.ood import energy_score
 from lesion.train.module import LesionClassifier
 
 # Images (B×3×H×W) and encoded metadata (B×D or None) → B×K class probabilities.
@@ -74,19 +76,30 @@ def prediction_items(dataset: Dataset, module: LesionClassifier, crops: int) -> 
     return viewed
 
 
-@torch.no_grad()
 def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, crops: int = 1,
             graph: Probabilities | None = None, precision: str = "32", channels_last: bool = False,
             images_per_forward: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (N×K) and labels (N, -1 when unlabelled) over ``loader``, in order.
+    """Class probabilities (N×K) and labels (N) over ``loader``: :func:`predict_with_energy` without the energies."""
+    probs, _, labels = predict_with_energy(module, loader, flips, crops, graph, precision, channels_last,
+                                           images_per_forward)
+    return probs, labels
+
+
+@torch.no_grad()
+def predict_with_energy(module: LesionClassifier, loader: DataLoader, flips: bool = False, crops: int = 1,
+                        graph: Probabilities | None = None, precision: str = "32", channels_last: bool = False,
+                        images_per_forward: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities (N×K), energies (N) and labels (N, -1 when unlabelled) over ``loader``, in order.
 
     Batches are ``(images, labels)``, or ``(images, metadata, labels)`` for a net that takes
     patient metadata (the same metadata for every view); images normalised, or uint8 pixels that
     are normalised here with the module's ``mean``/``std``. The probabilities are averaged over
     :func:`views`; with ``crops > 1`` the loader gives whole squares (``SquarePreset``).
-    ``graph`` computes each view's probabilities: by default the module's net, the same
-    :class:`~lesion.export.graph.ProbabilityGraph` an export holds; an exported graph run
-    elsewhere (:class:`~lesion.export.onnx.OnnxRuntimeGraph`) takes its place.
+    By default the module's net gives each view's logits, whose softmax is its probabilities (as
+    the :class:`~lesion.export.graph.ProbabilityGraph` an export holds computes them) and whose
+    energy is its out-of-distribution score. An exported graph run elsewhere
+    (:class:`~lesion.export.onnx.OnnxRuntimeGraph`) may take the net's place as ``graph``: it gives
+    probabilities only, so the energies are NaN.
 
     Args:
         precision: a key of :data:`PRECISIONS`: ``32``, or autocast to ``bf16`` / ``fp16``.
@@ -94,9 +107,9 @@ def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, c
         images_per_forward: views of a batch share a forward pass up to this many images
             (default :data:`GPU_FORWARD_IMAGES` on a GPU; on the CPU one view per pass).
     """
-    probs, labels = [], []
+    probs, energies, labels = [], [], []
     device, size = module.device, module.hparams.image_size
-    graph = graph or ProbabilityGraph([module.net]).eval()
+    module.net.eval()
     normalise = DeviceAugmentation(module.hparams.mean, module.hparams.std, jitter=False)
     dtype = PRECISIONS[precision]
     for *inputs, targets in tqdm(loader, desc="predict", unit="batch"):
@@ -107,14 +120,21 @@ def predict(module: LesionClassifier, loader: DataLoader, flips: bool = False, c
         seen = views(images, size, flips, crops)
         limit = images_per_forward or (GPU_FORWARD_IMAGES if device.type == "cuda" else len(images))
         per_forward = max(1, limit // len(images))
-        view_probs = []
+        view_probs, view_energies = [], []
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             for start in range(0, len(seen), per_forward):
                 chunk = torch.cat(seen[start:start + per_forward])
                 if channels_last:
                     chunk = chunk.contiguous(memory_format=torch.channels_last)
                 repeated = None if metadata is None else metadata.repeat(len(seen[start:start + per_forward]), 1)
-                view_probs += graph(chunk, repeated).float().split(len(images))
+                if graph is None:
+                    logits = module.net(chunk, repeated).float()
+                    view_probs += logits.softmax(1).split(len(images))
+                    view_energies += torch.from_numpy(energy_score(logits.cpu().numpy())).split(len(images))
+                else:
+                    view_probs += graph(chunk, repeated).float().split(len(images))
+                    view_energies += torch.full((len(chunk),), float("nan"), dtype=torch.float64).split(len(images))
         probs.append(torch.stack(view_probs).mean(0).cpu())
+        energies.append(torch.stack(view_energies).mean(0))
         labels.append(targets)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return torch.cat(probs).numpy(), torch.cat(energies).numpy(), torch.cat(labels).numpy()

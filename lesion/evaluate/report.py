@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from lesion.evaluate.calibration import calibration_bins, check_scores
-from lesion.metrics import LesionMetrics, partial_auc
+from lesion.metrics import LesionMetrics, partial_auc, top_k_sensitivity
 
 CI_LEVEL = 0.95
+# Resampled images scored at once: about 8 MiB per float64 array of a block of resamples.
+BOOTSTRAP_BLOCK_CELLS = 2**20
 
 
 def _rowwise_nanmean(values: np.ndarray) -> np.ndarray:
@@ -34,20 +36,25 @@ def _rowwise_nanmean(values: np.ndarray) -> np.ndarray:
     return np.divide(total, n, out=np.full(len(values), np.nan), where=n > 0)
 
 
-def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _ranking(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts ``scores`` (N,) and where each group of tied scores starts in it."""
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    return order, np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+
+
+def _weighted_auc(ranking: tuple[np.ndarray, np.ndarray], positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """One-vs-rest AUC for each row of sample multiplicities (Mann–Whitney U, ties count ½).
 
     Args:
-        scores: scores of the N images, (N,).
+        ranking: :func:`_ranking` of the scores of the N images.
         positive: whether each image belongs to the class, (N,) bool.
         weights: how often each image is drawn in each resample, B×N.
 
     Returns:
         (B,) AUCs; NaN where a resample has no positives or no negatives.
     """
-    order = np.argsort(scores, kind="stable")
-    ranked = scores[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # groups of tied scores
+    order, starts = ranking
     w = weights[:, order]
     pos = positive[order]
     w_pos = np.add.reduceat(w * pos, starts, axis=1)
@@ -59,7 +66,8 @@ def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray)
     return np.divide(u, n_pos * n_neg, out=np.full(len(w), np.nan), where=defined)
 
 
-def _percentile_interval(values: np.ndarray) -> list[float]:
+def percentile_interval(values: np.ndarray) -> list[float]:
+    """The central ``CI_LEVEL`` percentile interval ``[lo, hi]`` of the non-NaN ``values`` (NaNs if none)."""
     finite = values[~np.isnan(values)]
     if len(finite) == 0:
         return [math.nan, math.nan]
@@ -68,34 +76,55 @@ def _percentile_interval(values: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def _bootstrap(probs: np.ndarray, labels: np.ndarray, n_bootstrap: int, seed: int) -> dict:
-    """Percentile intervals of BACC and macro AUC over ``n_bootstrap`` resamples of the images."""
-    n, k = probs.shape
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n, size=(n_bootstrap, n))
-    rows = np.arange(n_bootstrap)[:, None]
+def _resampled_figures(probs: np.ndarray, labels: np.ndarray, rankings: list[tuple[np.ndarray, np.ndarray]],
+                       draws: np.ndarray) -> dict[str, np.ndarray]:
+    """BACC, macro AUC (and with two classes the pAUC of the second) of each resample, a row of ``draws`` (B×N)."""
+    b, n = draws.shape
+    k = probs.shape[1]
+    rows = np.arange(b)[:, None]
     # Confusion matrix of every resample at once: one bincount over (resample, true, predicted).
     cells = labels * k + probs.argmax(1)
-    confusion = np.bincount((rows * k * k + cells[draws]).ravel(), minlength=n_bootstrap * k * k)
-    confusion = confusion.reshape(n_bootstrap, k, k)
+    confusion = np.bincount((rows * k * k + cells[draws]).ravel(), minlength=b * k * k).reshape(b, k, k)
     support = confusion.sum(2)
     tp = np.diagonal(confusion, axis1=1, axis2=2)
     recall = np.divide(tp, support, out=np.full(support.shape, np.nan), where=support > 0)
-    bacc = _rowwise_nanmean(recall)
 
-    weights = np.bincount((rows * n + draws).ravel(), minlength=n_bootstrap * n).reshape(n_bootstrap, n)
-    weights = weights.astype(np.float64)
-    aucs = np.stack([_weighted_auc(probs[:, c], labels == c, weights) for c in range(k)], axis=1)
-    auc_macro = _rowwise_nanmean(aucs)
-    intervals = {"ci/bacc": _percentile_interval(bacc), "ci/auc_macro": _percentile_interval(auc_macro)}
-    if k == 2:  # the partial AUC of the positive (second) class, resample by resample
+    weights = np.bincount((rows * n + draws).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+    aucs = np.stack([_weighted_auc(rankings[c], labels == c, weights) for c in range(k)], axis=1)
+    figures = {"bacc": _rowwise_nanmean(recall), "auc_macro": _rowwise_nanmean(aucs)}
+    if k == 2:
         positive = labels == 1
-        intervals["ci/pauc80"] = _percentile_interval(np.array([partial_auc(positive[d], probs[d, 1]) for d in draws]))
+        figures["pauc80"] = np.array([partial_auc(positive[d], probs[d, 1]) for d in draws])
+    return figures
+
+
+def resample_blocks(n: int, n_bootstrap: int, seed: int, block: int | None = None):
+    """The ``n_bootstrap`` resamples of ``n`` images (rows of image indices) drawn ``block`` at a time (default:
+    ``BOOTSTRAP_BLOCK_CELLS`` // n), so memory grows with block × n, not ``n_bootstrap`` × n. The rows do not depend
+    on the block: successive draws of ``Generator.integers`` continue one stream.
+
+    Yields:
+        block × n index arrays, ``n_bootstrap`` rows in all.
+    """
+    block = block or max(1, BOOTSTRAP_BLOCK_CELLS // n)
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_bootstrap, block):
+        yield rng.integers(0, n, size=(min(block, n_bootstrap - start), n))
+
+
+def _bootstrap(probs: np.ndarray, labels: np.ndarray, n_bootstrap: int, seed: int, block: int | None = None) -> dict:
+    """Percentile intervals of BACC, macro AUC (two classes: pAUC) over ``n_bootstrap`` resamples of the images,
+    scored a block at a time (:func:`resample_blocks`)."""
+    n, k = probs.shape
+    rankings = [_ranking(probs[:, c]) for c in range(k)]
+    blocks = [_resampled_figures(probs, labels, rankings, draws) for draws in resample_blocks(n, n_bootstrap, seed, block)]
+    intervals = {f"ci/{name}": percentile_interval(np.concatenate([figures[name] for figures in blocks]))
+                 for name in blocks[0]}
     return {**intervals, "n_bootstrap": n_bootstrap, "ci_level": CI_LEVEL, "seed": seed}
 
 
 def evaluation_report(probs: np.ndarray, labels: np.ndarray, classes: list[str], n_bootstrap: int = 1000,
-                      seed: int = 0, ece_bins: int = 15) -> dict:
+                      seed: int = 0, ece_bins: int = 15, patients: np.ndarray | None = None) -> dict:
     """All figures of one labelled split.
 
     Args:
@@ -105,6 +134,8 @@ def evaluation_report(probs: np.ndarray, labels: np.ndarray, classes: list[str],
         n_bootstrap: resamples of the images for the 95 % intervals (≥ 1).
         seed: seed of the resampling.
         ece_bins: equal-width confidence bins of the ECE.
+        patients: each image's patient, where known: two classes then add ``top15``, the share of the second
+            class's images among their patient's 15 highest scores (the ISIC 2024 challenge's secondary figure).
 
     Returns:
         The keys of :meth:`LesionMetrics.compute` plus ``specificity/<C>``, ``ece``, ``ci/bacc``
@@ -127,6 +158,8 @@ def evaluation_report(probs: np.ndarray, labels: np.ndarray, classes: list[str],
     if "MEL" in classes and "SK" in classes:
         report["challenge_score"] = (report["auc/MEL"] + report["auc/SK"]) / 2
     report["ece"] = calibration_bins(probs, labels, ece_bins).ece
+    if patients is not None and len(classes) == 2:
+        report["top15"] = top_k_sensitivity(labels, probs[:, 1], patients, k=15)
     report.update(_bootstrap(probs, labels, n_bootstrap, seed))
     return {k: float(v) if isinstance(v, np.floating) else v for k, v in report.items()}
 
@@ -162,6 +195,9 @@ def format_report(report: dict) -> str:
     if "pauc80" in report:
         lines.append(f"{'pAUC above 80% TPR':<20}{_fmt(report['pauc80'])}{_fmt_ci(report.get('ci/pauc80'))}"
                      f"  (of {classes[1]}; range 0–0.2, random 0.02)")
+    if "top15" in report:
+        lines.append(f"{'top-15 per patient':<20}{_fmt(report['top15'])}  (share of the {classes[1]} images among "
+                     "their patient's 15 highest scores)")
     if "challenge_score" in report:
         lines.append(f"{'Challenge score':<20}{_fmt(report['challenge_score'])}  (mean AUC of MEL and SK)")
     if "ece" in report:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,24 +20,44 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from lesion.data.cache import square_size
 from lesion.data.datamodule import IsicDataModule, default_workers
 from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata import read_metadata, read_metadata_csv
+from lesion.data.readers import patient_ids
 from lesion.data.metadata_features import MetadataEncoding
-from lesion.data.transforms import EvalPreset
 from lesion.data.unlabelled import FolderImages
 from lesion.device import resolve_device
 from lesion.errors import LesionError
 from lesion.evaluate import plots
 from lesion.evaluate.calibration import apply_temperature, fit_temperature
-from lesion.evaluate.gradcam import Explanation, GradCamExplainer, contact_sheet, report_flat, sheet_title, write_gradcam
 from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
-from lesion.evaluate.predict import predict, prediction_items
+from lesion.evaluate.folder import folder_images, model_inputs
+from lesion.evaluate.gradcam import (
+    Explanation,
+    GradCamExplainer,
+    contact_sheet,
+    report_flat,
+    sheet_title,
+    write_gradcam,
+)
+from lesion.evaluate.ood import (
+    SCORE,
+    OodThreshold,
+    detection_report,
+    predicted_as,
+    unknown,
+)
+from lesion.evaluate.predict import predict_with_energy, prediction_items
 from lesion.evaluate.report import evaluation_report, format_report
-from lesion.evaluate.subgroups import (HEADLINE, format_subgroups, predicted_shares, subgroup_report, subgroup_table,
-                                       subgroups_of)
+from lesion.evaluate.subgroups import (
+    HEADLINE,
+    format_subgroups,
+    predicted_shares,
+    subgroup_report,
+    subgroup_table,
+    subgroups_of,
+)
 from lesion.export.graph import ProbabilityGraph
 from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
 from lesion.export.preprocessing import preprocessing_record
@@ -50,14 +70,109 @@ log = logging.getLogger(__name__)
 
 
 def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id_column: str,
-                       labels: np.ndarray | None) -> pd.DataFrame:
-    """ISIC submission format (id + one probability per class) plus true and predicted class."""
+                       labels: np.ndarray | None, ood: Ood) -> pd.DataFrame:
+    """ISIC submission format (id + one probability per class) plus true and predicted class, the
+    out-of-distribution score and the ``unknown`` flag (empty without a threshold)."""
     table = pd.DataFrame(probs, columns=classes)
     table.insert(0, id_column, ids)
     if labels is not None:
         table["label"] = [classes[i] for i in labels]
     table["prediction"] = [classes[i] for i in probs.argmax(1)]
+    table["ood_score"] = ood.scores
+    table["unknown"] = pd.array(ood.flags if ood.threshold is not None else [pd.NA] * len(ids), dtype="boolean")
     return table
+
+
+@dataclass
+class Ood:
+    """The out-of-distribution scores of the reported images (:mod:`lesion.evaluate.ood`), the threshold that
+    flags them, if any, and the class flagged images are predicted as (``unknown_class``), if any."""
+
+    scores: np.ndarray
+    threshold: OodThreshold | None
+    unknown_class: str | None = None
+    detection: dict = field(default_factory=dict)  # ood_images: detection_report of these against those
+
+    @property
+    def flags(self) -> np.ndarray:
+        return unknown(self.scores, self.threshold.threshold)
+
+    def predictions(self, probs: np.ndarray, classes: list[str]) -> np.ndarray:
+        """``probs`` with the flagged images predicted as :attr:`unknown_class` (:func:`~lesion.evaluate.ood.predicted_as`);
+        as they are without one (refused before any work where there is no threshold: :func:`_check_unknown_class`)."""
+        if self.unknown_class is None:
+            return probs
+        return predicted_as(probs, self.flags, classes.index(self.unknown_class))
+
+    def record(self) -> dict:
+        """``metrics.json``'s entries: the score, the threshold, how many images it flags, the class they are predicted
+        as, and the detection report."""
+        flagged = None if self.threshold is None else int(self.flags.sum())
+        return {"ood/score": SCORE, "ood/threshold": None if self.threshold is None else self.threshold.threshold,
+                "ood/unknown": flagged, "ood/unknown_class": self.unknown_class,
+                **self.detection}
+
+    def line(self) -> str:
+        """``metrics.txt``'s line."""
+        text = f"Out-of-distribution ({SCORE}): "
+        text += ("no threshold" if self.threshold is None else
+                 f"{self.flags.sum()} of {len(self.scores)} images unknown (score above {self.threshold.threshold:.4f})")
+        if self.unknown_class is not None:
+            text += f", predicted as {self.unknown_class}"
+        if self.detection:
+            text += (f"; against ood_images ({self.detection['ood/out_images']} images): detection AUROC "
+                     f"{self.detection['ood/auroc']:.4f}, FPR at 95 % TPR {self.detection['ood/fpr95']:.4f}")
+        return text
+
+
+def _ood_scores(energies: list[np.ndarray]) -> np.ndarray:
+    """The out-of-distribution score of each image (:data:`~lesion.evaluate.ood.SCORE`): its energy, the mean of
+    the members' (each from its own logits; the temperature of ``calibrate`` leaves them as they are)."""
+    return np.mean(energies, axis=0)
+
+
+def _stored_threshold_applies(members: list[Member], views: tuple[bool, int]) -> bool:
+    """Whether the scores are made as those the checkpoint's threshold was fitted on: one model, the plain view."""
+    return len(members) == 1 and views == (False, 1)
+
+
+def _check_unknown_class(members: list[Member], cfg: DictConfig, stored: bool, fitted: bool) -> None:
+    """Refuse ``unknown_class`` where no threshold would flag images: the checkpoint's applies (``stored``) and it
+    stores none, or it does not and none is ``fitted`` on the validation split predicted alike."""
+    if cfg.unknown_class is None:
+        return
+    if stored and members[0].module.ood_threshold is None:
+        raise LesionError("unknown_class", f"{members[0].path} stores no out-of-distribution threshold (written by an "
+                          "older lesion), so no image would be flagged", "retrain with this version of lesion, or drop "
+                          "unknown_class")
+    if not stored and not fitted:
+        raise LesionError("unknown_class", "an ensemble's or test-time views' threshold is fitted on the validation "
+                          "split predicted alike, and there is none here (images=DIR, or members validated on other "
+                          "images)", "evaluate one model without test-time views on a split, or drop unknown_class")
+
+
+def _ood_threshold(members: list[Member], stored: bool, val_scores: np.ndarray | None,
+                   why_none: str) -> OodThreshold | None:
+    """The threshold that flags images as unknown: the checkpoint's when ``stored`` applies, else one fitted on
+    the scores of the validation images predicted as the reported ones (``val_scores``); else ``None``, said once
+    in the log with ``why_none``."""
+    if members[0].graph is not None:
+        log.info("runtime=onnx: its graph gives probabilities, not the logits whose energy is the out-of-distribution "
+                 "score; the ood_score and unknown columns of predictions.csv are empty")
+        return None
+    if stored:
+        threshold = members[0].module.ood_threshold
+        if threshold is None:
+            log.info("%s stores no out-of-distribution threshold (written by an older lesion): the unknown column of "
+                     "predictions.csv is empty", members[0].path)
+        return threshold
+    if val_scores is not None:
+        threshold = OodThreshold.fitted(val_scores)
+        log.info("out-of-distribution threshold %.4f fitted on %d validation images predicted as these", threshold.threshold,
+                 threshold.images)
+        return threshold
+    log.info("no out-of-distribution threshold: %s; the unknown column of predictions.csv is empty", why_none)
+    return None
 
 
 def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, original: Callable[[int], Image.Image],
@@ -113,19 +228,34 @@ def _run_dir_log(ckpt: Path) -> Path | None:
 
 
 def _folder(member: Member, cfg: DictConfig) -> FolderImages:
-    """The images of ``cfg.images``, preprocessed as the member's checkpoint says, with their metadata for a
-    metadata net (from ``cfg.metadata``, encoded as the checkpoint says)."""
-    module, hp = member.module, member.module.hparams
-    size = square_size(hp.image_size, (hp.dataset or {}).get("cache_size"))
-    images = FolderImages.in_folder(Path(cfg.images).expanduser(), EvalPreset(hp.image_size, hp.mean, hp.std), size,
-                          (hp.dataset or {}).get("color_constancy"))
-    if module.uses_metadata and cfg.metadata is None:
-        raise LesionError("metadata", f"{member.path} was trained with patient metadata, and no metadata CSV is given",
-                          "pass metadata=<a CSV with columns image,age,sex,site for these images>")
-    if module.uses_metadata:
-        encoding = MetadataEncoding.from_dict(hp.metadata)
-        images.metadata = encoding.encode(read_metadata_csv(Path(cfg.metadata).expanduser(), images.ids, encoding.sites))
-    return images
+    """The images of ``cfg.images`` as the member's model takes them (:func:`~lesion.evaluate.folder.model_inputs`)."""
+    return model_inputs(member.module, member.path, cfg.images, cfg.metadata)
+
+
+def _ood_folders(members: list[Member], cfg: DictConfig) -> list[FolderImages] | None:
+    """The images of ``ood_images``, per member preprocessed as its checkpoint says (``None`` without the option);
+    a missing or empty folder, or a model that takes patient metadata, is refused."""
+    if cfg.ood_images is None:
+        return None
+    for member in members:
+        if member.module.uses_metadata:
+            raise LesionError("ood_images", f"{member.path} was trained with patient metadata, which these images do not "
+                              "have", "compare with a model trained on images alone")
+    try:
+        return [folder_images(member.module.hparams, cfg.ood_images) for member in members]
+    except LesionError as error:
+        raise LesionError("ood_images", f"{error.where}: {error.problem}",
+                          "pass ood_images=<a folder of images unlike the training data>") from None
+
+
+def _folder_predictions(member: Member, images: FolderImages, cfg: DictConfig,
+                        views: tuple[bool, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The member's probabilities and energies of a folder's images, with the test-time ``views``."""
+    flips, crops = views
+    loader = DataLoader(prediction_items(images, member.module, crops), batch_size=cfg.batch_size,
+                        num_workers=default_workers(cfg.num_workers), pin_memory=member.module.device.type == "cuda")
+    probs, energies, _ = member.predict(loader, flips, crops)
+    return probs, energies
 
 
 def _id_column(hp) -> str:
@@ -211,9 +341,10 @@ class Member:
     precision: str = "32"
     channels_last: bool = False
 
-    def predict(self, loader: DataLoader, flips: bool, crops: int) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~lesion.evaluate.predict.predict` with this member's net or graph, precision and memory format."""
-        return predict(self.module, loader, flips, crops, self.graph, self.precision, self.channels_last)
+    def predict(self, loader: DataLoader, flips: bool, crops: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`~lesion.evaluate.predict.predict_with_energy` with this member's net or graph, precision and
+        memory format."""
+        return predict_with_energy(self.module, loader, flips, crops, self.graph, self.precision, self.channels_last)
 
 
 def _onnx_graph(module: LesionClassifier) -> OnnxRuntimeGraph:
@@ -255,10 +386,10 @@ def _gradcam_paths(out: Path, member: Member, members: list[Member]) -> tuple[Pa
 
 
 def _table(ids: list[str], each: list[np.ndarray], probs: np.ndarray, members: list[Member], cfg: DictConfig,
-           labels: np.ndarray | None) -> pd.DataFrame:
+           labels: np.ndarray | None, ood: Ood) -> pd.DataFrame:
     """The predictions table, with each member's probabilities after it when ``member_columns``."""
     classes = list(members[0].module.hparams.classes)
-    table = _predictions_table(ids, probs, classes, _id_column(members[0].module.hparams), labels)
+    table = _predictions_table(ids, probs, classes, _id_column(members[0].module.hparams), labels, ood)
     if cfg.member_columns and len(members) > 1:
         for member, member_probs in zip(members, each):
             for c, name in enumerate(classes):
@@ -267,13 +398,28 @@ def _table(ids: list[str], each: list[np.ndarray], probs: np.ndarray, members: l
 
 
 def _challenge_submission(table: pd.DataFrame, member: Member) -> pd.DataFrame | None:
-    """A two-class challenge's submission (ISIC 2020, 2024): its id column and ``target``, the positive class's
-    probability; ``None`` for other models."""
+    """A challenge's submission as its scorer reads it, from the predictions ``table``: a two-class challenge's (ISIC
+    2020, 2024) its id column and ``target``, the positive class's probability; one whose ground truth is one-hot over
+    every class (ISIC 2018 Task 3, ISIC 2019, UNK included) its id column and one probability per class, in the
+    ground truth's column order; ``None`` for other models."""
     layout = LAYOUTS.get((member.module.hparams.dataset or {}).get("layout"))
-    if layout is None or layout.label_column is None or len(layout.classes) != 2:
+    if layout is None:
         return None
-    return pd.DataFrame({layout.id_column: table[layout.id_column],
-                         layout.label_column: table[layout.label_values["1"]]})
+    if layout.label_column is not None and len(layout.classes) == 2:
+        return pd.DataFrame({layout.id_column: table[layout.id_column],
+                             layout.label_column: table[layout.label_values["1"]]})
+    if set(layout.label_columns.values()) == set(layout.classes):
+        return pd.DataFrame({layout.id_column: table[layout.id_column],
+                             **{column: table[name] for column, name in layout.label_columns.items()}})
+    return None
+
+
+def _write_predictions(table: pd.DataFrame, member: Member, out: Path) -> None:
+    """``predictions.csv`` and, for a challenge's model, ``submission.csv`` (:func:`_challenge_submission`)."""
+    write_atomic(out / "predictions.csv", table.to_csv(index=False))
+    submission = _challenge_submission(table, member)
+    if submission is not None:
+        write_atomic(out / "submission.csv", submission.to_csv(index=False))
 
 
 def _matched_rows(members: list[Member], datasets: list[Dataset], where: str, other_images: str,
@@ -318,6 +464,9 @@ def run(cfg: DictConfig) -> dict:
     classes = list(members[0].module.hparams.classes)
     if cfg.gradcam.target is not None and cfg.gradcam.target not in classes:
         raise LesionError("gradcam.target", f"unknown class '{cfg.gradcam.target}'", f"use one of {', '.join(classes)}")
+    if cfg.unknown_class is not None and cfg.unknown_class not in classes:
+        raise LesionError("unknown_class", f"'{cfg.unknown_class}' is not one of the model's classes",
+                          f"use one of {', '.join(classes)} (ISIC 2019: UNK), or drop unknown_class")
     views = tta_views(options["tta"])
     if cfg.images:
         return _predict_folder(members, cfg, options, views)
@@ -325,7 +474,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def _predict_folder(members: list[Member], cfg: DictConfig, options: dict, views: tuple[bool, int]) -> dict:
-    """``images=DIR``: ``predictions.csv`` (and a two-class challenge's ``submission.csv``), Grad-CAM files, and
+    """``images=DIR``: ``predictions.csv`` (and a challenge's ``submission.csv``), Grad-CAM files, and
     with ``metadata=CSV`` the images and predicted-class shares per subgroup (``subgroups.csv`` / ``.json``).
 
     Args:
@@ -335,23 +484,22 @@ def _predict_folder(members: list[Member], cfg: DictConfig, options: dict, views
     Returns:
         ``{}``: unlabelled images have no metrics.
     """
-    flips, crops = views
     out = Path(cfg.out)
     if cfg.metadata is not None and not all(m.module.uses_metadata for m in members):
         log.warning("metadata: only the members trained with patient metadata take it as input")
     folders = [_folder(member, cfg) for member in members]
     groups = _folder_groups(members[0], folders[0].ids, cfg, options)
+    stored = _stored_threshold_applies(members, views)
+    _check_unknown_class(members, cfg, stored, fitted=False)
     write_record(cfg, out)
-    workers = default_workers(cfg.num_workers)
-    each = [m.predict(DataLoader(prediction_items(f, m.module, crops), batch_size=cfg.batch_size, num_workers=workers,
-                                 pin_memory=m.module.device.type == "cuda"),
-                      flips, crops)[0] for m, f in zip(members, folders)]
-    probs = combine(each, cfg.ensemble)
-    table = _table(folders[0].ids, each, probs, members, cfg, None)
-    write_atomic(out / "predictions.csv", table.to_csv(index=False))
-    submission = _challenge_submission(table, members[0])
-    if submission is not None:
-        write_atomic(out / "submission.csv", submission.to_csv(index=False))
+    each, energies = zip(*[_folder_predictions(m, f, cfg, views) for m, f in zip(members, folders)])
+    threshold = _ood_threshold(members, stored, None,
+                               "an ensemble's, or test-time views', is fitted on the validation split predicted alike, "
+                               "which images=DIR does not read")
+    ood = Ood(_ood_scores(energies), threshold, cfg.unknown_class)
+    probs = ood.predictions(combine(each, cfg.ensemble), list(members[0].module.hparams.classes))
+    table = _table(folders[0].ids, each, probs, members, cfg, None, ood)
+    _write_predictions(table, members[0], out)
     if groups is not None:
         _write_subgroups(predicted_shares(probs, list(members[0].module.hparams.classes), groups,
                                           cfg.subgroup_min_images), out, figure=False)
@@ -383,22 +531,33 @@ def _evaluate_split(members: list[Member], cfg: DictConfig, options: dict, views
     prepared = [_prepared_split(member, cfg, options) for member in members]
     rows = _matched_rows(members, [dataset for _, dataset in prepared], "ckpt", f"evaluates other {cfg.split} images",
                          "ensemble models of the same dataset and split")
-    if cfg.calibrate:
-        # The temperature is fitted to the ensemble's probability of each validation image, which
-        # only members that all validated on that image (none trained on it) can give.
-        val_rows = _matched_rows(members, [dm.val_set for dm, _ in prepared], "calibrate", "validated on other images",
-                                 "calibrate each member alone, or ensemble members that share their validation split "
-                                 "(the same data, seed and dataset.fold)")
+    stored = _stored_threshold_applies(members, views)
+    val_rows = _validation_rows(members, prepared, cfg, needed=cfg.calibrate or not stored)
+    ood_folders = _ood_folders(members, cfg)
+    _check_unknown_class(members, cfg, stored, fitted=val_rows is not None)
     datamodule, dataset = prepared[0]
     groups = _split_groups(datamodule, dataset, cfg, options)
     write_record(cfg, out)
     predicted = [m.predict(dm.loader(prediction_items(d, m.module, crops)), flips, crops) for m, (dm, d) in zip(members, prepared)]
-    own = [p for p, _ in predicted]  # each member's rows in its own image order
-    each, labels = [p[r] for p, r in zip(own, rows)], predicted[0][1]
+    own = [p for p, _, _ in predicted]  # each member's rows in its own image order
+    each, labels = [p[r] for p, r in zip(own, rows)], predicted[0][2]
+    energies = [e[r] for (_, e, _), r in zip(predicted, rows)]
+    val_predicted = None if val_rows is None else [
+        m.predict(dm.loader(prediction_items(dm.val_set, m.module, crops)), flips, crops)[:2]
+        for m, (dm, _) in zip(members, prepared)]
     probs = combine(each, cfg.ensemble)
     if cfg.calibrate:
-        probs = _calibrated(probs, members, prepared, val_rows, views, cfg)
-    report = _write_split_reports(probs, labels, each, members, prepared[0], groups, cfg)
+        val_probs = combine([p[r] for (p, _), r in zip(val_predicted, val_rows)], cfg.ensemble)
+        temperature = _fitted_temperature(val_probs, datamodule.val_set.labels, cfg)
+        probs = apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)
+    val_scores = None if val_rows is None else _ood_scores([e[r] for (_, e), r in zip(val_predicted, val_rows)])
+    ood = Ood(_ood_scores(energies), _ood_threshold(members, stored, val_scores, "the members validated on "
+                                                    "other images, or not on the split made here"), cfg.unknown_class)
+    if ood_folders is not None:
+        ood_energies = [_folder_predictions(m, f, cfg, views)[1] for m, f in zip(members, ood_folders)]
+        ood.detection = detection_report(ood.scores, _ood_scores(ood_energies))
+    probs = ood.predictions(probs, datamodule.classes)  # every figure below is of these predictions
+    report = _write_split_reports(probs, labels, each, members, prepared[0], groups, ood, cfg)
     for member, (_, member_dataset), member_probs in zip(members, prepared, own):
         _explain(member.module, cfg, member_dataset, lambda i, d=member_dataset: d.table.images.read(d.ids[i]),
                  member_probs, *_gradcam_paths(out, member, members))
@@ -408,8 +567,10 @@ def _evaluate_split(members: list[Member], cfg: DictConfig, options: dict, views
 
 
 def _write_split_reports(probs: np.ndarray, labels: np.ndarray, each: list[np.ndarray], members: list[Member],
-                         prepared: tuple[IsicDataModule, Dataset], groups: pd.DataFrame | None, cfg: DictConfig) -> dict:
-    """``metrics.json`` / ``metrics.txt``, the subgroup report (with ``groups``), ``predictions.csv`` and plots.
+                         prepared: tuple[IsicDataModule, Dataset], groups: pd.DataFrame | None, ood: Ood,
+                         cfg: DictConfig) -> dict:
+    """``metrics.json`` / ``metrics.txt`` (with the out-of-distribution entries of ``ood``), the subgroup report (with
+    ``groups``), ``predictions.csv`` (and a challenge's ``submission.csv``) and plots.
 
     Args:
         probs: the (combined) probabilities of the split's images, in the order of ``prepared``'s dataset.
@@ -423,37 +584,60 @@ def _write_split_reports(probs: np.ndarray, labels: np.ndarray, each: list[np.nd
     """
     out, (datamodule, dataset) = Path(cfg.out), prepared
     classes = list(members[0].module.hparams.classes)
-    report = evaluation_report(probs, labels, classes, n_bootstrap=cfg.bootstrap, seed=cfg.seed)
+    report = evaluation_report(probs, labels, classes, n_bootstrap=cfg.bootstrap, seed=cfg.seed,
+                               patients=patient_ids(datamodule.layout, datamodule.root, list(dataset.ids)))
     if len(members) > 1:
         report["ensemble"] = _ensemble_record(members, cfg)
     if cfg.runtime != "torch":
         report["runtime"] = cfg.runtime
+    report.update(ood.record())
     write_json(out / "metrics.json", report)
-    text = format_report(report)
+    text = format_report(report) + "\n" + ood.line() + "\n"
     if groups is not None:
         subgroups = subgroup_report(probs, labels, classes, groups, cfg.subgroup_min_images, cfg.bootstrap, cfg.seed)
         text += "\n" + format_subgroups(subgroups)
         _write_subgroups(subgroups, out, figure=cfg.plots)
     write_atomic(out / "metrics.txt", text)
-    write_atomic(out / "predictions.csv", _table(dataset.ids, each, probs, members, cfg, labels).to_csv(index=False))
+    _write_predictions(_table(dataset.ids, each, probs, members, cfg, labels, ood), members[0], out)
     if cfg.plots:
         _plots(members, datamodule, probs, labels, report, cfg, out)
     return report
 
 
-def _calibrated(probs: np.ndarray, members: list[Member], prepared: list[tuple[IsicDataModule, Dataset]],
-                val_rows: list[np.ndarray], views: tuple[bool, int], cfg: DictConfig) -> np.ndarray:
-    """``probs`` temperature-scaled, the temperature fitted on the members' combined validation probabilities
-    (``calibration.json``)."""
-    flips, crops = views
-    val_probs = combine([m.predict(dm.loader(prediction_items(dm.val_set, m.module, crops)), flips, crops)[0][r]
-                         for m, (dm, _), r in zip(members, prepared, val_rows)], cfg.ensemble)
-    val_labels = prepared[0][0].val_set.labels
+def _validation_rows(members: list[Member], prepared: list[tuple[IsicDataModule, Dataset]], cfg: DictConfig,
+                     needed: bool) -> list[np.ndarray] | None:
+    """Per member, the rows of its validation split in the first member's image order, when ``needed`` (to
+    calibrate, or to fit the out-of-distribution threshold); ``None`` when not needed, or when the members did not
+    all validate on these images (refused with ``calibrate``)."""
+    if cfg.calibrate:
+        # The temperature is fitted to the ensemble's probability of each validation image, which
+        # only members that all validated on that image (none trained on it) can give.
+        return _matched_rows(members, [dm.val_set for dm, _ in prepared], "calibrate", "validated on other images",
+                             "calibrate each member alone, or ensemble members that share their validation split "
+                             "(the same data, seed and dataset.fold)")
+    if not needed or not all(_validated_on(m, dm) for m, (dm, _) in zip(members, prepared)):
+        return None
+    rows = [image_rows(prepared[0][0].val_set.ids, dm.val_set.ids) for dm, _ in prepared]
+    return None if any(r is None for r in rows) else rows
+
+
+def _validated_on(member: Member, datamodule: IsicDataModule) -> bool:
+    """Whether the member validated on the validation split made here (:func:`check_validation_split`)."""
+    try:
+        check_validation_split(member.module.hparams.split, datamodule.split, member.path)
+    except LesionError:
+        return False
+    return True
+
+
+def _fitted_temperature(val_probs: np.ndarray, val_labels: np.ndarray, cfg: DictConfig) -> float:
+    """The temperature fitted on the members' combined validation probabilities (``calibration.json``)."""
     temperature = fit_temperature(np.log(np.clip(val_probs, 1e-12, None)), val_labels)
     write_json(Path(cfg.out) / "calibration.json", {"temperature": temperature, "fitted_on": "val",
                                                    "images": len(val_labels)})
     log.info("temperature %.3f fitted on %d validation images", temperature, len(val_labels))
-    return apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)
+    return temperature
+
 
 
 def _split_groups(datamodule: IsicDataModule, dataset: Dataset, cfg: DictConfig, options: dict) -> pd.DataFrame | None:

@@ -187,7 +187,7 @@ def group_figures(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
         ``images``, ``bacc``, ``auc_macro``, ``fnr_malignant`` (with malignant classes), ``ece``,
         ``recall/<C>`` and ``specificity/<C>``, each figure's ``ci/<figure>`` (``[lo, hi]``) after them.
     """
-    from lesion.evaluate.report import _percentile_interval, evaluation_report
+    from lesion.evaluate.report import evaluation_report, percentile_interval, resample_blocks
 
     report = evaluation_report(probs, labels, list(classes), n_bootstrap=n_bootstrap, seed=seed, ece_bins=ece_bins)
     malignant = np.isin(list(classes), malignant_classes(classes))
@@ -196,10 +196,12 @@ def group_figures(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
         figures["fnr_malignant"] = float(_missed(np.asarray(report["confusion"]), malignant))
     figures["ece"] = report["ece"]
     figures.update({f"{key}/{name}": report[f"{key}/{name}"] for key in ("recall", "specificity") for name in classes})
-    draws = np.random.default_rng(seed).integers(0, len(labels), size=(n_bootstrap, len(labels)))
-    resampled = resampled_figures(np.asarray(probs, dtype=np.float64), np.asarray(labels), classes, draws, ece_bins)
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
+    # The report's own resamples (same seed, same stream), scored a block at a time.
+    blocks = [resampled_figures(probs, labels, classes, draws, ece_bins)
+              for draws in resample_blocks(len(labels), n_bootstrap, seed)]
     intervals = {"ci/bacc": report["ci/bacc"], "ci/auc_macro": report["ci/auc_macro"],
-                 **{f"ci/{name}": _percentile_interval(values) for name, values in resampled.items()}}
+                 **{f"ci/{name}": percentile_interval(np.concatenate([b[name] for b in blocks])) for name in blocks[0]}}
     return {**figures, **{f"ci/{name}": intervals[f"ci/{name}"] for name in figures if name != "images"}}
 
 

@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 
 from lesion.data.datamodule import default_workers
 from lesion.data.images import image_id_of
-from lesion.data.readers import find_grouping, read_csv, read_groups
+from lesion.data.readers import patient_ids, read_csv
 from lesion.data.unlabelled import FolderImages
 from lesion.errors import LesionError
 from lesion.evaluate.ensemble import combine
-from lesion.evaluate.folder import folder_images
+from lesion.evaluate.folder import model_inputs
 from lesion.evaluate.predict import predict, prediction_items
 from lesion.files import write_atomic, write_json
 from lesion.hydra_record import write_record
@@ -52,12 +52,11 @@ log = logging.getLogger(__name__)
 def _patients(sweep: FoldSweep, ids: list[str]) -> np.ndarray | None:
     """The patient of each of ``ids``, or ``None`` where the dataset groups its images otherwise (logged)."""
     datamodule = sweep.datamodules[0]
-    grouping = find_grouping(datamodule.layout, datamodule.root)
-    if grouping is None or grouping.kind != "patient":
-        kind = "no grouping file" if grouping is None else f"groups its images by {grouping.kind}, not by patient"
-        log.warning("%s: %s: no patient-relative features", datamodule.layout.name, kind)
-        return None
-    return read_groups(datamodule.layout, datamodule.root, ids, strict=False)
+    patients = patient_ids(datamodule.layout, datamodule.root, ids)
+    if patients is None:
+        log.warning("%s: no patient ids (its images are grouped by lesion, or not at all): no patient-relative "
+                    "features", datamodule.layout.name)
+    return patients
 
 
 def _given_patients(sweep: FoldSweep, csv: Path, ids: list[str]) -> np.ndarray:
@@ -78,7 +77,7 @@ def _given_images(sweep: FoldSweep, options: dict) -> list[FolderImages]:
     """``images=``, prepared for each fold model as its checkpoint says (nothing predicted yet)."""
     images = Path(options["images"]).expanduser()
     metadata = None if options["metadata"] is None else Path(options["metadata"]).expanduser()
-    return [folder_images(model, path, images, metadata) for model, path in zip(sweep.models, sweep.paths)]
+    return [model_inputs(model, path, images, metadata) for model, path in zip(sweep.models, sweep.paths)]
 
 
 def _score_given(sweep: FoldSweep, given: list[FolderImages], options: dict) -> np.ndarray:

@@ -19,6 +19,8 @@ from lesion.balance.plan import resolve_class_weights
 from lesion.checkpoint import read_checkpoint
 from lesion.data.metadata_features import MetadataEncoding
 from lesion.errors import LesionError
+from lesion.evaluate.ood import CHECKPOINT_KEY as OOD_KEY
+from lesion.evaluate.ood import OodThreshold
 from lesion.metrics import LesionMetrics
 from lesion.models import registry
 from lesion.models.backbone import normalisation
@@ -28,6 +30,8 @@ from lesion.train.optim import build_optimizer, build_scheduler
 
 # Checkpoint entry holding the validation BACC of its weights (LesionClassifier.on_save_checkpoint).
 VAL_BACC_KEY = "val_bacc"
+# ... and, for two classes, its validation pAUC80 (lesion.metrics.partial_auc).
+VAL_PAUC_KEY = "val_pauc80"
 # Metric sets of the Trainer's stages (not the training stages of lesion.train.run).
 METRIC_STAGES = ("train", "val", "test")
 
@@ -97,6 +101,8 @@ class LesionClassifier(pl.LightningModule):
         # Keyed "stage_<name>": a ModuleDict key "train" would clash with nn.Module.train.
         self.metrics = nn.ModuleDict({f"stage_{stage}": LesionMetrics(classes) for stage in METRIC_STAGES})
         self.results: dict[str, dict] = {}
+        # The out-of-distribution threshold fitted when training ended, read with the checkpoint (not a hyper-parameter).
+        self.ood_threshold: OodThreshold | None = None
 
     def setup(self, stage: str) -> None:
         """Resolve the loss's class weights from the training counts of the DataModule's balance plan."""
@@ -191,11 +197,12 @@ class LesionClassifier(pl.LightningModule):
         self._epoch_end("test")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the latest validation BACC (as logged) with the weights: for a checkpoint saved after
-        validation, such as ``best.ckpt``, the BACC of those very weights."""
-        score = self.trainer.callback_metrics.get("val/bacc")
-        if score is not None:
-            checkpoint[VAL_BACC_KEY] = float(score)
+        """Store the latest validation BACC (and pAUC80 for two classes), as logged, with the weights: for a
+        checkpoint saved after validation, such as ``best.ckpt``, the figures of those very weights."""
+        for metric, key in (("val/bacc", VAL_BACC_KEY), ("val/pauc80", VAL_PAUC_KEY)):
+            score = self.trainer.callback_metrics.get(metric)
+            if score is not None:
+                checkpoint[key] = float(score)
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.parameters(), dict(self.hparams.optimizer))
@@ -209,7 +216,8 @@ class LesionClassifier(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: str | Path, map_location=None, hparams_file: str | None = None,
                              strict: bool | None = None, weights_only: bool | None = None,
                              **kwargs) -> LesionClassifier:
-        """Rebuild the module from a checkpoint alone, in eval mode.
+        """Rebuild the module from a checkpoint alone, in eval mode, with its stored out-of-distribution
+        threshold (:attr:`ood_threshold`, ``None`` when it stores none).
 
         Lightning's signature, read safely (:func:`lesion.checkpoint.read_checkpoint`): the file
         with ``torch.load(weights_only=True)`` unless ``weights_only=False`` is passed for a trusted
@@ -245,6 +253,7 @@ class LesionClassifier(pl.LightningModule):
         # As Lightning's: the module goes where map_location put the weights (the module was built
         # on the CPU, and load_state_dict copies into its tensors where they are).
         device = next((t.device for t in checkpoint["state_dict"].values() if isinstance(t, torch.Tensor)), None)
+        module.ood_threshold = OodThreshold.from_dict(checkpoint.get(OOD_KEY))
         return module.to(device).eval() if device is not None else module.eval()
 
 

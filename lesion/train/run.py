@@ -4,7 +4,8 @@ The run reads top to bottom: options checked → training stages, each with its 
 options that Lightning refuses stop the run before anything is written) → the DataModule (reads,
 caches every image, splits, balances its training split) → the LightningModule → the run's
 record (only now, so a run refused for its data or its model leaves nothing) → each stage fitted
-in turn → the best checkpoint of the last stage tested → the run's files sent to its trackers
+in turn → the best checkpoint of the last stage tested, and its out-of-distribution threshold fitted on
+the validation split and stored in it → the run's files sent to its trackers
 (:mod:`lesion.train.tracking`).
 
 Stages: ``fit`` trains the whole network (and resumes ``ckpt_path``); with
@@ -27,17 +28,20 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from lesion.balance.head_stage import fit_head_on_resampled, load_backbone
-from lesion.checkpoint import holds_training_state, read_checkpoint
+from lesion.checkpoint import holds_training_state, read_checkpoint, store_entry
 from lesion.data.datamodule import IsicDataModule
 from lesion.data.custom import layout_of
 from lesion.data.readers import dataset_folder
 from lesion.errors import LesionError
+from lesion.evaluate.ood import CHECKPOINT_KEY as OOD_KEY
+from lesion.evaluate.ood import OodThreshold
+from lesion.evaluate.predict import predict_with_energy, prediction_items
 from lesion.files import write_json
 from lesion.hydra_record import write_record
 from lesion.models.backbone import normalisation
 from lesion.options import check_train
 from lesion.train.headline import headline
-from lesion.train.module import VAL_BACC_KEY, LesionClassifier
+from lesion.train.module import VAL_BACC_KEY, VAL_PAUC_KEY, LesionClassifier
 from lesion.train.tracking import finish_run
 from lesion.train.trainer import best_callback, best_checkpoint, build_run_loggers, build_trainer
 
@@ -188,6 +192,8 @@ def run(cfg: DictConfig) -> dict:
     trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
     results = module.results["test"]
     if trainer.is_global_zero:
+        if best:
+            _store_ood_threshold(best, module, datamodule)
         write_json(run_dir / "val_metrics.json", validation)
         write_json(run_dir / "test_metrics.json", results)
         finish_run(trainer.loggers, run_dir, best, _container(cfg), validation["bacc"])
@@ -195,6 +201,16 @@ def run(cfg: DictConfig) -> dict:
         log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f%s → %s", validation["bacc"],
                  validation["epoch"], results["bacc"], results["auc_macro"], pauc, run_dir / "test_metrics.json")
     return {"val": validation, "test": results}
+
+
+def _store_ood_threshold(best: str, module: LesionClassifier, datamodule: IsicDataModule) -> None:
+    """Fit the out-of-distribution threshold (:mod:`lesion.evaluate.ood`) on the validation split, predicted as
+    ``evaluate.py`` predicts, with the weights of ``best`` (which testing loaded into ``module``), and store it there."""
+    _, energies, _ = predict_with_energy(module, datamodule.loader(prediction_items(datamodule.val_set, module, 1)))
+    threshold = OodThreshold.fitted(energies)
+    store_entry(best, OOD_KEY, threshold.as_dict())
+    log.info("out-of-distribution threshold: %s above %.4f is unknown (%.0f %% of %d validation images at or below) "
+             "→ %s", threshold.score, threshold.threshold, 100 * threshold.recall, threshold.images, Path(best).name)
 
 
 def _devices(trainer: pl.Trainer) -> str:
@@ -206,20 +222,26 @@ def _devices(trainer: pl.Trainer) -> str:
 
 
 def _validation_of(trainer: pl.Trainer, module: LesionClassifier, best: str | None) -> dict:
-    """The validation BACC of the checkpoint to be tested, and its epoch, whichever metric chose it.
+    """The validation BACC of the checkpoint to be tested (for two classes its pAUC80 too), and its epoch,
+    whichever metric chose it.
 
-    Read from the checkpoint (:data:`~lesion.train.module.VAL_BACC_KEY`); a checkpoint written
-    before it was stored gives its callback's best score, when that score is ``val/bacc``.
+    Read from the checkpoint (:data:`~lesion.train.module.VAL_BACC_KEY`, ``VAL_PAUC_KEY``); a checkpoint
+    written before they were stored gives its callback's best score, when that score is ``val/bacc``.
     """
     if not best:
-        return {"bacc": float(module.results.get("val", {}).get("bacc", float("nan"))), "epoch": None, "checkpoint": None}
+        found = module.results.get("val", {})
+        return {"bacc": float(found.get("bacc", float("nan"))), **({"pauc80": float(found["pauc80"])}
+                                                                   if "pauc80" in found else {}),
+                "epoch": None, "checkpoint": None}
     contents = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
     bacc = contents.get(VAL_BACC_KEY)
     callback = best_callback(trainer)
     if bacc is None and callback is not None and callback.monitor == "val/bacc" and callback.best_model_score is not None:
         bacc = float(callback.best_model_score)
-    return {"bacc": float("nan") if bacc is None else float(bacc), "epoch": int(contents["epoch"]),
-            "checkpoint": Path(best).name}
+    pauc = contents.get(VAL_PAUC_KEY)
+    return {"bacc": float("nan") if bacc is None else float(bacc),
+            **({"pauc80": float(pauc)} if pauc is not None else {}),
+            "epoch": int(contents["epoch"]), "checkpoint": Path(best).name}
 
 
 def _log_version(run_dir: Path, resuming: bool) -> str:
