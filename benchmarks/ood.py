@@ -31,9 +31,10 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from lesion.data.synthetic import LESIONS_CSV, write_synthetic
+from lesion.evaluate.folder import folder_images
 from lesion.evaluate.ood import detection_report, msp_score
 from lesion.evaluate.predict import predict_with_energy, prediction_items
-from lesion.evaluate.run import checkpoint_datamodule, folder_images
+from lesion.evaluate.rebuilt import checkpoint_datamodule
 from lesion.train.module import LesionClassifier
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -18,7 +18,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from lesion.checkpoint import store_entry
 from lesion.demo.classify import PageModel
 from lesion.demo.page import UNKNOWN_WARNING, _summary
-from lesion.evaluate.ood import CHECKPOINT_KEY, SCORE, OodThreshold, detection_report, fit_threshold
+from lesion.evaluate.ood import (
+    CHECKPOINT_KEY,
+    SCORE,
+    OodThreshold,
+    detection_report,
+    fit_threshold,
+)
 from lesion.train.module import LesionClassifier
 from lesion.train.run import compose_classifier
 

@@ -8,7 +8,7 @@ import pytest
 
 from lesion.evaluate.summary import ensemble_commands, markdown, summarize
 from lesion.files import write_json
-from tests.test_summary import BASE, merged, write_job
+from test_summary import BASE, merged, write_job
 
 CLASSES = ["benign", "malignant"]
 # setting → {seed: (val BACC, val pAUC80, test pAUC80)}: BACC ranks "wide" first, pAUC80 ranks "tight" first.

@@ -19,8 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from lesion.files import atomic_path
 from lesion.evaluate.calibration import calibration_bins
+from lesion.files import atomic_path
 
 DPI = 110
 

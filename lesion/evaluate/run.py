@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lesion.data.datamodule import IsicDataModule, default_workers
-from lesion.data.images import DEFAULT_MAX_PIXELS
 from lesion.data.layouts import LAYOUTS
 from lesion.data.metadata import read_metadata, read_metadata_csv
-from lesion.data.readers import patient_ids
 from lesion.data.metadata_features import MetadataEncoding
+from lesion.data.readers import patient_ids
 from lesion.data.unlabelled import FolderImages
 from lesion.device import resolve_device
 from lesion.errors import LesionError
@@ -41,14 +40,20 @@ from lesion.evaluate.gradcam import (
     sheet_title,
     write_gradcam,
 )
-from lesion.evaluate.ood import (
-    SCORE,
-    OodThreshold,
-    detection_report,
-    predicted_as,
-    unknown,
+from lesion.evaluate.ood import detection_report
+from lesion.evaluate.ood_flags import (
+    OodFlags,
+    check_unknown_class,
+    ensemble_scores,
+    flagging_threshold,
+    stored_threshold_applies,
 )
 from lesion.evaluate.predict import predict_with_energy, prediction_items
+from lesion.evaluate.rebuilt import (
+    check_test_split,
+    check_validation_split,
+    checkpoint_datamodule,
+)
 from lesion.evaluate.report import evaluation_report, format_report
 from lesion.evaluate.subgroups import (
     HEADLINE,
@@ -63,14 +68,14 @@ from lesion.export.onnx import OnnxRuntimeGraph, onnx_bytes, require_onnx
 from lesion.export.preprocessing import preprocessing_record
 from lesion.files import write_atomic, write_json
 from lesion.hydra_record import write_record
-from lesion.options import DATASET, check_evaluate, tta_views
+from lesion.options import check_evaluate, tta_views
 from lesion.train.module import LesionClassifier
 
 log = logging.getLogger(__name__)
 
 
 def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id_column: str,
-                       labels: np.ndarray | None, ood: Ood) -> pd.DataFrame:
+                       labels: np.ndarray | None, ood: OodFlags) -> pd.DataFrame:
     """ISIC submission format (id + one probability per class) plus true and predicted class, the
     out-of-distribution score and the ``unknown`` flag (empty without a threshold)."""
     table = pd.DataFrame(probs, columns=classes)
@@ -81,98 +86,6 @@ def _predictions_table(ids: list[str], probs: np.ndarray, classes: list[str], id
     table["ood_score"] = ood.scores
     table["unknown"] = pd.array(ood.flags if ood.threshold is not None else [pd.NA] * len(ids), dtype="boolean")
     return table
-
-
-@dataclass
-class Ood:
-    """The out-of-distribution scores of the reported images (:mod:`lesion.evaluate.ood`), the threshold that
-    flags them, if any, and the class flagged images are predicted as (``unknown_class``), if any."""
-
-    scores: np.ndarray
-    threshold: OodThreshold | None
-    unknown_class: str | None = None
-    detection: dict = field(default_factory=dict)  # ood_images: detection_report of these against those
-
-    @property
-    def flags(self) -> np.ndarray:
-        return unknown(self.scores, self.threshold.threshold)
-
-    def predictions(self, probs: np.ndarray, classes: list[str]) -> np.ndarray:
-        """``probs`` with the flagged images predicted as :attr:`unknown_class` (:func:`~lesion.evaluate.ood.predicted_as`);
-        as they are without one (refused before any work where there is no threshold: :func:`_check_unknown_class`)."""
-        if self.unknown_class is None:
-            return probs
-        return predicted_as(probs, self.flags, classes.index(self.unknown_class))
-
-    def record(self) -> dict:
-        """``metrics.json``'s entries: the score, the threshold, how many images it flags, the class they are predicted
-        as, and the detection report."""
-        flagged = None if self.threshold is None else int(self.flags.sum())
-        return {"ood/score": SCORE, "ood/threshold": None if self.threshold is None else self.threshold.threshold,
-                "ood/unknown": flagged, "ood/unknown_class": self.unknown_class,
-                **self.detection}
-
-    def line(self) -> str:
-        """``metrics.txt``'s line."""
-        text = f"Out-of-distribution ({SCORE}): "
-        text += ("no threshold" if self.threshold is None else
-                 f"{self.flags.sum()} of {len(self.scores)} images unknown (score above {self.threshold.threshold:.4f})")
-        if self.unknown_class is not None:
-            text += f", predicted as {self.unknown_class}"
-        if self.detection:
-            text += (f"; against ood_images ({self.detection['ood/out_images']} images): detection AUROC "
-                     f"{self.detection['ood/auroc']:.4f}, FPR at 95 % TPR {self.detection['ood/fpr95']:.4f}")
-        return text
-
-
-def _ood_scores(energies: list[np.ndarray]) -> np.ndarray:
-    """The out-of-distribution score of each image (:data:`~lesion.evaluate.ood.SCORE`): its energy, the mean of
-    the members' (each from its own logits; the temperature of ``calibrate`` leaves them as they are)."""
-    return np.mean(energies, axis=0)
-
-
-def _stored_threshold_applies(members: list[Member], views: tuple[bool, int]) -> bool:
-    """Whether the scores are made as those the checkpoint's threshold was fitted on: one model, the plain view."""
-    return len(members) == 1 and views == (False, 1)
-
-
-def _check_unknown_class(members: list[Member], cfg: DictConfig, stored: bool, fitted: bool) -> None:
-    """Refuse ``unknown_class`` where no threshold would flag images: the checkpoint's applies (``stored``) and it
-    stores none, or it does not and none is ``fitted`` on the validation split predicted alike."""
-    if cfg.unknown_class is None:
-        return
-    if stored and members[0].module.ood_threshold is None:
-        raise LesionError("unknown_class", f"{members[0].path} stores no out-of-distribution threshold (written by an "
-                          "older lesion), so no image would be flagged", "retrain with this version of lesion, or drop "
-                          "unknown_class")
-    if not stored and not fitted:
-        raise LesionError("unknown_class", "an ensemble's or test-time views' threshold is fitted on the validation "
-                          "split predicted alike, and there is none here (images=DIR, or members validated on other "
-                          "images)", "evaluate one model without test-time views on a split, or drop unknown_class")
-
-
-def _ood_threshold(members: list[Member], stored: bool, val_scores: np.ndarray | None,
-                   why_none: str) -> OodThreshold | None:
-    """The threshold that flags images as unknown: the checkpoint's when ``stored`` applies, else one fitted on
-    the scores of the validation images predicted as the reported ones (``val_scores``); else ``None``, said once
-    in the log with ``why_none``."""
-    if members[0].graph is not None:
-        log.info("runtime=onnx: its graph gives probabilities, not the logits whose energy is the out-of-distribution "
-                 "score; the ood_score and unknown columns of predictions.csv are empty")
-        return None
-    if stored:
-        threshold = members[0].module.ood_threshold
-        if threshold is None:
-            log.info("%s stores no out-of-distribution threshold (written by an older lesion): the unknown column of "
-                     "predictions.csv is empty", members[0].path)
-        return threshold
-    if val_scores is not None:
-        threshold = OodThreshold.fitted(val_scores)
-        log.info("out-of-distribution threshold %.4f fitted on %d validation images predicted as these", threshold.threshold,
-                 threshold.images)
-        return threshold
-    log.info("no out-of-distribution threshold: %s; the unknown column of predictions.csv is empty", why_none)
-    return None
 
 
 def _explain(module: LesionClassifier, cfg: DictConfig, dataset: Dataset, original: Callable[[int], Image.Image],
@@ -263,72 +176,6 @@ def _id_column(hp) -> str:
     return LAYOUTS[stored["layout"]].id_column if stored.get("layout") in LAYOUTS else stored.get("image_column", "image")
 
 
-def checkpoint_datamodule(hp, options: dict) -> IsicDataModule:
-    """The DataModule to evaluate on: the checkpoint's dataset, or ``dataset=NAME``'s, with overrides.
-
-    Without ``dataset=NAME`` the checkpoint's dataset config is used with the ``dataset.*`` values
-    given (e.g. ``dataset.root`` when the data moved), except what decides where files are written
-    or how large an image may be (``synthetic``, ``cache_dir``, ``max_pixels``): those are this
-    command's (its ``dataset.*`` values or the defaults), never the checkpoint's. Hold-out and fold
-    splits are made as training made them (seed, fraction, fold, grouping from the checkpoint's
-    split record); the input size and the colour constancy are the checkpoint's.
-    """
-    stored = {**(hp.dataset or {}), **_FROM_THIS_COMMAND} if hp.dataset else {}
-    given = options.get("dataset") or {}
-    if given.get("layout") is None and "layout" not in stored:
-        raise LesionError("dataset", "the checkpoint records no training dataset", "pass dataset=NAME dataset.root=DIR")
-    if given.get("layout") is None:
-        dataset = {**stored, **{k: v for k, v in given.items() if v is not None}}
-    else:
-        dataset = dict(given)
-    dataset.pop("seed", None)
-    split = hp.split or {}
-    seed = split.get("seed", (hp.dataset or {}).get("seed", 0))
-    if split.get("validation") in ("holdout", "fold") or split.get("test") == "holdout":
-        dataset.update(val_fraction=split["val_fraction"], fold=split["fold"], split_by=split["grouped_by"])
-    # The test split as training made it: its hold-out, or (records without one) the validation split.
-    dataset["test_fraction"] = split.get("test_fraction") if split.get("test") == "holdout" else None
-    dataset.update(image_size=hp.image_size, batch_size=options["batch_size"], num_workers=options["num_workers"])
-    dataset["extra"] = []  # external data only ever joined the training split, which evaluation does not use
-    dataset["color_constancy"] = (hp.dataset or {}).get("color_constancy")  # the model's preprocessing
-    DATASET.check("dataset", dataset)
-    return IsicDataModule(**dataset, mean=hp.mean, std=hp.std, seed=seed, metadata_encoding=hp.metadata)
-
-
-# Where files are written and the image-size guard: chosen by whoever runs evaluate.py (its
-# dataset.* values, else these defaults), never by the checkpoint.
-_FROM_THIS_COMMAND = {"synthetic": False, "synthetic_n": 240, "synthetic_seed": 0, "cache_dir": None,
-                      "max_pixels": DEFAULT_MAX_PIXELS}
-
-
-def check_validation_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
-    """Refuse to report on a validation split other than the one training validated on."""
-    if trained is None:
-        if rebuilt["validation"] != "official":
-            raise LesionError(ckpt, "does not record how its validation split was made, so the split rebuilt "
-                              "here may hold training images", "evaluate split=test on a dataset with a test split, "
-                              "or retrain with this version of lesion")
-        return
-    if trained["validation"] == rebuilt["validation"] == "official":
-        return
-    if trained["val_ids_sha256"] != rebuilt["val_ids_sha256"]:
-        raise LesionError("split", f"the validation split made here ({rebuilt['val_images']} images, "
-                          f"{rebuilt['validation']}) is not the one {ckpt} was validated on "
-                          f"({trained['val_images']} images, {trained['validation']}, seed {trained['seed']})",
-                          "evaluate on the training run's own data (dataset.root=<its folder>) or on a test split; "
-                          "a hold-out made by an older lesion differs: retrain")
-
-
-def check_test_split(trained: dict | None, rebuilt: dict, ckpt: Path) -> None:
-    """Refuse to report on a test hold-out other than the one training held out (it may hold training images)."""
-    if trained is None or trained.get("test") != "holdout" or trained["test_ids_sha256"] != rebuilt["test_ids_sha256"]:
-        made = f"{trained['test_images']} images" if trained and trained.get("test") == "holdout" else "none"
-        raise LesionError("split", f"the test hold-out made here ({rebuilt['test_images']} images) is not the one "
-                          f"{ckpt} held out ({made})", "evaluate on the training run's own data (dataset.root=<its "
-                          "folder>) or on a dataset with an official test split; a hold-out made by an older lesion "
-                          "differs: retrain")
-
-
 @dataclass
 class Member:
     """One model of the evaluation: its checkpoint, its module, its name in outputs, and the graph that
@@ -386,7 +233,7 @@ def _gradcam_paths(out: Path, member: Member, members: list[Member]) -> tuple[Pa
 
 
 def _table(ids: list[str], each: list[np.ndarray], probs: np.ndarray, members: list[Member], cfg: DictConfig,
-           labels: np.ndarray | None, ood: Ood) -> pd.DataFrame:
+           labels: np.ndarray | None, ood: OodFlags) -> pd.DataFrame:
     """The predictions table, with each member's probabilities after it when ``member_columns``."""
     classes = list(members[0].module.hparams.classes)
     table = _predictions_table(ids, probs, classes, _id_column(members[0].module.hparams), labels, ood)
@@ -489,14 +336,14 @@ def _predict_folder(members: list[Member], cfg: DictConfig, options: dict, views
         log.warning("metadata: only the members trained with patient metadata take it as input")
     folders = [_folder(member, cfg) for member in members]
     groups = _folder_groups(members[0], folders[0].ids, cfg, options)
-    stored = _stored_threshold_applies(members, views)
-    _check_unknown_class(members, cfg, stored, fitted=False)
+    stored = stored_threshold_applies(members, views)
+    check_unknown_class(members, cfg, stored, fitted=False)
     write_record(cfg, out)
     each, energies = zip(*[_folder_predictions(m, f, cfg, views) for m, f in zip(members, folders)])
-    threshold = _ood_threshold(members, stored, None,
+    threshold = flagging_threshold(members, stored, None,
                                "an ensemble's, or test-time views', is fitted on the validation split predicted alike, "
                                "which images=DIR does not read")
-    ood = Ood(_ood_scores(energies), threshold, cfg.unknown_class)
+    ood = OodFlags(ensemble_scores(energies), threshold, cfg.unknown_class)
     probs = ood.predictions(combine(each, cfg.ensemble), list(members[0].module.hparams.classes))
     table = _table(folders[0].ids, each, probs, members, cfg, None, ood)
     _write_predictions(table, members[0], out)
@@ -531,10 +378,10 @@ def _evaluate_split(members: list[Member], cfg: DictConfig, options: dict, views
     prepared = [_prepared_split(member, cfg, options) for member in members]
     rows = _matched_rows(members, [dataset for _, dataset in prepared], "ckpt", f"evaluates other {cfg.split} images",
                          "ensemble models of the same dataset and split")
-    stored = _stored_threshold_applies(members, views)
+    stored = stored_threshold_applies(members, views)
     val_rows = _validation_rows(members, prepared, cfg, needed=cfg.calibrate or not stored)
     ood_folders = _ood_folders(members, cfg)
-    _check_unknown_class(members, cfg, stored, fitted=val_rows is not None)
+    check_unknown_class(members, cfg, stored, fitted=val_rows is not None)
     datamodule, dataset = prepared[0]
     groups = _split_groups(datamodule, dataset, cfg, options)
     write_record(cfg, out)
@@ -550,12 +397,12 @@ def _evaluate_split(members: list[Member], cfg: DictConfig, options: dict, views
         val_probs = combine([p[r] for (p, _), r in zip(val_predicted, val_rows)], cfg.ensemble)
         temperature = _fitted_temperature(val_probs, datamodule.val_set.labels, cfg)
         probs = apply_temperature(np.log(np.clip(probs, 1e-12, None)), temperature)
-    val_scores = None if val_rows is None else _ood_scores([e[r] for (_, e), r in zip(val_predicted, val_rows)])
-    ood = Ood(_ood_scores(energies), _ood_threshold(members, stored, val_scores, "the members validated on "
+    val_scores = None if val_rows is None else ensemble_scores([e[r] for (_, e), r in zip(val_predicted, val_rows)])
+    ood = OodFlags(ensemble_scores(energies), flagging_threshold(members, stored, val_scores, "the members validated on "
                                                     "other images, or not on the split made here"), cfg.unknown_class)
     if ood_folders is not None:
         ood_energies = [_folder_predictions(m, f, cfg, views)[1] for m, f in zip(members, ood_folders)]
-        ood.detection = detection_report(ood.scores, _ood_scores(ood_energies))
+        ood.detection = detection_report(ood.scores, ensemble_scores(ood_energies))
     probs = ood.predictions(probs, datamodule.classes)  # every figure below is of these predictions
     report = _write_split_reports(probs, labels, each, members, prepared[0], groups, ood, cfg)
     for member, (_, member_dataset), member_probs in zip(members, prepared, own):
@@ -567,7 +414,7 @@ def _evaluate_split(members: list[Member], cfg: DictConfig, options: dict, views
 
 
 def _write_split_reports(probs: np.ndarray, labels: np.ndarray, each: list[np.ndarray], members: list[Member],
-                         prepared: tuple[IsicDataModule, Dataset], groups: pd.DataFrame | None, ood: Ood,
+                         prepared: tuple[IsicDataModule, Dataset], groups: pd.DataFrame | None, ood: OodFlags,
                          cfg: DictConfig) -> dict:
     """``metrics.json`` / ``metrics.txt`` (with the out-of-distribution entries of ``ood``), the subgroup report (with
     ``groups``), ``predictions.csv`` (and a challenge's ``submission.csv``) and plots.

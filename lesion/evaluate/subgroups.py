@@ -187,7 +187,11 @@ def group_figures(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
         ``images``, ``bacc``, ``auc_macro``, ``fnr_malignant`` (with malignant classes), ``ece``,
         ``recall/<C>`` and ``specificity/<C>``, each figure's ``ci/<figure>`` (``[lo, hi]``) after them.
     """
-    from lesion.evaluate.report import evaluation_report, percentile_interval, resample_blocks
+    from lesion.evaluate.report import (
+        evaluation_report,
+        percentile_interval,
+        resample_blocks,
+    )
 
     report = evaluation_report(probs, labels, list(classes), n_bootstrap=n_bootstrap, seed=seed, ece_bins=ece_bins)
     malignant = np.isin(list(classes), malignant_classes(classes))

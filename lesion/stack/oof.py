@@ -28,7 +28,11 @@ from lesion.device import resolve_device
 from lesion.errors import LesionError
 from lesion.evaluate.ensemble import combine, image_rows, member_checkpoints
 from lesion.evaluate.predict import predict, prediction_items
-from lesion.evaluate.run import check_test_split, check_validation_split, checkpoint_datamodule
+from lesion.evaluate.rebuilt import (
+    check_test_split,
+    check_validation_split,
+    checkpoint_datamodule,
+)
 from lesion.stack.options import SWEEP_FOLDER
 from lesion.train.module import LesionClassifier
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from lesion.data.datamodule import default_workers
 from lesion.data.images import image_id_of
-from lesion.data.readers import patient_ids, read_csv
+from lesion.data.readers import find_grouping, patient_ids, read_csv
 from lesion.data.unlabelled import FolderImages
 from lesion.errors import LesionError
 from lesion.evaluate.ensemble import combine
@@ -54,8 +54,9 @@ def _patients(sweep: FoldSweep, ids: list[str]) -> np.ndarray | None:
     datamodule = sweep.datamodules[0]
     patients = patient_ids(datamodule.layout, datamodule.root, ids)
     if patients is None:
-        log.warning("%s: no patient ids (its images are grouped by lesion, or not at all): no patient-relative "
-                    "features", datamodule.layout.name)
+        grouping = find_grouping(datamodule.layout, datamodule.root)
+        kind = "no grouping file" if grouping is None else f"groups its images by {grouping.kind}, not by patient"
+        log.warning("%s: %s: no patient-relative features", datamodule.layout.name, kind)
     return patients
 
 
