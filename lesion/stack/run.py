@@ -69,7 +69,10 @@ def _given_patients(sweep: FoldSweep, csv: Path, ids: list[str]) -> np.ndarray:
     if column is None:
         raise LesionError(csv, "has no patient id column, and the trees read patient-relative features",
                           "use the images' metadata CSV as the dataset publishes it, or features.patient=false")
-    id_column = next(c for c in (layout.id_column, "image") if c in table.columns)
+    id_column = next((c for c in (layout.id_column, "image") if c in table.columns), None)
+    if id_column is None:
+        raise LesionError(csv, f"has no image id column ({layout.id_column} or image)",
+                          f"use the metadata CSV of these images as {layout.name} publishes it")
     patient_of = dict(zip((image_id_of(i) for i in table[id_column]), table[column]))
     return np.array([patient_of.get(i) or f"image:{i}" for i in ids], dtype=object)
 

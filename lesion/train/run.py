@@ -192,10 +192,11 @@ def run(cfg: DictConfig) -> dict:
     trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)
     results = module.results["test"]
     if trainer.is_global_zero:
-        if best:
-            _store_ood_threshold(best, module, datamodule)
         write_json(run_dir / "val_metrics.json", validation)
         write_json(run_dir / "test_metrics.json", results)
+        if best:
+            # Testing's teardown left the module on the CPU: the validation pass runs where training ran.
+            _store_ood_threshold(best, module.to(trainer.strategy.root_device), datamodule)
         finish_run(trainer.loggers, run_dir, best, _container(cfg), validation["bacc"])
         pauc = f", pauc80 {results['pauc80']:.4f}" if "pauc80" in results else ""
         log.info("validation: bacc %.4f (epoch %s); test: bacc %.4f, auc_macro %.4f%s → %s", validation["bacc"],
